@@ -1,0 +1,1 @@
+//! Persistence traits (`OutputStore`, `JobStore`); implemented in `headshot-store`.

@@ -1,0 +1,1 @@
+//! Wire types and normalisation of loose client input (see shared/spec/wire.md).

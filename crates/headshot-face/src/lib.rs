@@ -1,0 +1,1 @@
+//! headshot-face

@@ -1,0 +1,21 @@
+//! Our candle model code: plain modules with `load(VarBuilder, &Config)` and `forward`.
+//! No I/O beyond reading tensors handed in, no hub, no threads.
+
+// SD1.5 UNet with decoupled cross-attention (IP-Adapter) and fused LoRA.
+pub mod unet;
+// Loading the IP-Adapter file (torch .bin or .safetensors) and fusing its LoRA.
+pub mod ip_adapter;
+// CLIP BPE tokenizer built from vocab.json + merges.txt (as SD1.5 repos ship it).
+pub mod tokenizer;
+// SD1.5 text encoder (CLIP ViT-L/14 text tower).
+pub mod clip_text;
+// CLIP vision towers: ViT-H/14 (FaceID image encoder, hidden_states[-2]) and ViT-L/14 (safety).
+pub mod clip_vision;
+// FaceID-Plus projection (ProjPlusModel + perceiver resampler, s_scale shortcut).
+pub mod face_projection;
+// VAE decoder.
+pub mod vae;
+// DDIM scheduler configured from scheduler_config.json.
+pub mod ddim;
+// StableDiffusionSafetyChecker head.
+pub mod safety_checker;

@@ -1,0 +1,1 @@
+//! Censoring of images the safety checker flagged.
