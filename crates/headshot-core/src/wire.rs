@@ -1,1 +1,0 @@
-//! Wire types and normalisation of loose client input (see shared/spec/wire.md).
