@@ -11,3 +11,6 @@ pub use generator::{
     CensorType, GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator,
     RgbImage,
 };
+pub use store::{
+    JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
+};

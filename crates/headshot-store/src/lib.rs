@@ -1,1 +1,19 @@
-//! headshot-store
+//! Persistence for headshot-server: generated images on local disk ([`LocalDiskOutputStore`]),
+//! job records in an embedded redb database ([`RedbJobStore`]) or in memory
+//! ([`MemoryJobStore`]), and the expiry sweep that ties the two together ([`sweep_expired`]).
+//! The traits live in `headshot_core::store` so other backends (object storage, a shared
+//! database) can be added without touching the server.
+
+mod expiry;
+mod local_disk;
+mod memory;
+mod redb_jobs;
+
+pub use expiry::{sweep_expired, ExpirySummary, DEFAULT_RECORD_TTL};
+pub use headshot_core::store::{
+    JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
+    SweepReport,
+};
+pub use local_disk::{encode_output, png_data_uri, random_prefix, LocalDiskOutputStore, DEFAULT_OUTPUT_TTL};
+pub use memory::MemoryJobStore;
+pub use redb_jobs::RedbJobStore;
