@@ -1,0 +1,427 @@
+//! The `models/*.toml` format: which files make up a model set and where they come from.
+//!
+//! ```toml
+//! name = "sd15-faceid-plusv2"
+//!
+//! [sources.base]                 # a hub repo and/or a local folder
+//! repo = "SG161222/Realistic_Vision_V4.0_noVAE"
+//! revision = "main"              # branch, tag or 40-hex commit (default "main")
+//! # local = "/models/rv4"        # tried first; relative paths start at the manifest's folder
+//!
+//! [components.unet]
+//! source = "base"                # or inline repo/revision/local
+//! folder = "unet"                # sub-folder inside the repo / local folder
+//! files = ["config.json", "diffusion_pytorch_model.safetensors"]
+//! ```
+//!
+//! `local` may contain `${VAR}` or `${VAR:-default}` (e.g. a test-asset folder chosen by an
+//! environment variable).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::WeightsError;
+
+/// The parts of a FaceID head shot model set. The order is the order of loading and of logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComponentKind {
+    Tokenizer,
+    TextEncoder,
+    Unet,
+    Vae,
+    Scheduler,
+    ImageEncoder,
+    IpAdapter,
+    SafetyChecker,
+    FeatureExtractor,
+    FaceDetector,
+    FaceRecognizer,
+}
+
+impl ComponentKind {
+    pub const ALL: [ComponentKind; 11] = [
+        ComponentKind::Tokenizer,
+        ComponentKind::TextEncoder,
+        ComponentKind::Unet,
+        ComponentKind::Vae,
+        ComponentKind::Scheduler,
+        ComponentKind::ImageEncoder,
+        ComponentKind::IpAdapter,
+        ComponentKind::SafetyChecker,
+        ComponentKind::FeatureExtractor,
+        ComponentKind::FaceDetector,
+        ComponentKind::FaceRecognizer,
+    ];
+
+    /// The key used in `[components.<key>]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ComponentKind::Tokenizer => "tokenizer",
+            ComponentKind::TextEncoder => "text_encoder",
+            ComponentKind::Unet => "unet",
+            ComponentKind::Vae => "vae",
+            ComponentKind::Scheduler => "scheduler",
+            ComponentKind::ImageEncoder => "image_encoder",
+            ComponentKind::IpAdapter => "ip_adapter",
+            ComponentKind::SafetyChecker => "safety_checker",
+            ComponentKind::FeatureExtractor => "feature_extractor",
+            ComponentKind::FaceDetector => "face_detector",
+            ComponentKind::FaceRecognizer => "face_recognizer",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<ComponentKind> {
+        ComponentKind::ALL.into_iter().find(|k| k.key() == key)
+    }
+
+    /// Components the manifest must name. The safety checker and its feature extractor are
+    /// optional (a deployment may run without the checker).
+    pub fn is_required(self) -> bool {
+        !matches!(self, ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor)
+    }
+}
+
+impl fmt::Display for ComponentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// Where files come from: a hub repo, a local folder, or both (local first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `owner/name` on the Hugging Face Hub.
+    pub repo: Option<String>,
+    /// Branch, tag or commit; `main` when absent.
+    pub revision: Option<String>,
+    /// A local folder laid out like the repo.
+    pub local: Option<String>,
+}
+
+/// One component as written in the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    /// Name of a `[sources.<name>]` table. Mutually exclusive with inline `repo`/`local`.
+    pub source: Option<String>,
+    pub repo: Option<String>,
+    pub revision: Option<String>,
+    pub local: Option<String>,
+    /// Sub-folder inside the repo (and inside the local folder).
+    pub folder: Option<String>,
+    /// Files of this component, relative to `folder`.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    description: Option<String>,
+    #[serde(default)]
+    sources: BTreeMap<String, SourceSpec>,
+    components: BTreeMap<String, ComponentSpec>,
+}
+
+/// A component with its source looked up: what `resolve` works from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentEntry {
+    pub kind: ComponentKind,
+    pub repo: Option<String>,
+    pub revision: String,
+    /// The local folder with `${VAR}` expanded and made absolute (not yet checked to exist).
+    pub local: Option<PathBuf>,
+    pub folder: Option<String>,
+    pub files: Vec<String>,
+}
+
+impl ComponentEntry {
+    /// The path of `file` inside the repo (`folder/file`).
+    pub fn repo_path(&self, file: &str) -> String {
+        match &self.folder {
+            Some(folder) => format!("{}/{}", folder.trim_end_matches('/'), file),
+            None => file.to_string(),
+        }
+    }
+}
+
+/// A parsed, validated manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub name: String,
+    pub description: Option<String>,
+    /// The file it was read from (for messages); `<inline>` when parsed from a string.
+    pub path: PathBuf,
+    pub components: BTreeMap<ComponentKind, ComponentEntry>,
+}
+
+impl Manifest {
+    /// Reads and validates `path`. Relative `local` folders are taken from the manifest's folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Manifest, WeightsError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| WeightsError::ManifestRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+        Manifest::parse(&text, path, &base_dir)
+    }
+
+    /// Parses manifest text. `path` only names the manifest in messages; relative `local`
+    /// folders are joined onto `base_dir`.
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Manifest, WeightsError> {
+        let invalid = |message: String| WeightsError::ManifestInvalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+
+        let mut components = BTreeMap::new();
+        for (key, spec) in raw.components {
+            let kind = ComponentKind::from_key(&key).ok_or_else(|| {
+                let known: Vec<&str> = ComponentKind::ALL.iter().map(|k| k.key()).collect();
+                invalid(format!(
+                    "unknown component [components.{key}]; known components: {}",
+                    known.join(", ")
+                ))
+            })?;
+            let entry = component_entry(kind, spec, &raw.sources, base_dir).map_err(invalid)?;
+            components.insert(kind, entry);
+        }
+        for kind in ComponentKind::ALL {
+            if kind.is_required() && !components.contains_key(&kind) {
+                return Err(invalid(format!(
+                    "missing [components.{kind}]; every model set needs it"
+                )));
+            }
+        }
+        Ok(Manifest {
+            name: raw.name,
+            description: raw.description,
+            path: path.to_path_buf(),
+            components,
+        })
+    }
+
+    pub fn component(&self, kind: ComponentKind) -> Option<&ComponentEntry> {
+        self.components.get(&kind)
+    }
+}
+
+fn component_entry(
+    kind: ComponentKind,
+    spec: ComponentSpec,
+    sources: &BTreeMap<String, SourceSpec>,
+    base_dir: &Path,
+) -> Result<ComponentEntry, String> {
+    let inline = spec.repo.is_some() || spec.local.is_some() || spec.revision.is_some();
+    let source = match &spec.source {
+        Some(name) if inline => {
+            return Err(format!(
+                "[components.{kind}] names source \"{name}\" and also repo/revision/local; use one of the two"
+            ))
+        }
+        Some(name) => sources.get(name).cloned().ok_or_else(|| {
+            format!("[components.{kind}] names source \"{name}\", but there is no [sources.{name}]")
+        })?,
+        None => SourceSpec {
+            repo: spec.repo,
+            revision: spec.revision,
+            local: spec.local,
+        },
+    };
+    if source.repo.is_none() && source.local.is_none() {
+        return Err(format!(
+            "[components.{kind}] has neither a repo nor a local folder; set `repo = \"owner/name\"` or `local = \"path\"`"
+        ));
+    }
+    if let Some(repo) = &source.repo {
+        let mut parts = repo.split('/');
+        let valid = matches!((parts.next(), parts.next(), parts.next()), (Some(o), Some(n), None) if !o.is_empty() && !n.is_empty());
+        if !valid {
+            return Err(format!(
+                "[components.{kind}] repo \"{repo}\" is not of the form \"owner/name\""
+            ));
+        }
+    }
+    if spec.files.is_empty() {
+        return Err(format!(
+            "[components.{kind}] lists no files; add `files = [...]`"
+        ));
+    }
+    for file in &spec.files {
+        let escapes = Path::new(file).components().any(|c| {
+            !matches!(c, std::path::Component::Normal(_))
+        });
+        if file.is_empty() || escapes {
+            return Err(format!(
+                "[components.{kind}] file \"{file}\" must be a relative path inside the folder (no '..', no leading '/')"
+            ));
+        }
+    }
+    let local = match &source.local {
+        Some(raw) => {
+            let expanded = expand_env(raw).map_err(|e| format!("[components.{kind}] local: {e}"))?;
+            Some(base_dir.join(expanded))
+        }
+        None => None,
+    };
+    Ok(ComponentEntry {
+        kind,
+        repo: source.repo,
+        revision: source.revision.unwrap_or_else(|| "main".to_string()),
+        local,
+        folder: spec.folder.filter(|f| !f.is_empty()),
+        files: spec.files,
+    })
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`. An unset `${VAR}` without default is an error, so a
+/// typo does not silently point at the wrong folder.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed \"${{\" in \"{text}\""))?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (expr, None),
+        };
+        match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set (used in \"{text}\"); set it or write ${{{name}:-default}}"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[sources.base]
+repo = "owner/base"
+[components.tokenizer]
+source = "base"
+folder = "tokenizer"
+files = ["vocab.json", "merges.txt"]
+[components.text_encoder]
+source = "base"
+folder = "text_encoder"
+files = ["config.json", "model.safetensors"]
+[components.unet]
+source = "base"
+folder = "unet"
+files = ["config.json", "diffusion_pytorch_model.safetensors"]
+[components.vae]
+repo = "owner/vae"
+revision = "0123456789abcdef0123456789abcdef01234567"
+files = ["config.json", "diffusion_pytorch_model.safetensors"]
+[components.scheduler]
+source = "base"
+folder = "scheduler"
+files = ["scheduler_config.json"]
+[components.image_encoder]
+local = "enc"
+files = ["config.json", "model.safetensors"]
+[components.ip_adapter]
+repo = "owner/adapter"
+files = ["adapter.bin"]
+[components.face_detector]
+local = "faces"
+files = ["det.onnx"]
+[components.face_recognizer]
+local = "faces"
+files = ["rec.onnx"]
+"#;
+
+    fn parse(text: &str) -> Result<Manifest, WeightsError> {
+        Manifest::parse(text, Path::new("test.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn parses_sources_inline_repos_and_local_folders() {
+        let m = parse(MINIMAL).unwrap();
+        assert_eq!(m.name, "t");
+        let unet = m.component(ComponentKind::Unet).unwrap();
+        assert_eq!(unet.repo.as_deref(), Some("owner/base"));
+        assert_eq!(unet.revision, "main");
+        assert_eq!(unet.repo_path("config.json"), "unet/config.json");
+        let vae = m.component(ComponentKind::Vae).unwrap();
+        assert_eq!(vae.revision, "0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(vae.repo_path("config.json"), "config.json");
+        let enc = m.component(ComponentKind::ImageEncoder).unwrap();
+        assert_eq!(enc.local.as_deref(), Some(Path::new("/base/enc")));
+        assert!(m.component(ComponentKind::SafetyChecker).is_none());
+    }
+
+    #[test]
+    fn missing_required_component_is_named() {
+        let text = MINIMAL.replace("[components.unet]", "[components.unused_unet_typo]");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("unknown component [components.unused_unet_typo]"), "{err}");
+        let text = MINIMAL.replace(
+            "[components.unet]\nsource = \"base\"\nfolder = \"unet\"\nfiles = [\"config.json\", \"diffusion_pytorch_model.safetensors\"]\n",
+            "",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("missing [components.unet]"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_sources_and_paths() {
+        let err = parse(&MINIMAL.replace("source = \"base\"\nfolder = \"unet\"", "source = \"nope\"\nfolder = \"unet\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [sources.nope]"), "{err}");
+        let err = parse(&MINIMAL.replace("\"adapter.bin\"", "\"../adapter.bin\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("relative path inside the folder"), "{err}");
+        let err = parse(&MINIMAL.replace("repo = \"owner/adapter\"", "repo = \"adapter\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("owner/name"), "{err}");
+        let err = parse(&MINIMAL.replace("files = [\"adapter.bin\"]", "files = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lists no files"), "{err}");
+    }
+
+    #[test]
+    fn expands_environment_variables_with_defaults() {
+        std::env::set_var("HEADSHOT_WEIGHTS_TEST_DIR", "/from/env");
+        assert_eq!(expand_env("${HEADSHOT_WEIGHTS_TEST_DIR}/x").unwrap(), "/from/env/x");
+        assert_eq!(
+            expand_env("${HEADSHOT_WEIGHTS_TEST_UNSET_VAR:-../assets}/y").unwrap(),
+            "../assets/y"
+        );
+        assert!(expand_env("${HEADSHOT_WEIGHTS_TEST_UNSET_VAR}/y")
+            .unwrap_err()
+            .contains("HEADSHOT_WEIGHTS_TEST_UNSET_VAR"));
+        assert!(expand_env("${OOPS").is_err());
+    }
+}
