@@ -19,3 +19,5 @@ pub mod vae;
 pub mod ddim;
 // StableDiffusionSafetyChecker head.
 pub mod safety_checker;
+// CLIPImageProcessor with Pillow-exact resampling (FaceID crop and safety checker inputs).
+pub mod clip_preprocess;
