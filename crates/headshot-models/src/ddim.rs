@@ -1,1 +1,360 @@
-//! ddim
+//! DDIM scheduler (eta = 0), reproducing diffusers' `DDIMScheduler` built with
+//! `DDIMScheduler.from_config(scheduler_config.json)`: keys the file lacks take DDIM's defaults
+//! (SD1.5 repos ship a PNDM config, whose shared keys carry over).
+//!
+//! Arithmetic follows torch's: betas and alphas in f32, the cumulative product accumulated in
+//! f64 and stored per step in f32 (torch's CPU cumprod), per-step coefficients in f32.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Result, Tensor};
+use serde::Deserialize;
+
+/// Errors while reading `scheduler/scheduler_config.json` or scheduling.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("cannot read scheduler config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("scheduler config is not valid JSON for a DDIM scheduler: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("scheduler config: {0}")]
+    Unsupported(String),
+    #[error("{steps} inference steps requested; must be between 1 and num_train_timesteps ({train})")]
+    BadStepCount { steps: usize, train: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    Linear,
+    ScaledLinear,
+    #[serde(rename = "squaredcos_cap_v2")]
+    SquaredCosCapV2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    Epsilon,
+    VPrediction,
+    Sample,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+/// The DDIM-relevant keys of a diffusers scheduler config (defaults: `DDIMScheduler`'s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DdimConfig {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub trained_betas: Option<Vec<f64>>,
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+    pub set_alpha_to_one: bool,
+    pub steps_offset: usize,
+    pub prediction_type: PredictionType,
+    pub thresholding: bool,
+    pub timestep_spacing: TimestepSpacing,
+    pub rescale_betas_zero_snr: bool,
+}
+
+impl Default for DdimConfig {
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            trained_betas: None,
+            clip_sample: true,
+            clip_sample_range: 1.0,
+            set_alpha_to_one: true,
+            steps_offset: 0,
+            prediction_type: PredictionType::Epsilon,
+            thresholding: false,
+            timestep_spacing: TimestepSpacing::Leading,
+            rescale_betas_zero_snr: false,
+        }
+    }
+}
+
+impl DdimConfig {
+    /// The reference demo's scheduler (IP-Adapter FaceID examples).
+    pub fn sd15_reference() -> Self {
+        Self {
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            clip_sample: false,
+            set_alpha_to_one: false,
+            steps_offset: 1,
+            ..Self::default()
+        }
+    }
+}
+
+/// The DDIM sampler state: the noise schedule plus the current timestep grid.
+#[derive(Debug, Clone)]
+pub struct DdimScheduler {
+    config: DdimConfig,
+    alphas_cumprod: Vec<f32>,
+    final_alpha_cumprod: f32,
+    num_inference_steps: usize,
+    timesteps: Vec<usize>,
+}
+
+impl DdimScheduler {
+    pub fn from_config_json(json: &str) -> std::result::Result<Self, SchedulerError> {
+        Self::new(serde_json::from_str(json)?)
+    }
+
+    pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, SchedulerError> {
+        let path = path.as_ref();
+        let json = std::fs::read_to_string(path)
+            .map_err(|source| SchedulerError::Read { path: path.to_path_buf(), source })?;
+        Self::from_config_json(&json)
+    }
+
+    pub fn new(config: DdimConfig) -> std::result::Result<Self, SchedulerError> {
+        if config.thresholding {
+            return Err(SchedulerError::Unsupported(
+                "dynamic thresholding (\"thresholding\": true) is for pixel-space models and is not supported".into(),
+            ));
+        }
+        if config.num_train_timesteps == 0 {
+            return Err(SchedulerError::Unsupported("num_train_timesteps must be positive".into()));
+        }
+        let mut betas = betas(&config)?;
+        if config.rescale_betas_zero_snr {
+            betas = rescale_zero_terminal_snr(&betas);
+        }
+        let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+        let mut alphas_cumprod = Vec::with_capacity(alphas.len());
+        let mut product = 1.0f64;
+        for &a in &alphas {
+            product *= a as f64;
+            alphas_cumprod.push(product as f32);
+        }
+        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        let mut scheduler = Self {
+            config,
+            alphas_cumprod,
+            final_alpha_cumprod,
+            num_inference_steps: 0,
+            timesteps: Vec::new(),
+        };
+        // diffusers starts with the full training grid, descending.
+        scheduler.timesteps = (0..scheduler.config.num_train_timesteps).rev().collect();
+        Ok(scheduler)
+    }
+
+    pub fn config(&self) -> &DdimConfig {
+        &self.config
+    }
+
+    pub fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
+    }
+
+    /// The initial noise is not rescaled by DDIM.
+    pub fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    /// Chooses the `n` timesteps to sample at (descending) and returns them.
+    pub fn set_timesteps(&mut self, n: usize) -> std::result::Result<Vec<usize>, SchedulerError> {
+        let train = self.config.num_train_timesteps;
+        if n == 0 || n > train {
+            return Err(SchedulerError::BadStepCount { steps: n, train });
+        }
+        let timesteps: Vec<i64> = match self.config.timestep_spacing {
+            TimestepSpacing::Linspace => {
+                // np.linspace(0, train - 1, n).round()[::-1]
+                let last = (train - 1) as f64;
+                (0..n)
+                    .rev()
+                    .map(|i| {
+                        let t = if n == 1 { 0.0 } else { last * i as f64 / (n - 1) as f64 };
+                        round_half_even(t) as i64
+                    })
+                    .collect()
+            }
+            TimestepSpacing::Leading => {
+                let ratio = train / n;
+                (0..n).rev().map(|i| (i * ratio + self.config.steps_offset) as i64).collect()
+            }
+            TimestepSpacing::Trailing => {
+                // np.round(np.arange(train, 0, -train / n)) - 1
+                let ratio = train as f64 / n as f64;
+                let mut out = Vec::with_capacity(n);
+                let mut t = train as f64;
+                let mut k = 0usize;
+                while t > 0.0 {
+                    out.push(round_half_even(t) as i64 - 1);
+                    k += 1;
+                    t = train as f64 - k as f64 * ratio;
+                }
+                out
+            }
+        };
+        let max = train as i64 - 1;
+        if let Some(bad) = timesteps.iter().find(|&&t| t < 0 || t > max) {
+            return Err(SchedulerError::Unsupported(format!(
+                "timestep {bad} from steps_offset {} is outside 0..{train}",
+                self.config.steps_offset
+            )));
+        }
+        self.num_inference_steps = n;
+        self.timesteps = timesteps.into_iter().map(|t| t as usize).collect();
+        Ok(self.timesteps.clone())
+    }
+
+    /// One deterministic DDIM step (eta = 0): from `sample` at `timestep` to the previous
+    /// timestep, given the model output (epsilon, v or sample, per `prediction_type`).
+    pub fn step(&self, model_output: &Tensor, timestep: usize, sample: &Tensor) -> Result<Tensor> {
+        if self.num_inference_steps == 0 {
+            candle_core::bail!("DdimScheduler::step called before set_timesteps");
+        }
+        let Some(&alpha_prod_t) = self.alphas_cumprod.get(timestep) else {
+            candle_core::bail!("timestep {timestep} is outside the training schedule 0..{}", self.alphas_cumprod.len())
+        };
+        let prev = timestep as i64 - (self.config.num_train_timesteps / self.num_inference_steps) as i64;
+        let alpha_prod_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
+        let beta_prod_t = 1.0f32 - alpha_prod_t;
+        let sqrt_alpha = alpha_prod_t.sqrt() as f64;
+        let sqrt_beta = beta_prod_t.sqrt() as f64;
+
+        let (pred_original, pred_epsilon) = match self.config.prediction_type {
+            PredictionType::Epsilon => {
+                let x0 = ((sample - (model_output * sqrt_beta)?)? / sqrt_alpha)?;
+                (x0, model_output.clone())
+            }
+            PredictionType::Sample => {
+                let eps = ((sample - (model_output * sqrt_alpha)?)? / sqrt_beta)?;
+                (model_output.clone(), eps)
+            }
+            PredictionType::VPrediction => {
+                let x0 = ((sample * sqrt_alpha)? - (model_output * sqrt_beta)?)?;
+                let eps = ((model_output * sqrt_alpha)? + (sample * sqrt_beta)?)?;
+                (x0, eps)
+            }
+        };
+        let pred_original = if self.config.clip_sample {
+            let r = self.config.clip_sample_range as f32;
+            pred_original.clamp(-r, r)?
+        } else {
+            pred_original
+        };
+        let direction = (1.0f32 - alpha_prod_prev).sqrt() as f64;
+        (pred_original * alpha_prod_prev.sqrt() as f64)? + (pred_epsilon * direction)?
+    }
+}
+
+/// numpy's `round` (half to even).
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+fn betas(config: &DdimConfig) -> std::result::Result<Vec<f32>, SchedulerError> {
+    let n = config.num_train_timesteps;
+    if let Some(trained) = &config.trained_betas {
+        if trained.len() != n {
+            return Err(SchedulerError::Unsupported(format!(
+                "trained_betas has {} entries, num_train_timesteps is {n}",
+                trained.len()
+            )));
+        }
+        return Ok(trained.iter().map(|&b| b as f32).collect());
+    }
+    Ok(match config.beta_schedule {
+        BetaSchedule::Linear => linspace_f32(config.beta_start, config.beta_end, n),
+        BetaSchedule::ScaledLinear => linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
+            .into_iter()
+            .map(|b| b * b)
+            .collect(),
+        BetaSchedule::SquaredCosCapV2 => {
+            let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+            (0..n)
+                .map(|i| {
+                    let t1 = i as f64 / n as f64;
+                    let t2 = (i + 1) as f64 / n as f64;
+                    (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+                })
+                .collect()
+        }
+    })
+}
+
+/// `torch.linspace(start, end, n, dtype=float32)`: torch fills the first half from the start
+/// and the second half from the end, which keeps both endpoints exact.
+fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start as f32];
+    }
+    let (s, e) = (start as f32, end as f32);
+    let step = (e - s) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| if i < half { s + step * i as f32 } else { e - step * (n - 1 - i) as f32 })
+        .collect()
+}
+
+/// diffusers' `rescale_zero_terminal_snr` (arXiv:2305.08891, Algorithm 1).
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let mut product = 1.0f64;
+    let sqrt_bar: Vec<f64> = betas
+        .iter()
+        .map(|b| {
+            product *= 1.0 - *b as f64;
+            product.sqrt()
+        })
+        .collect();
+    let (first, last) = (sqrt_bar[0], sqrt_bar[sqrt_bar.len() - 1]);
+    let rescaled: Vec<f64> = sqrt_bar.iter().map(|s| (s - last) * first / (first - last)).collect();
+    let bar: Vec<f64> = rescaled.iter().map(|s| s * s).collect();
+    let mut out = Vec::with_capacity(bar.len());
+    for (i, &b) in bar.iter().enumerate() {
+        let alpha = if i == 0 { b } else { b / bar[i - 1] };
+        out.push((1.0 - alpha) as f32);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numpy_rounding_is_half_to_even() {
+        assert_eq!(round_half_even(0.5), 0.0);
+        assert_eq!(round_half_even(1.5), 2.0);
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(2.6), 3.0);
+    }
+
+    #[test]
+    fn linspace_keeps_both_endpoints() {
+        let v = linspace_f32(0.1, 0.7, 7);
+        assert_eq!(v[0], 0.1f32);
+        assert_eq!(v[6], 0.7f32);
+        assert_eq!(v.len(), 7);
+    }
+}

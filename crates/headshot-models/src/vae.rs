@@ -1,1 +1,247 @@
-//! vae
+//! VAE decoder of an `AutoencoderKL` (`vae/config.json` + `diffusion_pytorch_model.safetensors`):
+//! `post_quant_conv` then diffusers' `Decoder`. The encoder half is never loaded.
+//!
+//! The ResNet, up-sampling and attention blocks are candle-transformers' Stable Diffusion blocks
+//! (their math and key names match diffusers'; the attention block accepts both the current
+//! `to_q/to_k/to_v/to_out.0` keys and the legacy `query/key/value/proj_attn` ones). The decoder
+//! around them is ours because candle only exposes the full encoder + decoder model.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_transformers::models::stable_diffusion::attention::{AttentionBlock, AttentionBlockConfig};
+use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use candle_transformers::models::stable_diffusion::unet_2d_blocks::{UpDecoderBlock2D, UpDecoderBlock2DConfig};
+use serde::Deserialize;
+
+/// diffusers' VAE blocks use this GroupNorm epsilon throughout the decoder.
+const VAE_NORM_EPS: f64 = 1e-6;
+
+/// Errors while reading `vae/config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum VaeConfigError {
+    #[error("cannot read VAE config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("VAE config {path} is not a valid AutoencoderKL config: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("VAE config {path}: {message}")]
+    Unsupported { path: PathBuf, message: String },
+}
+
+/// The decoder-relevant part of `vae/config.json`; missing keys take diffusers' defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct VaeConfig {
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub up_block_types: Vec<String>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub act_fn: String,
+    pub scaling_factor: f64,
+    pub shift_factor: Option<f64>,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        Self {
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![64],
+            up_block_types: vec!["UpDecoderBlock2D".into()],
+            layers_per_block: 1,
+            norm_num_groups: 32,
+            act_fn: "silu".into(),
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
+}
+
+impl VaeConfig {
+    /// SD1.5's VAE (also `stabilityai/sd-vae-ft-mse`).
+    pub fn sd15() -> Self {
+        Self {
+            block_out_channels: vec![128, 256, 512, 512],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            layers_per_block: 2,
+            ..Self::default()
+        }
+    }
+
+    pub fn from_json_str(json: &str, origin: &Path) -> std::result::Result<Self, VaeConfigError> {
+        let config: Self =
+            serde_json::from_str(json).map_err(|source| VaeConfigError::Parse { path: origin.to_path_buf(), source })?;
+        let unsupported = |message: String| VaeConfigError::Unsupported { path: origin.to_path_buf(), message };
+        if config.block_out_channels.is_empty() {
+            return Err(unsupported("block_out_channels is empty".into()));
+        }
+        if let Some(other) = config.up_block_types.iter().find(|t| t.as_str() != "UpDecoderBlock2D") {
+            return Err(unsupported(format!("up block type {other:?} is not supported (only UpDecoderBlock2D)")));
+        }
+        if config.act_fn != "silu" {
+            return Err(unsupported(format!("act_fn {:?} is not supported (only silu)", config.act_fn)));
+        }
+        if config.norm_num_groups == 0 || config.block_out_channels.iter().any(|c| c % config.norm_num_groups != 0) {
+            return Err(unsupported(format!(
+                "every block_out_channels entry {:?} must be a multiple of norm_num_groups {}",
+                config.block_out_channels, config.norm_num_groups
+            )));
+        }
+        Ok(config)
+    }
+
+    pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, VaeConfigError> {
+        let path = path.as_ref();
+        let json = std::fs::read_to_string(path)
+            .map_err(|source| VaeConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_json_str(&json, path)
+    }
+}
+
+/// diffusers' `UNetMidBlock2D` as the VAE uses it: resnet, [attention, resnet].
+#[derive(Debug)]
+struct MidBlock {
+    first: ResnetBlock2D,
+    attention: Option<AttentionBlock>,
+    second: ResnetBlock2D,
+}
+
+impl MidBlock {
+    fn load(vb: VarBuilder, channels: usize, groups: usize, add_attention: bool) -> Result<Self> {
+        let resnet_cfg = ResnetBlock2DConfig {
+            out_channels: Some(channels),
+            temb_channels: None,
+            groups,
+            eps: VAE_NORM_EPS,
+            ..Default::default()
+        };
+        let attention = if add_attention {
+            // One head spanning all channels (`attention_head_dim = block_out_channels[-1]`).
+            let attn_cfg = AttentionBlockConfig {
+                num_head_channels: None,
+                num_groups: groups,
+                rescale_output_factor: 1.0,
+                eps: VAE_NORM_EPS,
+            };
+            Some(AttentionBlock::new(vb.pp("attentions.0"), channels, attn_cfg)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            first: ResnetBlock2D::new(vb.pp("resnets.0"), channels, resnet_cfg)?,
+            attention,
+            second: ResnetBlock2D::new(vb.pp("resnets.1"), channels, resnet_cfg)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.first.forward(xs, None)?;
+        let xs = match &self.attention {
+            Some(attention) => attention.forward(&xs)?,
+            None => xs,
+        };
+        self.second.forward(&xs, None)
+    }
+}
+
+/// `post_quant_conv` + `decoder.*` of an `AutoencoderKL`.
+#[derive(Debug)]
+pub struct VaeDecoder {
+    post_quant_conv: Option<Conv2d>,
+    conv_in: Conv2d,
+    mid_block: MidBlock,
+    up_blocks: Vec<UpDecoderBlock2D>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    config: VaeConfig,
+}
+
+impl VaeDecoder {
+    /// `vb` at the root of the VAE weights file.
+    pub fn load(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        let channels = &cfg.block_out_channels;
+        let (Some(&first_channels), Some(&last_channels)) = (channels.first(), channels.last()) else {
+            candle_core::bail!("VAE config has no block_out_channels")
+        };
+        let groups = cfg.norm_num_groups;
+        let same = Conv2dConfig::default();
+        let padded = Conv2dConfig { padding: 1, ..Default::default() };
+        let post_quant_conv = if cfg.use_post_quant_conv {
+            Some(candle_nn::conv2d(cfg.latent_channels, cfg.latent_channels, 1, same, vb.pp("post_quant_conv"))?)
+        } else {
+            None
+        };
+        let dec = vb.pp("decoder");
+        let conv_in = candle_nn::conv2d(cfg.latent_channels, last_channels, 3, padded, dec.pp("conv_in"))?;
+        let mid_block = MidBlock::load(dec.pp("mid_block"), last_channels, groups, cfg.mid_block_add_attention)?;
+        // Up blocks run from the widest channels back to the narrowest; all but the last
+        // up-sample by 2.
+        let reversed: Vec<usize> = channels.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(reversed.len());
+        let mut in_channels = last_channels;
+        for (i, &out_channels) in reversed.iter().enumerate() {
+            let block_cfg = UpDecoderBlock2DConfig {
+                num_layers: cfg.layers_per_block + 1,
+                resnet_eps: VAE_NORM_EPS,
+                resnet_groups: groups,
+                output_scale_factor: 1.0,
+                add_upsample: i + 1 < reversed.len(),
+            };
+            up_blocks.push(UpDecoderBlock2D::new(dec.pp("up_blocks").pp(i), in_channels, out_channels, block_cfg)?);
+            in_channels = out_channels;
+        }
+        let conv_norm_out = candle_nn::group_norm(groups, first_channels, VAE_NORM_EPS, dec.pp("conv_norm_out"))?;
+        let conv_out = candle_nn::conv2d(first_channels, cfg.out_channels, 3, padded, dec.pp("conv_out"))?;
+        tracing::debug!(channels = ?cfg.block_out_channels, "loaded VAE decoder");
+        Ok(Self { post_quant_conv, conv_in, mid_block, up_blocks, conv_norm_out, conv_out, config: cfg.clone() })
+    }
+
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// `scaling_factor` from the config (0.18215 for SD1.5).
+    pub fn scaling_factor(&self) -> f64 {
+        self.config.scaling_factor
+    }
+
+    /// `vae.decode(z).sample`: `z` are *unscaled* latents [B, latent_channels, h, w] (the caller
+    /// divides the diffusion latents by `scaling_factor` first, as diffusers' pipeline does).
+    /// Returns [B, out_channels, 8h, 8w] for four blocks, roughly in [-1, 1].
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        let (_, c, _, _) = z.dims4()?;
+        if c != self.config.latent_channels {
+            candle_core::bail!(
+                "VAE decode expects latents [B, {}, h, w], got {:?}",
+                self.config.latent_channels,
+                z.dims()
+            );
+        }
+        let mut xs = match &self.post_quant_conv {
+            Some(conv) => conv.forward(z)?,
+            None => z.clone(),
+        };
+        xs = self.conv_in.forward(&xs)?;
+        xs = self.mid_block.forward(&xs)?;
+        for block in &self.up_blocks {
+            xs = block.forward(&xs)?;
+        }
+        let xs = candle_nn::ops::silu(&self.conv_norm_out.forward(&xs)?)?;
+        self.conv_out.forward(&xs)
+    }
+
+    /// The pipeline's convenience: `decode(latents / scaling_factor)` mapped to [0, 1]
+    /// (`(x / 2 + 0.5).clamp(0, 1)`).
+    pub fn decode_to_unit_range(&self, latents: &Tensor) -> Result<Tensor> {
+        let shift = self.config.shift_factor.unwrap_or(0.0);
+        let z = ((latents / self.config.scaling_factor)? + shift)?;
+        ((self.decode(&z)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)
+    }
+}
