@@ -1,0 +1,147 @@
+//! Server configuration: every flag also reads an environment variable (`HEADSHOT_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "headshot-server",
+    version,
+    about = "Self-hosted, ModelsLab-compatible head shot server (SD1.5 + IP-Adapter FaceID PlusV2 in candle)"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HEADSHOT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Accepted API keys, comma separated (clients send one as `key` in the body or header).
+    #[arg(long, env = "HEADSHOT_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
+    /// Accept requests without a valid key. Only for closed networks and local experiments.
+    #[arg(long, env = "HEADSHOT_NO_AUTH")]
+    pub no_auth: bool,
+
+    /// Base URL clients reach this server at; output and fetch URLs are built from it.
+    /// Default: http://<bind>.
+    #[arg(long, env = "HEADSHOT_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Folder for generated images (`outputs/`) and the job database (`jobs.redb`).
+    #[arg(long, env = "HEADSHOT_DATA_DIR", default_value = "headshot-data")]
+    pub data_dir: PathBuf,
+
+    /// Jobs that may wait for the GPU at once; more are refused with the rate-limit error.
+    #[arg(long, env = "HEADSHOT_QUEUE_SIZE", default_value_t = 32)]
+    pub queue_size: usize,
+
+    /// How long a submit waits for its images before answering `processing` (seconds).
+    #[arg(long, env = "HEADSHOT_SYNC_WAIT_SECS", default_value_t = 30.0)]
+    pub sync_wait_secs: f64,
+
+    /// How long output files are served (seconds); the hosted service keeps them 24 h.
+    #[arg(long, env = "HEADSHOT_OUTPUT_TTL_SECS", default_value_t = 24 * 60 * 60)]
+    pub output_ttl_secs: u64,
+
+    /// How long finished job records answer `fetch` (seconds); at least the output TTL.
+    #[arg(long, env = "HEADSHOT_RECORD_TTL_SECS", default_value_t = 7 * 24 * 60 * 60)]
+    pub record_ttl_secs: u64,
+
+    /// Allow face image URLs and webhooks that point at loopback, private, link-local and
+    /// other non-public addresses. Off by default: it would let clients probe your network.
+    #[arg(long, env = "HEADSHOT_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+
+    /// Largest accepted face image (bytes, after base64 decoding or download).
+    #[arg(long, env = "HEADSHOT_MAX_IMAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_image_bytes: usize,
+
+    /// Largest accepted face image in pixels (width x height), checked before decoding.
+    #[arg(long, env = "HEADSHOT_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Time limit for downloading a face image, redirects included (seconds).
+    #[arg(long, env = "HEADSHOT_FETCH_TIMEOUT_SECS", default_value_t = 20)]
+    pub fetch_timeout_secs: u64,
+
+    /// Redirects followed when downloading a face image (each hop is checked again).
+    #[arg(long, env = "HEADSHOT_MAX_REDIRECTS", default_value_t = 5)]
+    pub max_redirects: usize,
+
+    /// Webhook delivery attempts after the first one fails.
+    #[arg(long, env = "HEADSHOT_WEBHOOK_RETRIES", default_value_t = 5)]
+    pub webhook_retries: usize,
+
+    /// First retry delay for webhooks (milliseconds); doubles on each retry.
+    #[arg(long, env = "HEADSHOT_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
+    pub webhook_backoff_ms: u64,
+
+    /// Seconds one job is expected to take before any has finished (for `eta`).
+    #[arg(long, env = "HEADSHOT_INITIAL_ETA_SECS", default_value_t = 10.0)]
+    pub initial_eta_secs: f64,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// What the pipeline loads and where it runs; passed through to `headshot-pipeline`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model set manifest (models/*.toml): SD1.5 folders, VAE, image encoder, IP-Adapter,
+    /// safety checker and face models. `models/tiny.toml` is the small bundled set.
+    #[arg(long, env = "HEADSHOT_MODELS", default_value = "models/sd15-faceid-plusv2.toml")]
+    pub models: PathBuf,
+
+    /// Device for the diffusion models: cpu, cuda, cuda:N or metal.
+    #[arg(long, env = "HEADSHOT_DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// Weight dtype: f32, f16 or bf16 (f16 is the usual choice on GPUs).
+    #[arg(long, env = "HEADSHOT_DTYPE", default_value = "f32")]
+    pub dtype: String,
+
+    /// The ONNX Runtime library (libonnxruntime.so) for the face models; default: ORT_DYLIB_PATH.
+    #[arg(long, env = "HEADSHOT_ONNXRUNTIME_LIBRARY")]
+    pub onnxruntime_library: Option<PathBuf>,
+
+    /// Do not load the safety checker (requests with safety_checker=true then fail).
+    #[arg(long, env = "HEADSHOT_NO_SAFETY_CHECKER")]
+    pub no_safety_checker: bool,
+}
+
+impl Config {
+    pub fn sync_wait(&self) -> Duration {
+        Duration::from_secs_f64(self.sync_wait_secs.max(0.0))
+    }
+
+    pub fn output_ttl(&self) -> Duration {
+        Duration::from_secs(self.output_ttl_secs)
+    }
+
+    pub fn record_ttl(&self) -> Duration {
+        Duration::from_secs(self.record_ttl_secs.max(self.output_ttl_secs))
+    }
+
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// A configuration for tests and embedding: defaults, given keys, no model flags.
+    pub fn for_tests(data_dir: PathBuf, api_keys: &[&str]) -> Self {
+        let mut args = vec!["headshot-server".to_string()];
+        if !api_keys.is_empty() {
+            args.push(format!("--api-keys={}", api_keys.join(",")));
+        }
+        args.push(format!("--data-dir={}", data_dir.display()));
+        let mut config = Config::parse_from(args);
+        config.sync_wait_secs = 10.0;
+        config
+    }
+}

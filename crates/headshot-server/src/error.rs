@@ -1,0 +1,123 @@
+//! The one place where every error kind becomes a wire body and HTTP status. The hosted
+//! service answers HTTP 200 with a `status` field for everything a client can cause; only a
+//! body that is not JSON at all (400) and our own failures (500) use other codes, still with
+//! the documented `{"status":"error","message":...}` shape.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use headshot_core::store::StoreError;
+use headshot_core::wire::{
+    ErrorResponse, FailedResponse, InvalidKeyResponse, NotFoundResponse, RateLimitResponse,
+    ValidationErrorResponse, ValidationErrors, WireResponse,
+};
+use headshot_core::GenerationError;
+
+use crate::face_image::FaceImageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("invalid request: {0}")]
+    Validation(ValidationErrors),
+    #[error(transparent)]
+    FaceImage(#[from] FaceImageError),
+    #[error("the queue is full ({max_queued} jobs)")]
+    QueueFull { max_queued: usize, retry_after_secs: u64 },
+    #[error("request not found")]
+    NotFound,
+    #[error("job {id} failed: {message}")]
+    JobFailed { id: u64, message: String },
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status_and_body(&self) -> (StatusCode, WireResponse) {
+        match self {
+            ApiError::MalformedJson(detail) => (
+                StatusCode::BAD_REQUEST,
+                ErrorResponse::new(format!(
+                    "The request body must be a JSON object ({detail})."
+                ))
+                .into(),
+            ),
+            ApiError::InvalidKey => (StatusCode::OK, InvalidKeyResponse::new().into()),
+            ApiError::Validation(errors) => {
+                (StatusCode::OK, ValidationErrorResponse::new(errors).into())
+            }
+            ApiError::FaceImage(e) => (
+                StatusCode::OK,
+                ValidationErrorResponse::new(&ValidationErrors::single("face_image", e.to_string()))
+                    .into(),
+            ),
+            ApiError::QueueFull { max_queued, retry_after_secs } => (
+                StatusCode::OK,
+                RateLimitResponse::new(*max_queued, *retry_after_secs).into(),
+            ),
+            ApiError::NotFound => (StatusCode::OK, NotFoundResponse::new().into()),
+            ApiError::JobFailed { id, message } => {
+                (StatusCode::OK, FailedResponse::new(*id, message.clone()).into())
+            }
+            ApiError::Store(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorResponse::new(format!("The server could not store the request: {e}")).into(),
+            ),
+            ApiError::Internal(message) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorResponse::new(message.clone()).into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        metrics::counter!("headshot_request_errors_total", "kind" => self.kind()).increment(1);
+        (status, Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidKey => "invalid_key",
+            ApiError::Validation(_) => "validation",
+            ApiError::FaceImage(_) => "face_image",
+            ApiError::QueueFull { .. } => "queue_full",
+            ApiError::NotFound => "not_found",
+            ApiError::JobFailed { .. } => "job_failed",
+            ApiError::Store(_) => "store",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The message a client sees when generation fails, by error kind.
+pub fn generation_failure_message(e: &GenerationError) -> String {
+    match e {
+        GenerationError::NoFace => {
+            "No face was detected in the face image. Send a clear, front-facing photo of one person.".to_string()
+        }
+        GenerationError::UnreadableImage(detail) => {
+            format!("The face image could not be read: {detail}. Send a JPEG, PNG or WebP photo.")
+        }
+        GenerationError::InvalidInput(detail) => detail.clone(),
+        // Internal details (paths, tensor shapes) go to the log, not to the client.
+        GenerationError::Internal(_) => {
+            "Image generation failed on the server. Please try again later.".to_string()
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `headshot-server`: loads the pipeline, opens the stores, serves the API.
+
+use anyhow::Context as _;
+use clap::Parser;
+use headshot_core::Generator;
+use headshot_server::{serve, AppState, Config, ModelArgs, Stores};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let config = Config::parse();
+
+    // Loading models is slow and synchronous; do it before the async runtime starts serving.
+    let generator = load_generator(&config.model)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the tokio runtime")?;
+    runtime.block_on(run(config, generator))
+}
+
+async fn run(config: Config, generator: Box<dyn Generator>) -> anyhow::Result<()> {
+    let stores = Stores::open_local(&config.data_dir, config.output_ttl())
+        .with_context(|| format!("opening the data folder {}", config.data_dir.display()))?;
+    let state = AppState::new(&config, generator, stores)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("could not listen on {}", config.bind))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        public_base_url = %config.public_base_url(),
+        "headshot-server listening"
+    );
+    serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker).
+fn load_generator(args: &ModelArgs) -> anyhow::Result<Box<dyn Generator>> {
+    // TODO(lead): wire `headshot_pipeline::Pipeline::load(&PipelineConfig)` here once the
+    // pipeline crate exposes it:
+    //   let mut pc = headshot_pipeline::PipelineConfig::new(&args.models);
+    //   pc.device = args.device.parse().map_err(anyhow::Error::msg)?;
+    //   pc.dtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
+    //   pc.load_safety_checker = !args.no_safety_checker;
+    //   pc.face_options.onnxruntime_library = args.onnxruntime_library.clone();
+    //   return Ok(Box::new(headshot_pipeline::Pipeline::load(&pc)?));
+    anyhow::bail!(
+        "this build has no pipeline wired in yet (models {}, device {}, dtype {}); \
+         headshot-server refuses to serve without a real generator",
+        args.models.display(),
+        args.device,
+        args.dtype
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing admitted jobs");
+}

@@ -1,0 +1,31 @@
+//! Request bodies are read as raw bytes and parsed here, so a missing or wrong Content-Type
+//! still works (clients differ) and malformed JSON gets the documented error shape.
+
+use std::collections::HashMap;
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Parses a JSON body; an empty body is an empty object (fetch calls often send none).
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// The `key` header, if present and readable.
+pub fn header_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("key")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Query parameters as a JSON object, so GET fetches reuse the body parser.
+pub fn query_object(query: HashMap<String, String>) -> Value {
+    Value::Object(query.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+}

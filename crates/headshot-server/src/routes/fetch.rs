@@ -1,0 +1,75 @@
+//! Fetch endpoints: the id in the path (POST or GET) or `request_id` in the body/query.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use headshot_core::wire::{parse_request_id, FetchRequest};
+
+use super::body::{header_key, parse_json, query_object};
+use crate::error::ApiError;
+use crate::jobs::fetch_body;
+use crate::state::AppState;
+
+pub async fn fetch_by_path(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_json(&body) {
+        Ok(body) => FetchRequest::from_json(&body),
+        Err(e) => return e.into_response(),
+    };
+    answer(&state, request.key.or_else(|| header_key(&headers)), parse_request_id(&id)).await
+}
+
+pub async fn fetch_by_path_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let request = FetchRequest::from_json(&query_object(query));
+    answer(&state, request.key.or_else(|| header_key(&headers)), parse_request_id(&id)).await
+}
+
+pub async fn fetch_by_body(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match parse_json(&body) {
+        Ok(body) => FetchRequest::from_json(&body),
+        Err(e) => return e.into_response(),
+    };
+    answer(&state, request.key.or_else(|| header_key(&headers)), request.request_id).await
+}
+
+pub async fn fetch_by_query(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let request = FetchRequest::from_json(&query_object(query));
+    answer(&state, request.key.or_else(|| header_key(&headers)), request.request_id).await
+}
+
+async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Response {
+    metrics::counter!("headshot_fetch_requests_total").increment(1);
+    if !state.keys.accepts(key.as_deref()) {
+        return ApiError::InvalidKey.into_response();
+    }
+    let Some(id) = id else {
+        return ApiError::NotFound.into_response();
+    };
+    let jobs = state.jobs.jobs.clone();
+    let record = match tokio::task::spawn_blocking(move || jobs.get(id)).await {
+        Ok(Ok(record)) => record,
+        Ok(Err(e)) => return ApiError::Store(e).into_response(),
+        Err(e) => return ApiError::Internal(format!("job lookup panicked: {e}")).into_response(),
+    };
+    match record {
+        Some(record) => Json(fetch_body(&record, &state.jobs.urls)).into_response(),
+        None => ApiError::NotFound.into_response(),
+    }
+}

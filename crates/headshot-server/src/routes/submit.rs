@@ -1,0 +1,120 @@
+//! `POST .../image_editing/head_shot`: authenticate, normalise, get the face image, admit the
+//! job, persist its record, then wait up to the sync wait for the result.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use headshot_core::store::{JobRecord, JobStatus, OutputFormat};
+use headshot_core::wire::{FetchRequest, HeadShotRequest, ProcessingResponse, WireResponse};
+use headshot_worker::SubmitError;
+use tokio::sync::oneshot;
+
+use super::body::{header_key, parse_json};
+use crate::error::ApiError;
+use crate::face_image::obtain_face_image;
+use crate::jobs::{deliver_webhook, failure_message, finish_job, future_urls, success_body};
+use crate::state::AppState;
+
+pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    metrics::counter!("headshot_submit_requests_total").increment(1);
+    match submit(state, headers, body).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn submit(state: AppState, headers: HeaderMap, body: Bytes) -> Result<WireResponse, ApiError> {
+    let received = Instant::now();
+    let body = parse_json(&body)?;
+    let key = FetchRequest::from_json(&body).key.or_else(|| header_key(&headers));
+    if !state.keys.accepts(key.as_deref()) {
+        return Err(ApiError::InvalidKey);
+    }
+    let request = HeadShotRequest::from_json(&body, rand::random::<u32>()).map_err(ApiError::Validation)?;
+    let face_image = obtain_face_image(
+        &request.face_image,
+        &state.jobs.http,
+        state.settings.face_image,
+    )
+    .await?;
+
+    let ctx = state.jobs.clone();
+    let jobs = ctx.jobs.clone();
+    let id = tokio::task::spawn_blocking(move || jobs.next_id())
+        .await
+        .map_err(|e| ApiError::Internal(format!("job id allocation panicked: {e}")))??;
+    let file_prefix = ctx.outputs.new_prefix();
+    let meta = request.meta(&file_prefix);
+    let format = if request.base64 { OutputFormat::Base64 } else { OutputFormat::Png };
+    let meta_json = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut record = JobRecord::queued(id, meta_json, file_prefix, format, request.samples);
+    record.webhook = request.webhook.clone();
+    record.track_id = request.track_id.clone();
+
+    // Admission first, so a refused request leaves no record behind.
+    let ticket = state.worker.submit(request.to_job(face_image)).map_err(|e| match e {
+        SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
+            max_queued: max,
+            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        SubmitError::ShuttingDown => ApiError::Internal(e.to_string()),
+    })?;
+    let eta = ticket.eta();
+    {
+        let jobs = ctx.jobs.clone();
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || jobs.insert(&record))
+            .await
+            .map_err(|e| ApiError::Internal(format!("storing the job record panicked: {e}")))??;
+    }
+    tracing::info!(id, seed = request.seed, steps = request.num_inference_steps, "job admitted");
+
+    // The job finishes in the background whatever happens to this request.
+    let (done_tx, done_rx) = oneshot::channel();
+    let background = ctx.clone();
+    let queued_record = record.clone();
+    tokio::spawn(async move {
+        let result = ticket.await;
+        metrics::histogram!("headshot_generation_seconds").record(result.generation_time.as_secs_f64());
+        let (jobs, outputs) = (background.jobs.clone(), background.outputs.clone());
+        let finished = tokio::task::spawn_blocking(move || {
+            finish_job(queued_record, result, jobs.as_ref(), outputs.as_ref())
+        })
+        .await;
+        let finished = match finished {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(id, error = %e, "finishing the job panicked");
+                return;
+            }
+        };
+        metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
+        let _ = done_tx.send(finished.clone());
+        if finished.webhook.is_some() {
+            let _ = deliver_webhook(&finished, &background.urls, &background.http, background.webhook).await;
+        }
+    });
+
+    match tokio::time::timeout(state.settings.sync_wait, done_rx).await {
+        Ok(Ok(finished)) => match finished.status {
+            JobStatus::Success => {
+                tracing::info!(id, total_s = received.elapsed().as_secs_f64(), "job answered synchronously");
+                Ok(success_body(&finished, &ctx.urls)?.into())
+            }
+            _ => Err(ApiError::JobFailed { id, message: failure_message(&finished) }),
+        },
+        // Still running (or the background task died, which fetch will then report).
+        _ => Ok(ProcessingResponse::new(
+            id,
+            (eta.saturating_sub(received.elapsed()).as_secs_f64() * 10.0).ceil() / 10.0,
+            ctx.urls.fetch(id),
+            future_urls(&record, &ctx.urls),
+            meta,
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,191 @@
+//! Everything a request handler needs, built once at start-up.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use headshot_core::store::{JobStore, OutputStore, StoreError};
+use headshot_core::Generator;
+use headshot_store::{LocalDiskOutputStore, RedbJobStore};
+use headshot_worker::{Worker, WorkerConfig, WorkerError, WorkerHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::ApiKeys;
+use crate::config::Config;
+use crate::face_image::FaceImageLimits;
+use crate::jobs::{fail_interrupted_jobs, JobContext, WebhookPolicy};
+use crate::net::{FetchError, GuardedHttp, OutboundLimits};
+use crate::urls::PublicUrls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("no API keys configured: pass --api-keys (or HEADSHOT_API_KEYS), or --no-auth to accept any request")]
+    NoApiKeys,
+    #[error("could not open the stores: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not start the worker: {0}")]
+    Worker(#[from] WorkerError),
+    #[error("could not set up outbound HTTP: {0}")]
+    Http(#[from] FetchError),
+}
+
+/// The job and output stores the server uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub outputs: Arc<dyn OutputStore>,
+}
+
+impl Stores {
+    /// The single-binary default: PNG/.base64 files in `{data_dir}/outputs`, job records in the
+    /// embedded database `{data_dir}/jobs.redb`.
+    pub fn open_local(data_dir: &Path, output_ttl: Duration) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let outputs = LocalDiskOutputStore::open(data_dir.join("outputs"), output_ttl)?;
+        let jobs = RedbJobStore::open(data_dir.join("jobs.redb"))?;
+        Ok(Stores { jobs: Arc::new(jobs), outputs: Arc::new(outputs) })
+    }
+}
+
+/// Request-time settings derived from [`Config`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub sync_wait: Duration,
+    pub face_image: FaceImageLimits,
+    pub record_ttl: Duration,
+    pub output_ttl: Duration,
+    /// Largest accepted request body (a base64 face image plus the other fields).
+    pub max_body_bytes: usize,
+}
+
+pub struct Inner {
+    pub settings: Settings,
+    pub keys: ApiKeys,
+    pub worker: WorkerHandle,
+    pub jobs: JobContext,
+    pub metrics: PrometheusHandle,
+}
+
+/// Shared state of the router; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Starts the worker thread around `generator`, fails jobs a previous run left unfinished,
+    /// and (inside a tokio runtime) starts the expiry sweep.
+    pub fn new(config: &Config, generator: Box<dyn Generator>, stores: Stores) -> Result<Self, StartupError> {
+        Self::with_generators(config, vec![generator], stores)
+    }
+
+    /// Like [`AppState::new`] with one generator (device thread) per device.
+    pub fn with_generators(
+        config: &Config,
+        generators: Vec<Box<dyn Generator>>,
+        stores: Stores,
+    ) -> Result<Self, StartupError> {
+        let keys = ApiKeys::new(&config.api_keys, config.no_auth);
+        if !keys.is_configured() {
+            return Err(StartupError::NoApiKeys);
+        }
+        let interrupted = fail_interrupted_jobs(stores.jobs.as_ref())?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "jobs left unfinished by the previous run were marked failed");
+        }
+        let worker = Worker::spawn_pool(
+            generators,
+            WorkerConfig {
+                queue_size: config.queue_size.max(1),
+                initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
+                ..WorkerConfig::default()
+            },
+        )?;
+        let timeout = Duration::from_secs(config.fetch_timeout_secs.max(1));
+        let http = GuardedHttp::new(config.allow_private_urls, timeout)?;
+        let settings = Settings {
+            sync_wait: config.sync_wait(),
+            face_image: FaceImageLimits {
+                max_bytes: config.max_image_bytes,
+                max_pixels: config.max_image_pixels,
+                download: OutboundLimits { timeout, max_redirects: config.max_redirects },
+            },
+            record_ttl: config.record_ttl(),
+            output_ttl: config.output_ttl(),
+            max_body_bytes: config.max_image_bytes.saturating_mul(4) / 3 + 1024 * 1024,
+        };
+        let state = AppState(Arc::new(Inner {
+            settings,
+            keys,
+            worker,
+            jobs: JobContext {
+                jobs: stores.jobs,
+                outputs: stores.outputs,
+                http,
+                urls: PublicUrls::new(&config.public_base_url()),
+                webhook: WebhookPolicy {
+                    retries: config.webhook_retries,
+                    first_backoff: Duration::from_millis(config.webhook_backoff_ms.max(1)),
+                    timeout,
+                },
+            },
+            metrics: metrics_handle(),
+        }));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            state.spawn_expiry_sweeper();
+        }
+        Ok(state)
+    }
+
+    /// Removes expired outputs and records periodically; stops when the state is dropped.
+    fn spawn_expiry_sweeper(&self) {
+        let weak = Arc::downgrade(&self.0);
+        let period = (self.settings.output_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let jobs = inner.jobs.jobs.clone();
+                let outputs = inner.jobs.outputs.clone();
+                let record_ttl = inner.settings.record_ttl;
+                drop(inner);
+                let swept = tokio::task::spawn_blocking(move || {
+                    headshot_store::sweep_expired(jobs.as_ref(), outputs.as_ref(), record_ttl, SystemTime::now())
+                })
+                .await;
+                match swept {
+                    Ok(Ok(summary)) if summary.files_removed > 0 || summary.records_removed > 0 => {
+                        tracing::info!(?summary, "expired outputs removed");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "expiry sweep failed"),
+                    Err(e) => tracing::error!(error = %e, "expiry sweep panicked"),
+                }
+            }
+        });
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once; later states share its handle).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        })
+        .clone()
+}

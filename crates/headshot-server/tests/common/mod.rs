@@ -1,0 +1,331 @@
+//! Test harness: the real router on loopback with a scripted test double of the generator,
+//! a loopback "internet" serving face images and receiving webhooks, and JSON helpers.
+#![allow(dead_code)]
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use headshot_core::{
+    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+};
+use headshot_server::{serve, AppState, Config, Stores};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+pub const KEY: &str = "test-key";
+
+/// A gate the test opens to let held generator calls proceed.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn closed() -> Self {
+        Gate::default()
+    }
+    pub fn open(&self) {
+        let (lock, cv) = &*self.0;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    fn wait(&self) {
+        let (lock, cv) = &*self.0;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+    }
+}
+
+/// Test double of the pipeline: images of the requested size whose colour depends on the seed;
+/// `NoFace` when the prompt contains "[noface]"; NSFW-flagged when it contains "[nsfw]";
+/// optionally held at a gate until the test opens it.
+#[derive(Clone, Default)]
+pub struct ScriptedGenerator {
+    pub gate: Option<Gate>,
+    pub calls: Arc<AtomicUsize>,
+    pub jobs: Arc<Mutex<Vec<GenerationJob>>>,
+}
+
+impl Generator for ScriptedGenerator {
+    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.jobs.lock().unwrap().push(job.clone());
+        if let Some(gate) = &self.gate {
+            gate.wait();
+        }
+        if job.prompt.contains("[noface]") {
+            return Err(GenerationError::NoFace);
+        }
+        let nsfw = job.prompt.contains("[nsfw]");
+        let colour = [(job.seed % 251) as u8, (job.seed / 251 % 251) as u8, 128];
+        let images = (0..job.samples)
+            .map(|_| GeneratedImage {
+                image: RgbImage {
+                    width: job.width,
+                    height: job.height,
+                    pixels: colour.repeat((job.width * job.height) as usize),
+                },
+                nsfw,
+            })
+            .collect();
+        Ok(GenerationOutput { images })
+    }
+}
+
+/// A small valid PNG (a stand-in face photo; the scripted generator does not look at it).
+pub fn face_png() -> Vec<u8> {
+    png_of_size(96, 96)
+}
+
+pub fn png_of_size(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    out
+}
+
+/// The loopback "internet": face images, redirects, and a webhook receiver.
+pub struct Internet {
+    pub addr: SocketAddr,
+    pub webhooks: mpsc::UnboundedReceiver<Value>,
+}
+
+#[derive(Clone)]
+struct InternetState {
+    webhooks: mpsc::UnboundedSender<Value>,
+    webhook_failures_left: Arc<AtomicUsize>,
+}
+
+impl Internet {
+    /// `webhook_failures`: how many webhook POSTs answer 500 before one succeeds.
+    pub async fn start(webhook_failures: usize) -> Internet {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = InternetState {
+            webhooks: tx,
+            webhook_failures_left: Arc::new(AtomicUsize::new(webhook_failures)),
+        };
+        let router = Router::new()
+            .route("/face.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], face_png()) }))
+            .route("/big.png", get(|| async { png_of_size(1500, 1500) }))
+            .route("/not-an-image.txt", get(|| async { "hello, I am text" }))
+            .route("/missing.png", get(|| async { StatusCode::NOT_FOUND }))
+            .route(
+                "/redirect",
+                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/face.png")]) }),
+            )
+            .route(
+                "/redirect-loop",
+                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/redirect-loop")]) }),
+            )
+            .route("/webhook", post(receive_webhook))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Internet { addr, webhooks: rx }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The next webhook body (fails the test after a generous limit).
+    pub async fn next_webhook(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(60), self.webhooks.recv())
+            .await
+            .expect("no webhook arrived")
+            .expect("webhook channel closed")
+    }
+}
+
+async fn receive_webhook(State(state): State<InternetState>, body: Bytes) -> impl IntoResponse {
+    let left = state.webhook_failures_left.load(Ordering::SeqCst);
+    if left > 0 {
+        state.webhook_failures_left.store(left - 1, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let body: Value = serde_json::from_slice(&body).expect("webhook body is JSON");
+    let _ = state.webhooks.send(body);
+    StatusCode::OK
+}
+
+/// The server under test, on loopback.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub generator: ScriptedGenerator,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub fn config(data_dir: PathBuf) -> Config {
+        let mut config = Config::for_tests(data_dir, &[KEY]);
+        config.allow_private_urls = true;
+        config.webhook_backoff_ms = 10;
+        config
+    }
+
+    /// A server with default test settings changed by `edit`.
+    pub async fn start(generator: ScriptedGenerator, edit: impl FnOnce(&mut Config)) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(tmp.path().to_path_buf(), generator, edit).await;
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// A server on an existing data folder (restart tests).
+    pub async fn start_in(
+        data_dir: PathBuf,
+        generator: ScriptedGenerator,
+        edit: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Self::config(data_dir.clone());
+        config.public_base_url = Some(format!("http://{addr}"));
+        edit(&mut config);
+        let stores = Stores::open_local(&config.data_dir, config.output_ttl()).unwrap();
+        let state = AppState::new(&config, Box::new(generator.clone()), stores).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            serve(listener, serve_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            state,
+            generator,
+            data_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+            _tmp: None,
+        }
+    }
+
+    /// Graceful shutdown; waits until the server has released its stores.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        self._tmp.take()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = client().post(self.url(path)).json(body).send().await.unwrap();
+        decode(response).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+        let response = client()
+            .post(self.url(path))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        decode(client().get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn submit(&self, body: &Value) -> Value {
+        let (status, body) = self.post("/api/v6/image_editing/head_shot", body).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn fetch(&self, id: u64) -> Value {
+        let (status, body) = self
+            .post(&format!("/api/v6/image_editing/fetch/{id}"), &serde_json::json!({"key": KEY}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Fetches until the job is no longer processing (generous limit; no timing asserted).
+    pub async fn fetch_until_done(&self, id: u64) -> Value {
+        for _ in 0..600 {
+            let body = self.fetch(id).await;
+            if body["status"] != "processing" {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {id} never finished");
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn decode(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, body)
+}
+
+/// Sorted keys of a JSON object.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+pub fn sorted(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+pub const SUCCESS_KEYS: [&str; 7] =
+    ["generationTime", "id", "meta", "nsfw_content_detected", "output", "proxy_links", "status"];
+pub const PROCESSING_KEYS: [&str; 10] = [
+    "eta", "fetch_result", "future_links", "id", "message", "meta", "output", "proxy_links", "status",
+    "tip",
+];
+pub const META_KEYS: [&str; 15] = [
+    "base64", "face_image", "file_prefix", "guidance_scale", "height", "negative_prompt",
+    "num_inference_steps", "outdir", "prompt", "safety_checker", "safety_checker_type", "samples",
+    "seed", "temp", "width",
+];
+
+/// Downloads a URL we handed out; (status, bytes).
+pub async fn download(url: &str) -> (u16, Vec<u8>) {
+    let response = client().get(url).send().await.unwrap();
+    (response.status().as_u16(), response.bytes().await.unwrap().to_vec())
+}
