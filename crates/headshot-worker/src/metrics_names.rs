@@ -1,0 +1,20 @@
+//! Metric names (the `metrics` facade; the server installs the exporter).
+
+/// Gauge: jobs admitted and waiting for a device thread.
+pub const METRIC_QUEUE_DEPTH: &str = "headshot_queue_depth";
+/// Gauge: jobs admitted and not finished (waiting + running).
+pub const METRIC_JOBS_IN_FLIGHT: &str = "headshot_jobs_in_flight";
+/// Histogram (seconds): generation time of a job (its batch's wall time).
+pub const METRIC_JOB_DURATION: &str = "headshot_job_duration_seconds";
+/// Histogram (seconds): time from admission to the start of generation.
+pub const METRIC_QUEUE_WAIT: &str = "headshot_queue_wait_seconds";
+/// Histogram: jobs per generator call.
+pub const METRIC_BATCH_SIZE: &str = "headshot_batch_size";
+/// Counter, label `outcome` = `success` | `failed`: finished jobs.
+pub const METRIC_JOBS_FINISHED: &str = "headshot_jobs_finished_total";
+/// Counter: jobs that failed (any reason, panics included).
+pub const METRIC_JOB_FAILURES: &str = "headshot_job_failures_total";
+/// Counter: generator calls that panicked.
+pub const METRIC_GENERATOR_PANICS: &str = "headshot_generator_panics_total";
+/// Counter: submissions refused because the queue was full.
+pub const METRIC_QUEUE_FULL: &str = "headshot_queue_full_total";
