@@ -182,12 +182,14 @@ impl DdimScheduler {
         }
         let timesteps: Vec<i64> = match self.config.timestep_spacing {
             TimestepSpacing::Linspace => {
-                // np.linspace(0, train - 1, n).round()[::-1]
+                // np.linspace(0, train - 1, n).round()[::-1]; numpy computes i * step (not
+                // i * last / (n - 1)), which decides ties such as 499.5 vs 499.49999999999994.
                 let last = (train - 1) as f64;
+                let step = if n > 1 { last / (n - 1) as f64 } else { 0.0 };
                 (0..n)
                     .rev()
                     .map(|i| {
-                        let t = if n == 1 { 0.0 } else { last * i as f64 / (n - 1) as f64 };
+                        let t = if n > 1 && i == n - 1 { last } else { i as f64 * step };
                         round_half_even(t) as i64
                     })
                     .collect()
