@@ -223,7 +223,11 @@ pub struct OutputName {
 }
 
 impl OutputName {
-    pub fn new(prefix: &str, index: usize, format: OutputFormat) -> Result<Self, InvalidOutputName> {
+    pub fn new(
+        prefix: &str,
+        index: usize,
+        format: OutputFormat,
+    ) -> Result<Self, InvalidOutputName> {
         if !is_valid_prefix(prefix) {
             return Err(InvalidOutputName {
                 name: prefix.to_string(),
@@ -252,7 +256,13 @@ impl OutputName {
 
 impl fmt::Display for OutputName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}.{}", self.prefix, self.index, self.format.extension())
+        write!(
+            f,
+            "{}-{}.{}",
+            self.prefix,
+            self.index,
+            self.format.extension()
+        )
     }
 }
 
@@ -357,8 +367,12 @@ mod tests {
 
     #[test]
     fn output_name_round_trips() {
-        let name = OutputName::new("0b5a5cc1-8a86-4d58-9d7c-1f1e0e7f6c55", 1, OutputFormat::Base64)
-            .unwrap();
+        let name = OutputName::new(
+            "0b5a5cc1-8a86-4d58-9d7c-1f1e0e7f6c55",
+            1,
+            OutputFormat::Base64,
+        )
+        .unwrap();
         let text = name.to_string();
         assert_eq!(text, "0b5a5cc1-8a86-4d58-9d7c-1f1e0e7f6c55-1.base64");
         assert_eq!(text.parse::<OutputName>().unwrap(), name);

@@ -36,7 +36,10 @@ pub fn sweep_expired(
     summary.files_removed += report.files_removed;
     summary.bytes_removed += report.bytes_removed;
     if summary.records_removed > 0 {
-        tracing::info!(records = summary.records_removed, "removed expired job records");
+        tracing::info!(
+            records = summary.records_removed,
+            "removed expired job records"
+        );
     }
     Ok(summary)
 }

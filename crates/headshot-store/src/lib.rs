@@ -14,6 +14,8 @@ pub use headshot_core::store::{
     JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
     SweepReport,
 };
-pub use local_disk::{encode_output, png_data_uri, random_prefix, LocalDiskOutputStore, DEFAULT_OUTPUT_TTL};
+pub use local_disk::{
+    encode_output, png_data_uri, random_prefix, LocalDiskOutputStore, DEFAULT_OUTPUT_TTL,
+};
 pub use memory::MemoryJobStore;
 pub use redb_jobs::RedbJobStore;

@@ -77,9 +77,21 @@ impl LocalDiskOutputStore {
             }
             // Someone else (another sweep, a delete) got there first.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove expired output"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove expired output")
+            }
         }
     }
+}
+
+/// Makes the rename itself durable. Best effort: some platforms cannot open directories.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 fn io_error(path: &Path, source: io::Error) -> StoreError {
@@ -106,7 +118,9 @@ impl OutputStore for LocalDiskOutputStore {
                 .open(&temp)?;
             file.write_all(contents)?;
             file.sync_all()?;
-            fs::rename(&temp, &target)
+            fs::rename(&temp, &target)?;
+            sync_dir(&self.dir);
+            Ok(())
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&temp);
@@ -139,7 +153,10 @@ impl OutputStore for LocalDiskOutputStore {
         for entry in fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, e))? {
             let entry = entry.map_err(|e| io_error(&self.dir, e))?;
             let file_name = entry.file_name();
-            let Some(name) = file_name.to_str().and_then(|n| n.parse::<OutputName>().ok()) else {
+            let Some(name) = file_name
+                .to_str()
+                .and_then(|n| n.parse::<OutputName>().ok())
+            else {
                 continue;
             };
             if name.prefix() == prefix {
@@ -162,7 +179,8 @@ impl OutputStore for LocalDiskOutputStore {
                 continue;
             };
             // Only touch files this store wrote: outputs and temp files left by a crash.
-            let ours = file_name.starts_with(TEMP_PREFIX) || file_name.parse::<OutputName>().is_ok();
+            let ours =
+                file_name.starts_with(TEMP_PREFIX) || file_name.parse::<OutputName>().is_ok();
             if !ours {
                 continue;
             }
@@ -170,7 +188,9 @@ impl OutputStore for LocalDiskOutputStore {
             if !meta.is_file() {
                 continue;
             }
-            let Ok(modified) = meta.modified() else { continue };
+            let Ok(modified) = meta.modified() else {
+                continue;
+            };
             if self.is_expired(modified, now) {
                 self.remove(&entry.path(), &mut report, meta.len());
             }

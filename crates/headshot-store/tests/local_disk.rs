@@ -19,9 +19,13 @@ fn png_and_base64_round_trip() {
     let png = vec![0x89, b'P', b'N', b'G', 0, 1, 2, 3, 255];
 
     let png_name = OutputName::new(&prefix, 0, OutputFormat::Png).unwrap();
-    store.put(&png_name, &encode_output(OutputFormat::Png, &png)).unwrap();
+    store
+        .put(&png_name, &encode_output(OutputFormat::Png, &png))
+        .unwrap();
     let b64_name = OutputName::new(&prefix, 1, OutputFormat::Base64).unwrap();
-    store.put(&b64_name, &encode_output(OutputFormat::Base64, &png)).unwrap();
+    store
+        .put(&b64_name, &encode_output(OutputFormat::Base64, &png))
+        .unwrap();
 
     assert_eq!(store.read(&png_name).unwrap().unwrap(), png);
     let text = String::from_utf8(store.read(&b64_name).unwrap().unwrap()).unwrap();
@@ -34,7 +38,10 @@ fn png_and_base64_round_trip() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    assert_eq!(files, [format!("{prefix}-0.png"), format!("{prefix}-1.base64")]);
+    assert_eq!(
+        files,
+        [format!("{prefix}-0.png"), format!("{prefix}-1.base64")]
+    );
 
     // Overwriting replaces the contents atomically.
     store.put(&png_name, b"second").unwrap();
@@ -94,12 +101,19 @@ fn delete_prefix_removes_only_that_job() {
     let a = store.new_prefix();
     let b = store.new_prefix();
     for i in 0..2 {
-        store.put(&OutputName::new(&a, i, OutputFormat::Png).unwrap(), b"a").unwrap();
+        store
+            .put(&OutputName::new(&a, i, OutputFormat::Png).unwrap(), b"a")
+            .unwrap();
     }
     let b0 = OutputName::new(&b, 0, OutputFormat::Base64).unwrap();
     store.put(&b0, b"b").unwrap();
     assert_eq!(store.delete_prefix(&a).unwrap(), 2);
-    assert_eq!(store.read(&OutputName::new(&a, 0, OutputFormat::Png).unwrap()).unwrap(), None);
+    assert_eq!(
+        store
+            .read(&OutputName::new(&a, 0, OutputFormat::Png).unwrap())
+            .unwrap(),
+        None
+    );
     assert_eq!(store.read(&b0).unwrap().unwrap(), b"b");
 }
 
@@ -140,4 +154,38 @@ fn sweep_clears_stale_temp_files() {
     std::fs::write(store.dir().join(".tmp-deadbeef"), b"partial").unwrap();
     let later = SystemTime::now() + ttl + Duration::from_secs(1);
     assert_eq!(store.sweep_expired(later).unwrap().files_removed, 1);
+}
+
+#[test]
+fn readers_never_see_a_partial_write() {
+    let (_dir, store) = store(DEFAULT_OUTPUT_TTL);
+    let store = std::sync::Arc::new(store);
+    let name = OutputName::new(&store.new_prefix(), 0, OutputFormat::Png).unwrap();
+    let a = vec![b'a'; 256 * 1024];
+    let b = vec![b'b'; 256 * 1024];
+    store.put(&name, &a).unwrap();
+    let writer = {
+        let (store, name, a, b) = (store.clone(), name.clone(), a.clone(), b.clone());
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                store.put(&name, if i % 2 == 0 { &b } else { &a }).unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let got = store
+            .read(&name)
+            .unwrap()
+            .expect("file vanished during a rewrite");
+        assert!(
+            got == a || got == b,
+            "read a torn file of {} bytes",
+            got.len()
+        );
+        reads += 1;
+    }
+    writer.join().unwrap();
+    // No temp files are left behind.
+    assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 1);
 }

@@ -121,7 +121,9 @@ mod tests {
     #[test]
     fn limit_of_one_keeps_fifo_order() {
         let mut q: VecDeque<_> = (0..5).map(|s| job(s, 512, 1, 7.5)).collect();
-        let order: Vec<u64> = (0..5).flat_map(|_| seeds(&take_batch(&mut q, 1, |j| j))).collect();
+        let order: Vec<u64> = (0..5)
+            .flat_map(|_| seeds(&take_batch(&mut q, 1, |j| j)))
+            .collect();
         assert_eq!(order, [0, 1, 2, 3, 4]);
     }
 

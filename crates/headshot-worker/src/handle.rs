@@ -151,7 +151,10 @@ pub struct Worker;
 
 impl Worker {
     /// One device thread owning `generator`.
-    pub fn spawn(generator: Box<dyn Generator>, config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
+    pub fn spawn(
+        generator: Box<dyn Generator>,
+        config: WorkerConfig,
+    ) -> Result<WorkerHandle, WorkerError> {
         Self::spawn_pool(vec![generator], config)
     }
 
@@ -176,7 +179,10 @@ impl Worker {
                 closed: false,
             }),
             available: Condvar::new(),
-            times: Mutex::new(JobTimes::new(config.eta_window, config.initial_job_estimate)),
+            times: Mutex::new(JobTimes::new(
+                config.eta_window,
+                config.initial_job_estimate,
+            )),
             next_seq: AtomicU64::new(1),
             live_threads: watch::channel(0).0,
             config,

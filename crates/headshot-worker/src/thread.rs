@@ -32,7 +32,10 @@ impl Drop for ExitGuard {
             self.shared.close();
             let orphans: Vec<Queued> = lock(&self.shared.queue).jobs.drain(..).collect();
             if !orphans.is_empty() {
-                tracing::error!(jobs = orphans.len(), "all device threads stopped; failing queued jobs");
+                tracing::error!(
+                    jobs = orphans.len(),
+                    "all device threads stopped; failing queued jobs"
+                );
             }
         }
     }
@@ -85,7 +88,14 @@ fn next_batch(shared: &Shared, generator: &dyn Generator) -> Option<Vec<Queued>>
                 .wait_timeout(queue, deadline - now)
                 .unwrap_or_else(|p| p.into_inner());
             queue = guard;
-            extend_batch(&mut queue.jobs, &mut batch, &mut images, key, max_images, &|q: &Queued| &q.job);
+            extend_batch(
+                &mut queue.jobs,
+                &mut batch,
+                &mut images,
+                key,
+                max_images,
+                &|q: &Queued| &q.job,
+            );
         }
     }
     metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
@@ -116,9 +126,20 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
         let queue_wait = started.saturating_duration_since(queued.admitted_at);
         metrics::histogram!(METRIC_QUEUE_WAIT).record(queue_wait.as_secs_f64());
         queued.span.in_scope(|| {
-            tracing::info!(seq = queued.seq, batch = size, queue_wait_s = queue_wait.as_secs_f64(), "job started")
+            tracing::info!(
+                seq = queued.seq,
+                batch = size,
+                queue_wait_s = queue_wait.as_secs_f64(),
+                "job started"
+            )
         });
-        waiting.push((queued.seq, queued.reply, queued.span, queued.permit, queue_wait));
+        waiting.push((
+            queued.seq,
+            queued.reply,
+            queued.span,
+            queued.permit,
+            queue_wait,
+        ));
         jobs.push(queued.job);
     }
 
@@ -132,7 +153,12 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
         job_span.in_scope(|| match &output {
             Ok(out) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "success").increment(1);
-                tracing::info!(seq, images = out.images.len(), seconds = elapsed.as_secs_f64(), "job done");
+                tracing::info!(
+                    seq,
+                    images = out.images.len(),
+                    seconds = elapsed.as_secs_f64(),
+                    "job done"
+                );
             }
             Err(error) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "failed").increment(1);
@@ -209,4 +235,3 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         "(no message)".to_string()
     }
 }
-

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use headshot_core::{GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage};
+use headshot_core::{
+    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+};
 use headshot_worker::{SubmitError, Worker, WorkerConfig, WorkerError, WorkerHandle};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -31,11 +33,19 @@ fn job(seed: u64) -> GenerationJob {
 /// One 1x1 image per sample whose pixel encodes the job's seed, so each answer can be traced
 /// back to the job that asked for it.
 fn render(job: &GenerationJob) -> GenerationOutput {
-    let pixel = [job.seed as u8, (job.seed >> 8) as u8, (job.seed >> 16) as u8];
+    let pixel = [
+        job.seed as u8,
+        (job.seed >> 8) as u8,
+        (job.seed >> 16) as u8,
+    ];
     GenerationOutput {
         images: (0..job.samples)
             .map(|_| GeneratedImage {
-                image: RgbImage { width: 1, height: 1, pixels: pixel.to_vec() },
+                image: RgbImage {
+                    width: 1,
+                    height: 1,
+                    pixels: pixel.to_vec(),
+                },
                 nsfw: false,
             })
             .collect(),
@@ -132,7 +142,10 @@ impl Generator for Double {
         Self::one(job)
     }
 
-    fn generate_batch(&self, jobs: &[GenerationJob]) -> Vec<Result<GenerationOutput, GenerationError>> {
+    fn generate_batch(
+        &self,
+        jobs: &[GenerationJob],
+    ) -> Vec<Result<GenerationOutput, GenerationError>> {
         self.enter(jobs.iter().map(|j| j.seed).collect());
         jobs.iter().map(Self::one).collect()
     }
@@ -143,12 +156,18 @@ impl Generator for Double {
 }
 
 fn config(queue_size: usize) -> WorkerConfig {
-    WorkerConfig { queue_size, ..WorkerConfig::default() }
+    WorkerConfig {
+        queue_size,
+        ..WorkerConfig::default()
+    }
 }
 
 fn spawn(max_batch: usize, gated: bool, queue_size: usize) -> (WorkerHandle, Controls) {
     let (generator, controls) = double(max_batch, gated);
-    (Worker::spawn(generator, config(queue_size)).unwrap(), controls)
+    (
+        Worker::spawn(generator, config(queue_size)).unwrap(),
+        controls,
+    )
 }
 
 #[tokio::test]
@@ -177,7 +196,10 @@ async fn full_queue_rejects_with_its_size_and_frees_as_jobs_finish() {
         other => panic!("expected QueueFull, got {other:?}"),
     }
     let message = worker.submit(job(3)).unwrap_err().to_string();
-    assert_eq!(message, "Rate limit exceeded. Maximum 2 queued requests allowed.");
+    assert_eq!(
+        message,
+        "Rate limit exceeded. Maximum 2 queued requests allowed."
+    );
 
     controls.open_gate(1);
     assert_eq!(seed_of(&first.await.output.unwrap()), 1);
@@ -195,13 +217,19 @@ async fn a_panicking_job_fails_and_the_worker_lives_on() {
     let next = worker.submit(job(7)).unwrap();
     match boom.await.output {
         Err(GenerationError::Internal(message)) => {
-            assert!(message.contains("panicked") && message.contains("kaboom"), "{message}")
+            assert!(
+                message.contains("panicked") && message.contains("kaboom"),
+                "{message}"
+            )
         }
         other => panic!("expected an internal error, got {other:?}"),
     }
     assert_eq!(seed_of(&next.await.output.unwrap()), 7);
     // And it keeps taking new work.
-    assert_eq!(seed_of(&worker.submit(job(8)).unwrap().await.output.unwrap()), 8);
+    assert_eq!(
+        seed_of(&worker.submit(job(8)).unwrap().await.output.unwrap()),
+        8
+    );
 }
 
 #[tokio::test]
@@ -209,15 +237,30 @@ async fn a_panic_inside_a_batch_fails_only_the_culprit() {
     let (worker, mut controls) = spawn(4, true, 8);
     let blocker = worker.submit(job(1)).unwrap();
     assert_eq!(controls.next_started().await, [1]);
-    let tickets: Vec<_> = [2, PANIC_SEED, 3].into_iter().map(|s| worker.submit(job(s)).unwrap()).collect();
+    let tickets: Vec<_> = [2, PANIC_SEED, 3]
+        .into_iter()
+        .map(|s| worker.submit(job(s)).unwrap())
+        .collect();
     // The blocker, the panicking batch, then the three jobs retried one by one.
     controls.open_gate(5);
     assert!(blocker.await.output.is_ok());
     let outcomes: Vec<_> = futures_join(tickets).await;
     assert_eq!(seed_of(outcomes[0].output.as_ref().unwrap()), 2);
-    assert!(matches!(outcomes[1].output, Err(GenerationError::Internal(_))));
+    assert!(matches!(
+        outcomes[1].output,
+        Err(GenerationError::Internal(_))
+    ));
     assert_eq!(seed_of(outcomes[2].output.as_ref().unwrap()), 3);
-    assert_eq!(controls.batches(), vec![vec![1], vec![2, PANIC_SEED, 3], vec![2], vec![PANIC_SEED], vec![3]]);
+    assert_eq!(
+        controls.batches(),
+        vec![
+            vec![1],
+            vec![2, PANIC_SEED, 3],
+            vec![2],
+            vec![PANIC_SEED],
+            vec![3]
+        ]
+    );
 }
 
 #[tokio::test]
@@ -234,12 +277,35 @@ async fn batches_group_compatible_jobs_only() {
     let blocker = worker.submit(job(1)).unwrap();
     assert_eq!(controls.next_started().await, [1]);
 
-    let tall = GenerationJob { height: 768, ..job(2) };
-    let two_samples = GenerationJob { samples: 2, ..job(3) };
-    let unguided = GenerationJob { guidance_scale: 1.0, ..job(4) };
-    let more_steps = GenerationJob { num_inference_steps: 31, ..job(5) };
-    let jobs = vec![tall, two_samples, unguided, more_steps, job(6), job(7), job(8)];
-    let tickets: Vec<_> = jobs.into_iter().map(|j| worker.submit(j).unwrap()).collect();
+    let tall = GenerationJob {
+        height: 768,
+        ..job(2)
+    };
+    let two_samples = GenerationJob {
+        samples: 2,
+        ..job(3)
+    };
+    let unguided = GenerationJob {
+        guidance_scale: 1.0,
+        ..job(4)
+    };
+    let more_steps = GenerationJob {
+        num_inference_steps: 31,
+        ..job(5)
+    };
+    let jobs = vec![
+        tall,
+        two_samples,
+        unguided,
+        more_steps,
+        job(6),
+        job(7),
+        job(8),
+    ];
+    let tickets: Vec<_> = jobs
+        .into_iter()
+        .map(|j| worker.submit(j).unwrap())
+        .collect();
     controls.open_gate(16);
     assert!(blocker.await.output.is_ok());
     let results = futures_join(tickets).await;
@@ -302,11 +368,20 @@ async fn shutdown_drains_admitted_jobs_then_refuses_new_ones() {
     }
     controls.open_gate(4);
     let results = futures_join(tickets).await;
-    let seeds: Vec<u64> = results.iter().map(|r| seed_of(r.output.as_ref().unwrap())).collect();
+    let seeds: Vec<u64> = results
+        .iter()
+        .map(|r| seed_of(r.output.as_ref().unwrap()))
+        .collect();
     assert_eq!(seeds, [1, 2, 3, 4]);
     stopping.await.unwrap();
-    assert!(controls.dropped.load(Ordering::SeqCst), "generator not dropped after shutdown");
-    assert_eq!(worker.submit(job(5)).unwrap_err(), SubmitError::ShuttingDown);
+    assert!(
+        controls.dropped.load(Ordering::SeqCst),
+        "generator not dropped after shutdown"
+    );
+    assert_eq!(
+        worker.submit(job(5)).unwrap_err(),
+        SubmitError::ShuttingDown
+    );
 }
 
 #[tokio::test]
@@ -345,8 +420,14 @@ async fn several_devices_share_one_queue() {
 #[test]
 fn bad_configs_are_refused() {
     let (g, _c) = double(1, false);
-    assert!(matches!(Worker::spawn(g, config(0)), Err(WorkerError::ZeroQueueSize)));
-    assert!(matches!(Worker::spawn_pool(Vec::new(), config(1)), Err(WorkerError::NoGenerators)));
+    assert!(matches!(
+        Worker::spawn(g, config(0)),
+        Err(WorkerError::ZeroQueueSize)
+    ));
+    assert!(matches!(
+        Worker::spawn_pool(Vec::new(), config(1)),
+        Err(WorkerError::NoGenerators)
+    ));
 }
 
 /// Awaits tickets in order (no `futures` dependency needed for this).
@@ -356,4 +437,60 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
         out.push(f.await);
     }
     out
+}
+
+#[tokio::test]
+async fn batch_wait_collects_jobs_that_arrive_shortly_after() {
+    let (generator, controls) = double(2, false);
+    let cfg = WorkerConfig {
+        queue_size: 4,
+        // Long enough that the second job always arrives within it; the wait ends as soon as
+        // the batch is full, so the test does not sit it out.
+        batch_wait: Duration::from_secs(30),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::spawn(generator, cfg).unwrap();
+    let first = worker.submit(job(1)).unwrap();
+    tokio::task::yield_now().await;
+    let second = worker.submit(job(2)).unwrap();
+    assert_eq!(first.await.batch_size, 2);
+    assert_eq!(second.await.batch_size, 2);
+    assert_eq!(controls.batches(), vec![vec![1, 2]]);
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_batch_wait_short() {
+    let (generator, controls) = double(4, false);
+    let cfg = WorkerConfig {
+        queue_size: 4,
+        batch_wait: Duration::from_secs(3600),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::spawn(generator, cfg).unwrap();
+    let lone = worker.submit(job(1)).unwrap();
+    worker.shutdown().await;
+    assert_eq!(seed_of(&lone.await.output.unwrap()), 1);
+    assert_eq!(controls.batches(), vec![vec![1]]);
+}
+
+#[tokio::test]
+async fn queue_full_suggests_retrying_after_one_job_time() {
+    let (generator, mut controls) = double(1, true);
+    let cfg = WorkerConfig {
+        queue_size: 1,
+        initial_job_estimate: Duration::from_secs(42),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::spawn(generator, cfg).unwrap();
+    let running = worker.submit(job(1)).unwrap();
+    assert_eq!(controls.next_started().await, [1]);
+    assert_eq!(
+        worker.submit(job(2)).unwrap_err(),
+        SubmitError::QueueFull {
+            max: 1,
+            retry_after: Duration::from_secs(42)
+        }
+    );
+    controls.open_gate(1);
+    running.await;
 }
