@@ -19,6 +19,8 @@ use crate::face_image::FaceImageError;
 pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
     #[error("invalid API key")]
     InvalidKey,
     #[error("invalid request: {0}")]
@@ -44,6 +46,14 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 ErrorResponse::new(format!(
                     "The request body must be a JSON object ({detail})."
+                ))
+                .into(),
+            ),
+            // Nearly always a huge base64 face image; not a normal client condition, so 413.
+            ApiError::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorResponse::new(format!(
+                    "The request body may not be larger than {limit} bytes; send a smaller face image or a URL."
                 ))
                 .into(),
             ),
@@ -93,6 +103,7 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::InvalidKey => "invalid_key",
             ApiError::Validation(_) => "validation",
             ApiError::FaceImage(_) => "face_image",

@@ -441,3 +441,64 @@ async fn health_and_metrics() {
     let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("headshot_submit_requests_total"), "{text}");
 }
+
+#[tokio::test]
+async fn a_panicking_job_fails_alone() {
+    let (server, internet) = setup().await;
+    let v = server.submit(&with(body(&internet), "prompt", json!("[panic]"))).await;
+    assert_eq!(keys(&v), sorted(&["id", "message", "output", "status"]), "{v}");
+    assert_eq!(v["status"], "failed");
+    assert!(!v["message"].as_str().unwrap().contains("scripted"), "internal details stay in the log");
+    // The worker survived.
+    assert_eq!(server.submit(&body(&internet)).await["status"], "success");
+}
+
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_at_submit() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |c| c.allow_private_urls = false).await;
+    let face = base64::engine::general_purpose::STANDARD.encode(face_png());
+    let v = server
+        .submit(&json!({"key": KEY, "prompt": "p", "face_image": face, "webhook": internet.url("/webhook")}))
+        .await;
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(keys(&v["message"]), ["webhook"]);
+    assert!(v["message"]["webhook"][0].as_str().unwrap().contains("refused"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_the_error_shape() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |c| c.max_image_bytes = 10_000).await;
+    let huge = "A".repeat(2 * 1024 * 1024);
+    let (status, v) = server
+        .post("/api/v6/image_editing/head_shot", &with(body(&internet), "face_image", json!(huge)))
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(keys(&v), sorted(&["message", "status"]));
+    assert_eq!(v["status"], "error");
+}
+
+#[tokio::test]
+async fn jobs_interrupted_by_a_restart_are_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let stores = headshot_server::Stores::open_local(tmp.path(), Duration::from_secs(3600)).unwrap();
+        let id = stores.jobs.next_id().unwrap();
+        let record = headshot_core::store::JobRecord::queued(
+            id,
+            json!({}),
+            "0123456789abcdef0123456789abcdef",
+            headshot_core::store::OutputFormat::Png,
+            1,
+        );
+        stores.jobs.insert(&record).unwrap();
+        id
+    };
+    let server = TestServer::start_in(tmp.path().to_path_buf(), ScriptedGenerator::default(), |_| {}).await;
+    let v = server.fetch(id).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["id"], id);
+    assert!(v["message"].as_str().unwrap().contains("restarted"));
+    server.stop().await;
+}

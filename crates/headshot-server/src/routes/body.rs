@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use serde_json::Value;
 
@@ -14,6 +15,13 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         return Ok(Value::Object(Default::default()));
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// Reads a body of at most `limit` bytes.
+pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge { limit })
 }
 
 /// The `key` header, if present and readable.

@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::wire::{parse_request_id, FetchRequest};
 
-use super::body::{header_key, parse_json, query_object};
+use super::body::{header_key, parse_json, query_object, read_limited};
 use crate::error::ApiError;
 use crate::jobs::fetch_body;
 use crate::state::AppState;
@@ -18,10 +18,10 @@ pub async fn fetch_by_path(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let request = match parse_json(&body) {
-        Ok(body) => FetchRequest::from_json(&body),
+    let request = match read_body(body).await {
+        Ok(request) => request,
         Err(e) => return e.into_response(),
     };
     answer(&state, request.key.or_else(|| header_key(&headers)), parse_request_id(&id)).await
@@ -37,9 +37,9 @@ pub async fn fetch_by_path_get(
     answer(&state, request.key.or_else(|| header_key(&headers)), parse_request_id(&id)).await
 }
 
-pub async fn fetch_by_body(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = match parse_json(&body) {
-        Ok(body) => FetchRequest::from_json(&body),
+pub async fn fetch_by_body(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let request = match read_body(body).await {
+        Ok(request) => request,
         Err(e) => return e.into_response(),
     };
     answer(&state, request.key.or_else(|| header_key(&headers)), request.request_id).await
@@ -52,6 +52,12 @@ pub async fn fetch_by_query(
 ) -> Response {
     let request = FetchRequest::from_json(&query_object(query));
     answer(&state, request.key.or_else(|| header_key(&headers)), request.request_id).await
+}
+
+/// Fetch bodies are tiny (`{"key", "request_id"}`).
+async fn read_body(body: Body) -> Result<FetchRequest, ApiError> {
+    let bytes = read_limited(body, 64 * 1024).await?;
+    Ok(FetchRequest::from_json(&parse_json(&bytes)?))
 }
 
 async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Response {

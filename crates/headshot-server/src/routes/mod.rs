@@ -6,7 +6,6 @@ mod health;
 mod outputs;
 mod submit;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -33,7 +32,6 @@ pub const FETCH_ID_PATHS: [&str; 5] = [
 pub const FETCH_BODY_PATH: &str = "/api/v6/images/fetch";
 
 pub fn build_router(state: AppState) -> Router {
-    let body_limit = state.settings.max_body_bytes;
     let mut router = Router::new();
     for path in SUBMIT_PATHS {
         router = router.route(path, post(submit::head_shot));
@@ -47,6 +45,5 @@ pub fn build_router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -3,23 +3,25 @@
 
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::store::{JobRecord, JobStatus, OutputFormat};
-use headshot_core::wire::{FetchRequest, HeadShotRequest, ProcessingResponse, WireResponse};
+use headshot_core::wire::{
+    FetchRequest, HeadShotRequest, ProcessingResponse, ValidationErrors, WireResponse,
+};
 use headshot_worker::SubmitError;
 use tokio::sync::oneshot;
 
-use super::body::{header_key, parse_json};
+use super::body::{header_key, parse_json, read_limited};
 use crate::error::ApiError;
 use crate::face_image::obtain_face_image;
 use crate::jobs::{deliver_webhook, failure_message, finish_job, future_urls, success_body};
 use crate::state::AppState;
 
-pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     metrics::counter!("headshot_submit_requests_total").increment(1);
     match submit(state, headers, body).await {
         Ok(body) => Json(body).into_response(),
@@ -27,14 +29,21 @@ pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: 
     }
 }
 
-async fn submit(state: AppState, headers: HeaderMap, body: Bytes) -> Result<WireResponse, ApiError> {
+async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireResponse, ApiError> {
     let received = Instant::now();
+    let body = read_limited(body, state.settings.max_body_bytes).await?;
     let body = parse_json(&body)?;
     let key = FetchRequest::from_json(&body).key.or_else(|| header_key(&headers));
     if !state.keys.accepts(key.as_deref()) {
         return Err(ApiError::InvalidKey);
     }
     let request = HeadShotRequest::from_json(&body, rand::random::<u32>()).map_err(ApiError::Validation)?;
+    if let Some(webhook) = &request.webhook {
+        // Refuse a webhook we would never deliver now, rather than failing silently later.
+        state.jobs.http.check_url(webhook).map_err(|e| {
+            ApiError::Validation(ValidationErrors::single("webhook", format!("The webhook cannot be used: {e}.")))
+        })?;
+    }
     let face_image = obtain_face_image(
         &request.face_image,
         &state.jobs.http,

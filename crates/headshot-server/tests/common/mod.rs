@@ -47,7 +47,7 @@ impl Gate {
 }
 
 /// Test double of the pipeline: images of the requested size whose colour depends on the seed;
-/// `NoFace` when the prompt contains "[noface]"; NSFW-flagged when it contains "[nsfw]";
+/// `NoFace` when the prompt contains "[noface]", a panic for "[panic]"; NSFW-flagged when it contains "[nsfw]";
 /// optionally held at a gate until the test opens it.
 #[derive(Clone, Default)]
 pub struct ScriptedGenerator {
@@ -62,6 +62,9 @@ impl Generator for ScriptedGenerator {
         self.jobs.lock().unwrap().push(job.clone());
         if let Some(gate) = &self.gate {
             gate.wait();
+        }
+        if job.prompt.contains("[panic]") {
+            panic!("scripted generator panic");
         }
         if job.prompt.contains("[noface]") {
             return Err(GenerationError::NoFace);
