@@ -1,0 +1,87 @@
+//! Overhead of the worker itself (admission, hand-off to the device thread, batching, reply)
+//! with a generator that returns at once, so the numbers are the queue's own cost per job.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use headshot_core::{
+    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+};
+use headshot_worker::{Worker, WorkerConfig};
+
+struct Instant {
+    max_batch: usize,
+}
+
+impl Generator for Instant {
+    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+        Ok(GenerationOutput {
+            images: vec![GeneratedImage {
+                image: RgbImage {
+                    width: 1,
+                    height: 1,
+                    pixels: vec![job.seed as u8; 3],
+                },
+                nsfw: false,
+            }],
+        })
+    }
+
+    fn max_batch_images(&self) -> usize {
+        self.max_batch
+    }
+}
+
+fn job(seed: u64) -> GenerationJob {
+    GenerationJob {
+        prompt: "bench".into(),
+        negative_prompt: String::new(),
+        face_image: Vec::new(),
+        width: 512,
+        height: 512,
+        num_inference_steps: 21,
+        guidance_scale: 7.5,
+        s_scale: 1.0,
+        samples: 1,
+        seed,
+        safety_checker: None,
+    }
+}
+
+fn round_trips(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("worker");
+    for (jobs, max_batch) in [(1usize, 1usize), (32, 1), (32, 8)] {
+        let worker = Worker::spawn(
+            Box::new(Instant { max_batch }),
+            WorkerConfig {
+                queue_size: 64,
+                ..WorkerConfig::default()
+            },
+        )
+        .unwrap();
+        group.throughput(Throughput::Elements(jobs as u64));
+        group.bench_with_input(
+            BenchmarkId::new(format!("submit_and_await/max_batch_{max_batch}"), jobs),
+            &jobs,
+            |b, &jobs| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let tickets: Vec<_> = (0..jobs as u64)
+                            .map(|s| worker.submit(job(s)).unwrap())
+                            .collect();
+                        for ticket in tickets {
+                            ticket.await.output.unwrap();
+                        }
+                    })
+                })
+            },
+        );
+        rt.block_on(worker.shutdown());
+    }
+    group.finish();
+}
+
+criterion_group!(benches, round_trips);
+criterion_main!(benches);
