@@ -86,11 +86,10 @@ impl Future for JobTicket {
 
 /// A job waiting in the queue with everything needed to answer it.
 pub(crate) struct Queued {
-    pub seq: u64,
     pub job: GenerationJob,
     pub reply: oneshot::Sender<JobResult>,
     pub admitted_at: Instant,
-    /// The submitter's span, so the job's logs nest under the request that made it.
+    /// The job's span (a child of the submitter's), so its logs nest under the request.
     pub span: tracing::Span,
     /// The admission slot; released when the job's result is sent.
     pub permit: OwnedSemaphorePermit,
@@ -254,6 +253,8 @@ impl WorkerHandle {
         let ahead = shared.in_flight().saturating_sub(1);
         let eta = lock(&shared.times).eta(ahead, shared.devices);
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        // A span per job, under the submitter's span (the request that made it).
+        let span = tracing::info_span!("job", seq);
         let (reply, receiver) = oneshot::channel();
         {
             let mut queue = lock(&shared.queue);
@@ -261,11 +262,10 @@ impl WorkerHandle {
                 return Err(SubmitError::ShuttingDown);
             }
             queue.jobs.push_back(Queued {
-                seq,
                 job,
                 reply,
                 admitted_at: Instant::now(),
-                span: tracing::Span::current(),
+                span: span.clone(),
                 permit,
             });
             metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
@@ -273,7 +273,7 @@ impl WorkerHandle {
         metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
         // Wake every device thread: one may be idle, another collecting a batch.
         shared.available.notify_all();
-        tracing::debug!(seq, ahead, eta_s = eta.as_secs_f64(), "job admitted");
+        span.in_scope(|| tracing::debug!(ahead, eta_s = eta.as_secs_f64(), "job admitted"));
         Ok(JobTicket {
             seq,
             position: ahead,

@@ -18,3 +18,41 @@ pub const METRIC_JOB_FAILURES: &str = "headshot_job_failures_total";
 pub const METRIC_GENERATOR_PANICS: &str = "headshot_generator_panics_total";
 /// Counter: submissions refused because the queue was full.
 pub const METRIC_QUEUE_FULL: &str = "headshot_queue_full_total";
+
+/// Registers help texts for the metrics above with the installed recorder (call once at
+/// startup, after installing the exporter).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        METRIC_QUEUE_DEPTH,
+        "Jobs admitted and waiting for a device thread"
+    );
+    describe_gauge!(
+        METRIC_JOBS_IN_FLIGHT,
+        "Jobs admitted and not yet answered (waiting + running)"
+    );
+    describe_histogram!(
+        METRIC_JOB_DURATION,
+        Unit::Seconds,
+        "Generation time of a job (its batch's wall time)"
+    );
+    describe_histogram!(
+        METRIC_QUEUE_WAIT,
+        Unit::Seconds,
+        "Time from admission to the start of generation"
+    );
+    describe_histogram!(METRIC_BATCH_SIZE, Unit::Count, "Jobs per generator call");
+    describe_counter!(
+        METRIC_JOBS_FINISHED,
+        "Finished jobs by outcome (success, failed)"
+    );
+    describe_counter!(METRIC_JOB_FAILURES, "Jobs that failed, panics included");
+    describe_counter!(
+        METRIC_GENERATOR_PANICS,
+        "Generator calls that panicked (caught)"
+    );
+    describe_counter!(
+        METRIC_QUEUE_FULL,
+        "Submissions refused because the queue was full"
+    );
+}

@@ -127,19 +127,12 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
         metrics::histogram!(METRIC_QUEUE_WAIT).record(queue_wait.as_secs_f64());
         queued.span.in_scope(|| {
             tracing::info!(
-                seq = queued.seq,
                 batch = size,
                 queue_wait_s = queue_wait.as_secs_f64(),
                 "job started"
             )
         });
-        waiting.push((
-            queued.seq,
-            queued.reply,
-            queued.span,
-            queued.permit,
-            queue_wait,
-        ));
+        waiting.push((queued.reply, queued.span, queued.permit, queue_wait));
         jobs.push(queued.job);
     }
 
@@ -148,13 +141,12 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
     lock(&shared.times).record_batch(elapsed, size);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
 
-    for ((seq, reply, job_span, permit, queue_wait), output) in waiting.into_iter().zip(outcomes) {
+    for ((reply, job_span, permit, queue_wait), output) in waiting.into_iter().zip(outcomes) {
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
         job_span.in_scope(|| match &output {
             Ok(out) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "success").increment(1);
                 tracing::info!(
-                    seq,
                     images = out.images.len(),
                     seconds = elapsed.as_secs_f64(),
                     "job done"
@@ -163,7 +155,7 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
             Err(error) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "failed").increment(1);
                 metrics::counter!(METRIC_JOB_FAILURES).increment(1);
-                tracing::warn!(seq, %error, "job failed");
+                tracing::warn!(%error, "job failed");
             }
         });
         // Free the slot before answering, so a caller that resubmits on the answer finds room.

@@ -1,0 +1,222 @@
+//! The worker reports queue and job metrics through the `metrics` facade. A tiny in-process
+//! recorder (global, hence this separate test binary) captures what the device thread emits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use headshot_core::{
+    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+};
+use headshot_worker::*;
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+
+#[derive(Default)]
+struct Cell(AtomicU64);
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::SeqCst);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::SeqCst);
+    }
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        self.set(f64::from_bits(self.0.load(Ordering::SeqCst)) + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.set(f64::from_bits(self.0.load(Ordering::SeqCst)) - value);
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::SeqCst);
+    }
+}
+
+/// Histograms count their samples.
+impl HistogramFn for Cell {
+    fn record(&self, _value: f64) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Keyed by `name` or `name{label=value}`.
+#[derive(Default)]
+struct TestRecorder {
+    cells: Mutex<HashMap<String, Arc<Cell>>>,
+    described: Mutex<Vec<String>>,
+}
+
+impl TestRecorder {
+    fn cell(&self, key: &Key) -> Arc<Cell> {
+        let mut name = key.name().to_string();
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        if !labels.is_empty() {
+            name = format!("{name}{{{}}}", labels.join(","));
+        }
+        self.cells.lock().unwrap().entry(name).or_default().clone()
+    }
+
+    fn value(&self, name: &str) -> u64 {
+        self.cells
+            .lock()
+            .unwrap()
+            .get(name)
+            .map_or(0, |c| c.0.load(Ordering::SeqCst))
+    }
+
+    fn gauge(&self, name: &str) -> f64 {
+        f64::from_bits(self.value(name))
+    }
+}
+
+impl Recorder for &'static TestRecorder {
+    fn describe_counter(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+        self.described
+            .lock()
+            .unwrap()
+            .push(key.as_str().to_string());
+    }
+    fn describe_gauge(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+        self.described
+            .lock()
+            .unwrap()
+            .push(key.as_str().to_string());
+    }
+    fn describe_histogram(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+        self.described
+            .lock()
+            .unwrap()
+            .push(key.as_str().to_string());
+    }
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.cell(key))
+    }
+}
+
+fn recorder() -> &'static TestRecorder {
+    static RECORDER: OnceLock<&'static TestRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let r: &'static TestRecorder = Box::leak(Box::default());
+        metrics::set_global_recorder(r).expect("no other recorder in this test binary");
+        r
+    })
+}
+
+/// Fails seed 1 with an error, panics on seed 2, succeeds otherwise, after waiting for a token.
+struct Gated(Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Generator for Gated {
+    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+        self.0.lock().unwrap().recv().unwrap();
+        match job.seed {
+            1 => Err(GenerationError::NoFace),
+            2 => panic!("test panic"),
+            _ => Ok(GenerationOutput {
+                images: vec![GeneratedImage {
+                    image: RgbImage {
+                        width: 1,
+                        height: 1,
+                        pixels: vec![0; 3],
+                    },
+                    nsfw: false,
+                }],
+            }),
+        }
+    }
+}
+
+fn job(seed: u64) -> GenerationJob {
+    GenerationJob {
+        prompt: "p".into(),
+        negative_prompt: String::new(),
+        face_image: Vec::new(),
+        width: 512,
+        height: 512,
+        num_inference_steps: 21,
+        guidance_scale: 7.5,
+        s_scale: 1.0,
+        samples: 1,
+        seed,
+        safety_checker: None,
+    }
+}
+
+#[tokio::test]
+async fn worker_reports_queue_and_job_metrics() {
+    let rec = recorder();
+    describe_metrics();
+    for name in [
+        METRIC_QUEUE_DEPTH,
+        METRIC_JOB_DURATION,
+        METRIC_JOB_FAILURES,
+        METRIC_QUEUE_FULL,
+    ] {
+        assert!(
+            rec.described.lock().unwrap().iter().any(|d| d == name),
+            "{name} not described"
+        );
+    }
+
+    let (gate, rx) = std::sync::mpsc::channel();
+    let worker = Worker::spawn(
+        Box::new(Gated(Mutex::new(rx))),
+        WorkerConfig {
+            queue_size: 3,
+            ..WorkerConfig::default()
+        },
+    )
+    .unwrap();
+    let tickets: Vec<_> = [1, 2, 3]
+        .into_iter()
+        .map(|s| worker.submit(job(s)).unwrap())
+        .collect();
+    assert_eq!(rec.gauge(METRIC_JOBS_IN_FLIGHT), 3.0);
+    assert!(matches!(
+        worker.submit(job(4)),
+        Err(SubmitError::QueueFull { .. })
+    ));
+    assert_eq!(rec.value(METRIC_QUEUE_FULL), 1);
+
+    for _ in 0..3 {
+        gate.send(()).unwrap();
+    }
+    for ticket in tickets {
+        ticket.await;
+    }
+    worker.shutdown().await;
+
+    assert_eq!(
+        rec.value(METRIC_JOB_DURATION),
+        3,
+        "one duration sample per job"
+    );
+    assert_eq!(rec.value(METRIC_QUEUE_WAIT), 3);
+    assert_eq!(rec.value(METRIC_BATCH_SIZE), 3);
+    assert_eq!(
+        rec.value(&format!("{METRIC_JOBS_FINISHED}{{outcome=success}}")),
+        1
+    );
+    assert_eq!(
+        rec.value(&format!("{METRIC_JOBS_FINISHED}{{outcome=failed}}")),
+        2
+    );
+    assert_eq!(rec.value(METRIC_JOB_FAILURES), 2);
+    assert_eq!(rec.value(METRIC_GENERATOR_PANICS), 1);
+    assert_eq!(rec.gauge(METRIC_QUEUE_DEPTH), 0.0);
+    assert_eq!(rec.gauge(METRIC_JOBS_IN_FLIGHT), 0.0);
+}
