@@ -63,9 +63,9 @@ fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, F
             "the data is not a supported image format (JPEG, PNG, WebP, GIF, BMP or TIFF expected)",
         ));
     }
+    // Dimensions are checked by us right after the header (to report them); the allocation
+    // cap also binds the decoders' internal buffers.
     let mut decoder_limits = Limits::default();
-    decoder_limits.max_image_width = Some(limits.max_width);
-    decoder_limits.max_image_height = Some(limits.max_height);
     decoder_limits.max_alloc = Some(limits.max_alloc_bytes);
     reader.limits(decoder_limits);
 
