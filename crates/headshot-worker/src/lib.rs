@@ -10,7 +10,42 @@
 //!   JobTicket (await) ◀──────────── oneshot reply ◀──── generate_batch (panics caught)
 //! ```
 //!
+//! ```
+//! use headshot_core::{GenerationError, GenerationJob, GenerationOutput, Generator};
+//! use headshot_worker::{SubmitError, Worker, WorkerConfig};
+//!
+//! struct Nothing;
+//! impl Generator for Nothing {
+//!     fn generate(&self, _job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+//!         Ok(GenerationOutput { images: Vec::new() })
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let worker = Worker::spawn(Box::new(Nothing), WorkerConfig { queue_size: 8, ..Default::default() })?;
+//! # let job = GenerationJob { prompt: "p".into(), negative_prompt: String::new(), face_image: Vec::new(),
+//! #     width: 512, height: 512, num_inference_steps: 21, guidance_scale: 7.5, s_scale: 1.0,
+//! #     samples: 1, seed: 1, safety_checker: None };
+//! match worker.submit(job) {
+//!     Ok(ticket) => {
+//!         let eta = ticket.eta(); // for a `processing` answer if the wait times out
+//!         let result = ticket.await; // or tokio::time::timeout(wait, &mut ticket)
+//!         assert!(result.output.is_ok());
+//!     }
+//!     Err(SubmitError::QueueFull { max, retry_after }) => { /* "Maximum {max} queued requests" */ }
+//!     Err(SubmitError::ShuttingDown) => {}
+//! }
+//! worker.shutdown().await;
+//! # Ok::<(), headshot_worker::WorkerError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! [`Generator`]: headshot_core::Generator
+
+// Panics in the generator are caught per job; with `panic = "abort"` one bad job would kill
+// the server instead, so refuse to build that way.
+#[cfg(panic = "abort")]
+compile_error!("headshot-worker needs panic = \"unwind\" (it catches generator panics per job)");
 
 mod batch;
 mod config;

@@ -494,3 +494,17 @@ async fn queue_full_suggests_retrying_after_one_job_time() {
     controls.open_gate(1);
     running.await;
 }
+
+#[tokio::test]
+async fn a_ticket_outlives_a_timed_out_wait() {
+    // The server's pattern: wait a while, answer `processing`, finish in the background.
+    let (worker, mut controls) = spawn(1, true, 2);
+    let mut ticket = worker.submit(job(5)).unwrap();
+    assert_eq!(controls.next_started().await, [5]);
+    // The gate is closed, so this wait cannot end with a result.
+    let waited = tokio::time::timeout(Duration::from_millis(1), &mut ticket).await;
+    assert!(waited.is_err());
+    let background = tokio::spawn(ticket);
+    controls.open_gate(1);
+    assert_eq!(seed_of(&background.await.unwrap().output.unwrap()), 5);
+}
