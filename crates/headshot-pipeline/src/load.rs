@@ -1,0 +1,250 @@
+//! Loading every model of a set once: tokenizer, text encoder, image encoder, FaceID projection,
+//! UNet (adapter LoRA fused), VAE decoder, scheduler config, safety checker, face analyzer.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use headshot_models::clip_preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeRule};
+use headshot_models::clip_text::{ClipTextConfig, ClipTextEncoder};
+use headshot_models::clip_vision::{ClipVisionConfig, ClipVisionOutputs, ClipVisionTransformer};
+use headshot_models::ddim::DdimScheduler;
+use headshot_models::face_projection::FaceIdPlusProjection;
+use headshot_models::ip_adapter::IpAdapterWeights;
+use headshot_models::safety_checker::{SafetyChecker, SafetyCheckerConfig};
+use headshot_models::tokenizer::ClipTokenizer;
+use headshot_models::unet::{IpAdapterAttachment, UNet2DConditionModel, UNetConfig};
+use headshot_models::vae::{VaeConfig, VaeDecoder};
+use headshot_weights::{ComponentKind, ResolvedComponent, ResolvedModelSet};
+
+use crate::config::{ModelSet, PipelineConfig};
+use crate::error::PipelineError;
+use crate::Pipeline;
+
+/// A VarBuilder over a component's weights: every `.safetensors` shard (memory-mapped), or a
+/// torch `.bin`.
+fn var_builder(
+    component: &ResolvedComponent,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, PipelineError> {
+    let files = component.weights()?;
+    let first = files[0];
+    let is_safetensors = first.extension().is_some_and(|e| e == "safetensors");
+    if is_safetensors {
+        // SAFETY: the files are model weights resolved by headshot-weights and are not modified
+        // while the pipeline lives (mmap requires that).
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+            .map_err(PipelineError::load(component.kind, first))
+    } else {
+        VarBuilder::from_pth(first, dtype, device).map_err(PipelineError::load(component.kind, first))
+    }
+}
+
+fn read_text(component: &ResolvedComponent, name: &str) -> Result<(String, std::path::PathBuf), PipelineError> {
+    let path = component.file(name)?.to_path_buf();
+    let text = std::fs::read_to_string(&path).map_err(PipelineError::load(component.kind, &path))?;
+    Ok((text, path))
+}
+
+/// The folder holding a component's `name` file (tokenizers read a folder).
+fn folder_of(component: &ResolvedComponent, name: &str) -> Result<std::path::PathBuf, PipelineError> {
+    let path = component.file(name)?;
+    Ok(path.parent().unwrap_or(Path::new(".")).to_path_buf())
+}
+
+/// transformers' `CLIPImageProcessor()` defaults at `size` px (224 for every CLIP the reference uses).
+fn clip_defaults(size: u32) -> ClipImageProcessorConfig {
+    ClipImageProcessorConfig {
+        resize: Some(ResizeRule::ShortestEdge(size)),
+        crop: Some((size, size)),
+        ..ClipImageProcessorConfig::default()
+    }
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> Result<T, PipelineError>) -> Result<T, PipelineError> {
+    let start = Instant::now();
+    tracing::info!("loading {what}");
+    let out = f()?;
+    tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "loaded {what}");
+    Ok(out)
+}
+
+impl Pipeline {
+    /// Resolves the model set (if given as a manifest) and loads every model once onto the
+    /// configured device and dtype.
+    pub fn load(config: &PipelineConfig) -> Result<Pipeline, PipelineError> {
+        let set = match &config.models {
+            ModelSet::Resolved(set) => set.clone(),
+            ModelSet::Manifest(path) => {
+                let mut options = config.resolve.clone();
+                if options.only.is_none() {
+                    let skip_face = !config.load_face_analyzer;
+                    let skip_safety = !config.load_safety_checker;
+                    options.only = Some(
+                        ComponentKind::ALL
+                            .into_iter()
+                            .filter(|k| {
+                                let face = matches!(k, ComponentKind::FaceDetector | ComponentKind::FaceRecognizer);
+                                let safety =
+                                    matches!(k, ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor);
+                                !(face && skip_face) && !(safety && skip_safety)
+                            })
+                            .collect(),
+                    );
+                }
+                tracing::info!(manifest = %path.display(), "resolving model set");
+                headshot_weights::resolve_manifest_file(path, &options)?
+            }
+        };
+        Self::load_resolved(&set, config)
+    }
+
+    fn load_resolved(set: &ResolvedModelSet, config: &PipelineConfig) -> Result<Pipeline, PipelineError> {
+        let start = Instant::now();
+        let device = config.device.open()?;
+        let dtype = config.dtype.dtype();
+        tracing::info!(model_set = %set.name, device = %config.device, dtype = %config.dtype, "loading pipeline");
+
+        let tokenizer = timed("tokenizer", || {
+            let c = set.get(ComponentKind::Tokenizer)?;
+            let dir = folder_of(c, "vocab.json").or_else(|_| folder_of(c, "tokenizer.json"))?;
+            ClipTokenizer::from_folder(&dir).map_err(PipelineError::load(c.kind, &dir))
+        })?;
+
+        let text_encoder = timed("text encoder", || {
+            let c = set.get(ComponentKind::TextEncoder)?;
+            let cfg_path = c.file("config.json")?;
+            let cfg = ClipTextConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+            ClipTextEncoder::load(var_builder(c, dtype, &device)?, &cfg).map_err(PipelineError::load(c.kind, cfg_path))
+        })?;
+
+        let image_encoder = timed("image encoder", || {
+            let c = set.get(ComponentKind::ImageEncoder)?;
+            let cfg_path = c.file("config.json")?;
+            let cfg = ClipVisionConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let vb = var_builder(c, dtype, &device)?.pp("vision_model");
+            ClipVisionTransformer::load_for(vb, &cfg, ClipVisionOutputs::PenultimateOnly)
+                .map_err(PipelineError::load(c.kind, cfg_path))
+        })?;
+        // FaceID-PlusV2 feeds the crop through CLIPImageProcessor() with its defaults, sized
+        // to the encoder.
+        let face_processor = {
+            let size = image_encoder.config().image_size as u32;
+            ClipImageProcessor::new(clip_defaults(size))
+        };
+
+        let (projection, unet) = timed("IP-Adapter, face projection and UNet (fusing the LoRA)", || {
+            let ip = set.get(ComponentKind::IpAdapter)?;
+            let ip_path = ip.weights()?[0];
+            let weights = IpAdapterWeights::load(ip_path).map_err(PipelineError::load(ip.kind, ip_path))?;
+            let projection = FaceIdPlusProjection::load_inferred(weights.image_proj_var_builder(dtype, &device))
+                .map_err(PipelineError::load(ip.kind, ip_path))?;
+
+            let c = set.get(ComponentKind::Unet)?;
+            let cfg_path = c.file("config.json")?;
+            let cfg = UNetConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let attachment = IpAdapterAttachment {
+                weights: &weights,
+                num_tokens: projection.config().num_tokens,
+                scale: config.adapter_scale,
+            };
+            let unet = UNet2DConditionModel::load(var_builder(c, dtype, &device)?, &cfg, Some(attachment))
+                .map_err(PipelineError::load(c.kind, cfg_path))?;
+            // `weights` (the adapter's raw tensors) is dropped here: the LoRA is fused and the
+            // id projections are owned by the UNet.
+            Ok((projection, unet))
+        })?;
+
+        let (vae, vae_scaling_factor, vae_scale_factor) = timed("VAE decoder", || {
+            let c = set.get(ComponentKind::Vae)?;
+            let cfg_path = c.file("config.json")?;
+            let cfg = VaeConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let vae = VaeDecoder::load(var_builder(c, dtype, &device)?, &cfg).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let scale_factor = 1usize << cfg.block_out_channels.len().saturating_sub(1);
+            Ok((vae, cfg.scaling_factor, scale_factor))
+        })?;
+
+        let scheduler_config = {
+            let c = set.get(ComponentKind::Scheduler)?;
+            let (text, path) = read_text(c, "scheduler_config.json")?;
+            // Parse once now so a bad config fails at load, not on the first job.
+            DdimScheduler::from_config_json(&text).map_err(PipelineError::load(c.kind, &path))?;
+            text
+        };
+
+        let safety = match (config.load_safety_checker, set.optional(ComponentKind::SafetyChecker)) {
+            (true, Some(c)) => Some(timed("safety checker", || {
+                let cfg_path = c.file("config.json")?;
+                let cfg = SafetyCheckerConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+                let checker = SafetyChecker::load(var_builder(c, dtype, &device)?, &cfg)
+                    .map_err(PipelineError::load(c.kind, cfg_path))?;
+                let processor = match set.optional(ComponentKind::FeatureExtractor) {
+                    Some(fe) => {
+                        let path = fe.file("preprocessor_config.json")?;
+                        ClipImageProcessor::from_config_file(path).map_err(PipelineError::load(fe.kind, path))?
+                    }
+                    None => ClipImageProcessor::new(clip_defaults(224)),
+                };
+                Ok((checker, processor))
+            })?),
+            (true, None) => {
+                tracing::warn!("the model set has no safety_checker; jobs asking for it will be refused");
+                None
+            }
+            (false, _) => None,
+        };
+
+        let face = if config.load_face_analyzer {
+            Some(timed("face analyzer", || {
+                let det = set.get(ComponentKind::FaceDetector)?.weights()?[0].to_path_buf();
+                let rec = set.get(ComponentKind::FaceRecognizer)?.weights()?[0].to_path_buf();
+                let paths = headshot_face::FaceModelPaths {
+                    detector: det,
+                    recognizer: rec,
+                };
+                Ok(headshot_face::FaceAnalyzer::load(&paths, &config.face_options)?)
+            })?)
+        } else {
+            None
+        };
+
+        let mut pipeline = Pipeline {
+            device,
+            dtype,
+            tokenizer,
+            text_encoder,
+            image_encoder,
+            face_processor,
+            projection,
+            unet,
+            vae,
+            vae_scaling_factor,
+            vae_scale_factor,
+            scheduler_config,
+            safety,
+            face,
+            limits: config.limits.clone(),
+            uncond_clip_features: Tensor::zeros(1, DType::F32, &Device::Cpu).map_err(PipelineError::run("setup"))?,
+        };
+        // The unconditional CLIP input is constant (an all-zero normalised pixel tensor):
+        // encode it once here instead of once per job.
+        pipeline.uncond_clip_features = pipeline.zero_image_features()?;
+        tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "pipeline ready");
+        Ok(pipeline)
+    }
+
+    fn zero_image_features(&self) -> Result<Tensor, PipelineError> {
+        let cfg = self.image_encoder.config();
+        let zeros = Tensor::zeros(
+            (1, cfg.num_channels, cfg.image_size, cfg.image_size),
+            self.dtype,
+            &self.device,
+        )
+        .map_err(PipelineError::run("image encoder"))?;
+        self.image_encoder
+            .penultimate_hidden_states(&zeros)
+            .map_err(PipelineError::run("image encoder"))
+    }
+}
