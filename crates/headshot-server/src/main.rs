@@ -40,21 +40,16 @@ async fn run(config: Config, generator: Box<dyn Generator>) -> anyhow::Result<()
 
 /// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker).
 fn load_generator(args: &ModelArgs) -> anyhow::Result<Box<dyn Generator>> {
-    // TODO(lead): wire `headshot_pipeline::Pipeline::load(&PipelineConfig)` here once the
-    // pipeline crate exposes it:
-    //   let mut pc = headshot_pipeline::PipelineConfig::new(&args.models);
-    //   pc.device = args.device.parse().map_err(anyhow::Error::msg)?;
-    //   pc.dtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
-    //   pc.load_safety_checker = !args.no_safety_checker;
-    //   pc.face_options.onnxruntime_library = args.onnxruntime_library.clone();
-    //   return Ok(Box::new(headshot_pipeline::Pipeline::load(&pc)?));
-    anyhow::bail!(
-        "this build has no pipeline wired in yet (models {}, device {}, dtype {}); \
-         headshot-server refuses to serve without a real generator",
-        args.models.display(),
-        args.device,
-        args.dtype
-    )
+    let mut config = headshot_pipeline::PipelineConfig::new(&args.models);
+    config.device = args.device.parse().map_err(anyhow::Error::msg)?;
+    config.dtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
+    config.load_safety_checker = !args.no_safety_checker;
+    if args.onnxruntime_library.is_some() {
+        config.face_options.onnxruntime_library = args.onnxruntime_library.clone();
+    }
+    let pipeline = headshot_pipeline::Pipeline::load(&config)
+        .with_context(|| format!("loading the model set {}", args.models.display()))?;
+    Ok(Box::new(pipeline))
 }
 
 async fn shutdown_signal() {
