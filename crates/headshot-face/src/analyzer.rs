@@ -27,6 +27,10 @@ pub struct FaceAnalyzerOptions {
     pub onnxruntime_library: Option<PathBuf>,
     /// Threads ONNX Runtime uses inside one operator; `None` lets it choose (all cores).
     pub intra_threads: Option<usize>,
+    /// Let ONNX Runtime's idle pool threads spin-wait for work (its default). Off by default
+    /// here: the two sessions run one after the other beside candle, and spinning threads of one
+    /// session steal the CPU the next one needs.
+    pub onnxruntime_spinning: bool,
     /// Run the models with ONNX Runtime's CUDA provider (crate feature `cuda`, GPU build of ORT).
     pub use_cuda: bool,
     /// Minimum detection score (insightface `det_thresh`, 0.5).
@@ -45,6 +49,7 @@ impl Default for FaceAnalyzerOptions {
         Self {
             onnxruntime_library: None,
             intra_threads: None,
+            onnxruntime_spinning: false,
             use_cuda: false,
             detection_threshold: 0.5,
             nms_threshold: 0.4,
@@ -102,6 +107,7 @@ impl FaceAnalyzer {
         let settings = OrtSettings {
             library: options.onnxruntime_library.clone(),
             intra_threads: options.intra_threads,
+            spinning: options.onnxruntime_spinning,
             use_cuda: options.use_cuda,
         };
         let detector = OrtModel::load(&paths.detector, "face detector (SCRFD)", &settings)?;
@@ -120,9 +126,10 @@ impl FaceAnalyzer {
         let detector_layout =
             ScrfdLayout::from_output_count(detector.output_count()).map_err(|r| layout_err(detector_path, r))?;
         // insightface: a fixed model input size wins over det_size.
+        let dim = |dims: &[Option<usize>], axis: usize| dims.get(axis).copied().flatten();
         let dims = detector.input_dims();
         let (default_w, default_h) = options.detector_input_size;
-        let detector_input = match (dims[3], dims[2]) {
+        let detector_input = match (dim(dims, 3), dim(dims, 2)) {
             (Some(w), Some(h)) => (w, h),
             _ => (default_w as usize, default_h as usize),
         };
@@ -135,7 +142,7 @@ impl FaceAnalyzer {
         }
 
         let dims = recognizer.input_dims();
-        let recognizer_size = match (dims[2], dims[3]) {
+        let recognizer_size = match (dim(dims, 2), dim(dims, 3)) {
             (Some(h), Some(w)) if h == w => h as u32,
             (None, None) => 112,
             other => {
@@ -192,6 +199,7 @@ impl FaceAnalyzer {
     /// Aligns `face` at 112 and 224 px and computes its identity embedding.
     pub fn embed(&self, image: &DecodedImage, face: &DetectedFace) -> Result<AnalyzedFace, FaceError> {
         let crop = |size: u32| -> Result<RgbImage, FaceError> {
+            // Coincident keypoints admit no similarity transform: nothing usable was found.
             let transform = norm_crop_transform(&face.keypoints, size).ok_or(FaceError::NoFace)?;
             Ok(warp_affine(image, &transform, size, size))
         };
@@ -259,5 +267,112 @@ impl FaceAnalyzer {
             });
         }
         Ok(raw.iter().map(|&v| (f64::from(v) / norm) as f32).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::OutputTensor;
+    use std::path::Path;
+
+    /// A stand-in model: declared input dims, and outputs of the given lengths filled with `fill`.
+    struct FakeModel {
+        dims: Vec<Option<usize>>,
+        outputs: Vec<usize>,
+        fill: f32,
+    }
+
+    impl FaceModelBackend for FakeModel {
+        fn input_dims(&self) -> &[Option<usize>] {
+            &self.dims
+        }
+        fn output_count(&self) -> usize {
+            self.outputs.len()
+        }
+        fn run(&self, input: Vec<f32>, shape: [usize; 4]) -> Result<Vec<OutputTensor>, FaceError> {
+            assert_eq!(input.len(), shape.iter().product::<usize>());
+            Ok(self.outputs.iter().map(|&n| OutputTensor { data: vec![self.fill; n] }).collect())
+        }
+    }
+
+    /// SCRFD-shaped outputs for a `size` x `size` input, 2 anchors per cell.
+    fn scrfd_outputs(size: usize) -> Vec<usize> {
+        let anchors: Vec<usize> = [8, 16, 32].iter().map(|s| (size / s) * (size / s) * 2).collect();
+        anchors.iter().copied().chain(anchors.iter().map(|a| a * 4)).chain(anchors.iter().map(|a| a * 10)).collect()
+    }
+
+    fn build(detector: FakeModel, recognizer: FakeModel) -> Result<FaceAnalyzer, FaceError> {
+        FaceAnalyzer::from_backends(
+            Box::new(detector),
+            Path::new("det.onnx"),
+            Box::new(recognizer),
+            Path::new("rec.onnx"),
+            &FaceAnalyzerOptions::default(),
+        )
+    }
+
+    fn arcface() -> FakeModel {
+        FakeModel { dims: vec![None, Some(3), Some(112), Some(112)], outputs: vec![512], fill: 0.5 }
+    }
+
+    #[test]
+    fn detector_without_keypoints_is_rejected() {
+        let detector = FakeModel { dims: vec![None, Some(3), None, None], outputs: vec![1; 6], fill: 0.0 };
+        match build(detector, arcface()) {
+            Err(FaceError::ModelLayout { path, reason }) => {
+                assert_eq!(path, Path::new("det.onnx"));
+                assert!(reason.contains("keypoints"), "{reason}");
+            }
+            other => panic!("expected ModelLayout, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn recognizer_needs_one_output_and_a_square_input() {
+        let detector = || FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.0 };
+        let two_outputs = FakeModel { outputs: vec![512, 512], ..arcface() };
+        assert!(matches!(build(detector(), two_outputs), Err(FaceError::ModelLayout { .. })));
+        let odd = FakeModel { dims: vec![None, Some(3), Some(100), Some(112)], ..arcface() };
+        assert!(matches!(build(detector(), odd), Err(FaceError::ModelLayout { .. })));
+    }
+
+    #[test]
+    fn fixed_detector_size_wins_over_the_option() {
+        let detector = FakeModel { dims: vec![Some(1), Some(3), Some(320), Some(320)], outputs: scrfd_outputs(320), fill: 0.0 };
+        let analyzer = build(detector, arcface()).expect("valid layout");
+        assert_eq!(analyzer.detector_input_size(), (320, 320));
+        let dynamic = FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.0 };
+        assert_eq!(build(dynamic, arcface()).expect("valid").detector_input_size(), (640, 640));
+    }
+
+    #[test]
+    fn no_detection_above_threshold_is_no_face() {
+        let detector = FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.1 };
+        let analyzer = build(detector, arcface()).expect("valid layout");
+        let image = RgbImage { width: 50, height: 40, pixels: vec![90; 50 * 40 * 3] };
+        assert!(analyzer.analyze_all(&image).expect("runs").is_empty());
+        assert!(matches!(analyzer.analyze_largest_decoded(&image), Err(FaceError::NoFace)));
+        let broken = RgbImage { width: 50, height: 40, pixels: vec![0; 10] };
+        assert!(matches!(analyzer.analyze_all(&broken), Err(FaceError::UnreadableImage { .. })));
+    }
+
+    #[test]
+    fn embedding_is_normalised_and_crops_have_their_sizes() {
+        let detector = FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.0 };
+        let analyzer = build(detector, arcface()).expect("valid layout");
+        let image = RgbImage { width: 200, height: 200, pixels: vec![128; 200 * 200 * 3] };
+        let face = DetectedFace {
+            bbox: [60.0, 50.0, 140.0, 160.0],
+            score: 0.9,
+            keypoints: [[80.0, 90.0], [120.0, 90.0], [100.0, 115.0], [85.0, 135.0], [115.0, 135.0]],
+        };
+        let analyzed = analyzer.embed(&image, &face).expect("embeds");
+        let norm: f32 = analyzed.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6);
+        assert_eq!((analyzed.aligned_112.width, analyzed.aligned_224.width), (112, 224));
+        // The face lies well inside the photo, so the crop centre is photo grey, not border black.
+        let centre = (56 * 112 + 56) * 3;
+        assert_eq!(analyzed.aligned_112.pixels[centre], 128);
     }
 }

@@ -46,6 +46,7 @@ pub(crate) trait FaceModelBackend: Send + Sync {
 pub(crate) struct OrtSettings {
     pub library: Option<PathBuf>,
     pub intra_threads: Option<usize>,
+    pub spinning: bool,
     pub use_cuda: bool,
 }
 
@@ -100,6 +101,9 @@ impl OrtModel {
         if let Some(threads) = settings.intra_threads {
             builder = builder.with_intra_threads(threads).map_err(|e| load_err(e.to_string()))?;
         }
+        // Spinning pool threads keep burning CPU after a run; with two sessions used one after
+        // the other (and candle beside them) that slows everything else down.
+        builder = builder.with_intra_op_spinning(settings.spinning).map_err(|e| load_err(e.to_string()))?;
         if settings.use_cuda {
             builder = with_cuda(builder).map_err(load_err)?;
         }
