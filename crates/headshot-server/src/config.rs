@@ -34,7 +34,7 @@ pub struct Config {
     #[arg(long, env = "HEADSHOT_DATA_DIR", default_value = "headshot-data")]
     pub data_dir: PathBuf,
 
-    /// Jobs that may wait for the GPU at once; more are refused with the rate-limit error.
+    /// Jobs admitted at once (waiting + running); more are refused with the rate-limit error.
     #[arg(long, env = "HEADSHOT_QUEUE_SIZE", default_value_t = 32)]
     pub queue_size: usize,
 

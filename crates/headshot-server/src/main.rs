@@ -3,7 +3,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 use headshot_core::Generator;
-use headshot_server::{serve, AppState, Config, ModelArgs, Stores};
+use headshot_server::auth::ApiKeys;
+use headshot_server::{serve, AppState, Config, ModelArgs, StartupError, Stores};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -11,6 +12,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = Config::parse();
+    // Refuse a configuration without keys before spending minutes loading models.
+    if !ApiKeys::new(&config.api_keys, config.no_auth).is_configured() {
+        anyhow::bail!(StartupError::NoApiKeys);
+    }
 
     // Loading models is slow and synchronous; do it before the async runtime starts serving.
     let generator = load_generator(&config.model)?;

@@ -181,7 +181,10 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                headshot_worker::describe_metrics();
+                handle
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be empty");
                 PrometheusBuilder::new().build_recorder().handle()

@@ -137,9 +137,24 @@ async fn wrong_or_missing_key() {
         assert_eq!(v["status"], "error");
         assert_eq!(v["message"], "Invalid Api Key");
     }
+    // A valid key in a header is accepted (`key`, or `Authorization: Bearer`).
+    for (name, value) in [("key", KEY.to_string()), ("authorization", format!("Bearer {KEY}"))] {
+        let v: Value = client()
+            .post(server.url("/api/v6/image_editing/head_shot"))
+            .header(name, value)
+            .json(&with(body(&internet), "key", json!("")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "success", "{name}: {v}");
+    }
+    let calls = server.generator.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(calls, 2, "refused requests never reach the generator");
     let (status, v) = server.post("/api/v6/image_editing/fetch/1", &json!({"key": "nope"})).await;
     assert_eq!((status, v["message"].clone()), (200, json!("Invalid Api Key")));
-    assert_eq!(server.generator.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -24,13 +24,19 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::BodyTooLarge { limit })
 }
 
-/// The `key` header, if present and readable.
+/// The key from a `key` header, or else `Authorization: Bearer <key>` (newer ModelsLab clients).
 pub fn header_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("key")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
+    let text = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    text("key")
+        .map(str::trim)
         .filter(|s| !s.is_empty())
+        .or_else(|| {
+            text(axum::http::header::AUTHORIZATION.as_str())
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        })
+        .map(str::to_string)
 }
 
 /// Query parameters as a JSON object, so GET fetches reuse the body parser.
