@@ -170,7 +170,7 @@ impl HeadShotRequest {
                 errors.add("prompt", "The prompt field is required.");
                 String::new()
             }
-            Some(Err(())) => {
+            Some(Err(_)) => {
                 errors.add("prompt", "The prompt must be a string.");
                 String::new()
             }
@@ -179,7 +179,7 @@ impl HeadShotRequest {
         let negative_prompt = match get("negative_prompt").map(as_text) {
             None => String::new(),
             Some(Ok(p)) => p,
-            Some(Err(())) => {
+            Some(Err(_)) => {
                 errors.add("negative_prompt", "The negative prompt must be a string.");
                 String::new()
             }
@@ -211,7 +211,7 @@ impl HeadShotRequest {
             match get(name).map(as_integer) {
                 None => None,
                 Some(Ok(i)) => Some(i),
-                Some(Err(())) => {
+                Some(Err(_)) => {
                     errors.add(name, format!("The {label} must be an integer."));
                     None
                 }
@@ -226,7 +226,7 @@ impl HeadShotRequest {
             match get(name).map(as_f64) {
                 None => None,
                 Some(Ok(x)) => Some(x),
-                Some(Err(())) => {
+                Some(Err(_)) => {
                     errors.add(name, format!("The {label} must be a number."));
                     None
                 }
@@ -239,7 +239,7 @@ impl HeadShotRequest {
             match get(name).map(as_bool) {
                 None => default,
                 Some(Ok(b)) => b,
-                Some(Err(())) => {
+                Some(Err(_)) => {
                     errors.add(name, format!("The {label} field must be true or false."));
                     default
                 }
@@ -272,8 +272,8 @@ impl HeadShotRequest {
             Some(v) => match as_u64(v) {
                 Ok(seed) => (seed, false),
                 // Negative seeds (often -1) conventionally mean "random".
-                Err(()) if as_integer(v).is_ok_and(|i| i < 0) => (u64::from(random_seed), true),
-                Err(()) => {
+                Err(_) if as_integer(v).is_ok_and(|i| i < 0) => (u64::from(random_seed), true),
+                Err(_) => {
                     errors.add("seed", "The seed must be an integer.");
                     (0, false)
                 }
