@@ -1,16 +1,17 @@
 //! VAE decoder of an `AutoencoderKL` (`vae/config.json` + `diffusion_pytorch_model.safetensors`):
 //! `post_quant_conv` then diffusers' `Decoder`. The encoder half is never loaded.
 //!
-//! The ResNet, up-sampling and attention blocks are candle-transformers' Stable Diffusion blocks
-//! (their math and key names match diffusers'; the attention block accepts both the current
-//! `to_q/to_k/to_v/to_out.0` keys and the legacy `query/key/value/proj_attn` ones). The decoder
-//! around them is ours because candle only exposes the full encoder + decoder model.
+//! The ResNet and up-sampling blocks are candle-transformers' Stable Diffusion blocks (their math
+//! and key names match diffusers'). The mid-block attention is ours: candle's `AttentionBlock`
+//! mixes the samples of a batch (a batch-2 decode differs from two batch-1 decodes by up to 0.3
+//! on the tiny fixture), and we need both the current `to_q/to_k/to_v/to_out.0` keys and the
+//! legacy `query/key/value/proj_attn` ones. The decoder around them is ours because candle only
+//! exposes the full encoder + decoder model.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
-use candle_transformers::models::stable_diffusion::attention::{AttentionBlock, AttentionBlockConfig};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 use candle_transformers::models::stable_diffusion::unet_2d_blocks::{UpDecoderBlock2D, UpDecoderBlock2DConfig};
 use serde::Deserialize;
@@ -105,11 +106,71 @@ impl VaeConfig {
     }
 }
 
+/// diffusers' `Attention` as the VAE mid block configures it: GroupNorm, one head spanning all
+/// channels (`attention_head_dim = block_out_channels[-1]`), biased projections, residual.
+#[derive(Debug)]
+struct SpatialSelfAttention {
+    group_norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    channels: usize,
+}
+
+impl SpatialSelfAttention {
+    fn load(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
+        // Current diffusers names, else the legacy ones (old sd-vae-ft-mse style files).
+        let names = if vb.contains_tensor("to_q.weight") {
+            ["to_q", "to_k", "to_v", "to_out.0"]
+        } else {
+            ["query", "key", "value", "proj_attn"]
+        };
+        let linear = |name: &str| -> Result<Linear> {
+            let vb = vb.pp(name);
+            // Some converted files store these as 1x1 convolutions [C, C, 1, 1].
+            let weight = match vb.get((channels, channels), "weight") {
+                Ok(w) => w,
+                Err(_) => vb.get((channels, channels, 1, 1), "weight")?.reshape((channels, channels))?,
+            };
+            Ok(Linear::new(weight, Some(vb.get(channels, "bias")?)))
+        };
+        Ok(Self {
+            group_norm: candle_nn::group_norm(groups, channels, VAE_NORM_EPS, vb.pp("group_norm"))?,
+            to_q: linear(names[0])?,
+            to_k: linear(names[1])?,
+            to_v: linear(names[2])?,
+            to_out: linear(names[3])?,
+            channels,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let tokens = self
+            .group_norm
+            .forward(xs)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let q = self.to_q.forward(&tokens)?;
+        let k = self.to_k.forward(&tokens)?;
+        let v = self.to_v.forward(&tokens)?;
+        let scale = (self.channels as f64).powf(-0.5);
+        let scores = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * scale)?;
+        let in_dtype = scores.dtype();
+        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
+        let out = self.to_out.forward(&probs.matmul(&v)?)?;
+        let out = out.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
+        out + xs
+    }
+}
+
 /// diffusers' `UNetMidBlock2D` as the VAE uses it: resnet, [attention, resnet].
 #[derive(Debug)]
 struct MidBlock {
     first: ResnetBlock2D,
-    attention: Option<AttentionBlock>,
+    attention: Option<SpatialSelfAttention>,
     second: ResnetBlock2D,
 }
 
@@ -123,14 +184,7 @@ impl MidBlock {
             ..Default::default()
         };
         let attention = if add_attention {
-            // One head spanning all channels (`attention_head_dim = block_out_channels[-1]`).
-            let attn_cfg = AttentionBlockConfig {
-                num_head_channels: None,
-                num_groups: groups,
-                rescale_output_factor: 1.0,
-                eps: VAE_NORM_EPS,
-            };
-            Some(AttentionBlock::new(vb.pp("attentions.0"), channels, attn_cfg)?)
+            Some(SpatialSelfAttention::load(vb.pp("attentions.0"), channels, groups)?)
         } else {
             None
         };

@@ -39,3 +39,14 @@ fn unsupported_block_types_are_rejected() {
     let err = VaeConfig::from_json_str(json, std::path::Path::new("vae/config.json")).unwrap_err().to_string();
     assert!(err.contains("AttnUpDecoderBlock2D") && err.contains("vae/config.json"), "{err}");
 }
+
+#[test]
+fn a_batch_decodes_like_its_samples_one_by_one() {
+    let vae = load("vae-ft-mse");
+    let latents = candle_core::Tensor::randn(0f32, 1f32, (2, 4, 12, 8), &candle_core::Device::Cpu).unwrap();
+    let both = vae.decode(&latents).unwrap();
+    for i in 0..2 {
+        let one = vae.decode(&latents.narrow(0, i, 1).unwrap()).unwrap();
+        assert_close(&format!("sample {i}"), &one, &both.narrow(0, i, 1).unwrap(), 1e-5);
+    }
+}
