@@ -217,3 +217,79 @@ fn network(e: reqwest::Error) -> FetchError {
     }
     FetchError::Network(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guarded(allow_private: bool) -> GuardedHttp {
+        GuardedHttp::new(allow_private, Duration::from_secs(2)).unwrap()
+    }
+
+    #[test]
+    fn url_checks_without_the_flag() {
+        let http = guarded(false);
+        for refused in [
+            "http://127.0.0.1/x.png",
+            "http://127.1/x.png",
+            "http://0x7f000001/x.png",
+            "http://2130706433/x.png",
+            "http://[::1]:8080/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://10.1.2.3/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://0.0.0.0:80/",
+            "http://localhost:3000/",
+            "http://api.localhost./",
+        ] {
+            assert!(
+                matches!(http.check_url(refused), Err(FetchError::Blocked { .. })),
+                "{refused} should be refused"
+            );
+        }
+        for invalid in ["ftp://example.com/x", "file:///etc/passwd", "not a url", "http://"] {
+            assert!(
+                matches!(http.check_url(invalid), Err(FetchError::InvalidUrl(_))),
+                "{invalid} should be invalid"
+            );
+        }
+        assert!(http.check_url("https://example.com/face.jpg").is_ok());
+        assert!(http.check_url("http://8.8.8.8/face.jpg").is_ok());
+    }
+
+    #[test]
+    fn the_flag_allows_private_addresses() {
+        let http = guarded(true);
+        for allowed in ["http://127.0.0.1/x.png", "http://localhost:3000/", "http://[::1]/x"] {
+            assert!(http.check_url(allowed).is_ok(), "{allowed}");
+        }
+        assert!(matches!(http.check_url("gopher://x"), Err(FetchError::InvalidUrl(_))));
+    }
+
+    #[tokio::test]
+    async fn the_resolver_drops_non_public_addresses() {
+        let name: Name = "localhost".parse().unwrap();
+        let refused = FilteringResolver { allow_private: false }.resolve(name).await;
+        assert!(refused.is_err(), "localhost resolves only to loopback addresses");
+        let name: Name = "localhost".parse().unwrap();
+        let allowed = FilteringResolver { allow_private: true }.resolve(name).await.unwrap();
+        assert!(allowed.into_iter().all(|a| a.ip().is_loopback()));
+    }
+
+    #[tokio::test]
+    async fn refused_urls_are_never_fetched() {
+        // A live loopback listener: the request must fail on policy, not on a closed port.
+        let http = guarded(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // `localhost.` with a trailing dot and odd case still hits the name check; an IPv6
+        // literal is checked as a literal.
+        for url in [format!("http://LOCALHOST.:{port}/"), format!("http://[::1]:{port}/")] {
+            let err = http
+                .get_bytes(&url, 1024, OutboundLimits { timeout: Duration::from_secs(5), max_redirects: 0 })
+                .await
+                .unwrap_err();
+            assert!(matches!(err, FetchError::Blocked { .. }), "{url}: {err}");
+        }
+    }
+}
