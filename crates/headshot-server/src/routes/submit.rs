@@ -44,6 +44,13 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
             ApiError::Validation(ValidationErrors::single("webhook", format!("The webhook cannot be used: {e}.")))
         })?;
     }
+    // Cheap early refusal under load, before downloading anything (admission below is exact).
+    if state.worker.in_flight() >= state.worker.max_queue_size() {
+        return Err(ApiError::QueueFull {
+            max_queued: state.worker.max_queue_size(),
+            retry_after_secs: state.worker.average_job_time().as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
     let face_image = obtain_face_image(
         &request.face_image,
         &state.jobs.http,
@@ -90,6 +97,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         let result = ticket.await;
         metrics::histogram!("headshot_generation_seconds").record(result.generation_time.as_secs_f64());
         let (jobs, outputs) = (background.jobs.clone(), background.outputs.clone());
+        let fallback = queued_record.clone();
         let finished = tokio::task::spawn_blocking(move || {
             finish_job(queued_record, result, jobs.as_ref(), outputs.as_ref())
         })
@@ -97,8 +105,14 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         let finished = match finished {
             Ok(record) => record,
             Err(e) => {
+                // Never leave a record "processing" forever.
                 tracing::error!(id, error = %e, "finishing the job panicked");
-                return;
+                let mut record = fallback;
+                record.mark_failed("The images could not be stored on the server. Please try again later.");
+                if let Err(e) = background.jobs.update(&record) {
+                    tracing::error!(id, error = %e, "could not mark the job failed");
+                }
+                record
             }
         };
         metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
