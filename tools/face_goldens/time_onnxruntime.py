@@ -9,7 +9,8 @@
   model/scrfd_640, model/arcface_112: session.run alone
 
 Median of N runs (default 20) after warm-up; prints one line per item. Threads: onnxruntime's
-default (all cores) unless ORT_THREADS is set. Run: /work/venv-ref/bin/python time_onnxruntime.py
+default (all cores) unless ORT_THREADS is set; ORT_SPINNING=0 turns off pool spinning as
+headshot-face does by default. Run: /work/venv-ref/bin/python time_onnxruntime.py
 """
 
 import os
@@ -32,6 +33,8 @@ RUNS = int(os.environ.get("RUNS", "20"))
 
 def session(path):
     options = onnxruntime.SessionOptions()
+    if os.environ.get("ORT_SPINNING") == "0":  # headshot-face's default
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     threads = os.environ.get("ORT_THREADS")
     if threads:
         options.intra_op_num_threads = int(threads)

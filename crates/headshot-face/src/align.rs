@@ -20,6 +20,7 @@ pub type Affine = [[f64; 3]; 2];
 /// The template scaled to a `size` x `size` crop, like `estimate_norm`: sizes divisible by 112
 /// scale it by `size / 112`; sizes divisible by 128 scale by `size / 128` and shift x by 8 px
 /// (at 128 px). Other sizes are not defined by the reference.
+#[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85
 pub fn template_for_size(size: u32) -> Option<[[f32; 2]; 5]> {
     let (ratio, shift_x) = if size % 112 == 0 {
         (size as f32 / 112.0, 0.0)
@@ -56,12 +57,12 @@ pub fn estimate_similarity(src: &[[f32; 2]; 5], dst: &[[f32; 2]; 5]) -> Option<A
         a11 += dy * sy;
         src_var += sx * sx + sy * sy;
     }
-    if !(src_var > f64::EPSILON) || !src_var.is_finite() {
+    if !src_var.is_finite() || src_var <= f64::EPSILON {
         return None;
     }
     let (c, s) = (a00 + a11, a10 - a01);
     let norm = c.hypot(s);
-    if !(norm > 0.0) {
+    if norm.is_nan() || norm <= 0.0 {
         return None;
     }
     let scale = norm / src_var;

@@ -260,7 +260,7 @@ impl FaceAnalyzer {
             return Err(FaceError::Inference { model: "face recogniser (ArcFace)", reason: "empty output".into() });
         }
         let norm = raw.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-        if !(norm > 0.0) || !norm.is_finite() {
+        if !norm.is_finite() || norm <= 0.0 {
             return Err(FaceError::Inference {
                 model: "face recogniser (ArcFace)",
                 reason: format!("embedding norm is {norm}"),

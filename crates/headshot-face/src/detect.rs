@@ -119,7 +119,8 @@ pub(crate) fn postprocess(
         }
         let stride_f = stride as f32;
         for (anchor, &score) in scores.iter().enumerate() {
-            if !(score >= threshold) {
+            // NaN scores are dropped too.
+            if score.is_nan() || score < threshold {
                 continue;
             }
             let cell = anchor / layout.anchors_per_cell;
@@ -168,7 +169,7 @@ pub(crate) fn nms(sorted: Vec<Detection>, threshold: f32) -> Vec<Detection> {
             let inter = w * h;
             let overlap = inter / (area_a + area(b) - inter);
             // NaN overlap (degenerate boxes) is not "<= threshold" in numpy either.
-            if !(overlap <= threshold) {
+            if overlap.is_nan() || overlap > threshold {
                 suppressed[j] = true;
             }
         }

@@ -64,7 +64,7 @@ fn decode_unchecked(bytes: &[u8]) -> Result<JpegPixels, String> {
 fn adobe_cmyk_to_rgb([c, m, y, k]: [u8; 4]) -> [u8; 3] {
     let channel = |v: u8| {
         let (v, k) = (i32::from(v), i32::from(k));
-        (k - ((255 - v) * k >> 8)) as u8
+        (k - (((255 - v) * k) >> 8)) as u8
     };
     [channel(c), channel(m), channel(y)]
 }

@@ -75,8 +75,8 @@ pub(crate) fn resize_bilinear_u8(
         let (b0, b1) = (tap.weights[0], tap.weights[1]);
         let out = &mut dst[dy * row_len..(dy + 1) * row_len];
         for (x, value) in out.iter_mut().enumerate() {
-            let s0 = (rows[0][x] >> 4) * b0 >> 16;
-            let s1 = (rows[1][x] >> 4) * b1 >> 16;
+            let s0 = ((rows[0][x] >> 4) * b0) >> 16;
+            let s1 = ((rows[1][x] >> 4) * b1) >> 16;
             *value = ((s0 + s1 + 2) >> 2).clamp(0, 255) as u8;
         }
     }
