@@ -80,6 +80,9 @@ struct GenerateArgs {
     /// Adapter weight on the id tokens (diffusers' ip_adapter scale).
     #[arg(long, default_value_t = 1.0)]
     adapter_scale: f64,
+    /// libonnxruntime.so for the face models (default: the ORT_DYLIB_PATH environment variable).
+    #[arg(long)]
+    onnxruntime_library: Option<PathBuf>,
     /// Output folder (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -143,6 +146,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     config.adapter_scale = args.adapter_scale;
     config.load_face_analyzer = args.face.is_some();
     config.load_safety_checker = args.safety_checker.is_some();
+    if args.onnxruntime_library.is_some() {
+        config.face_options.onnxruntime_library = args.onnxruntime_library.clone();
+    }
     config.limits.max_samples = config.limits.max_samples.max(args.samples);
     config.limits.max_batch_images = config.limits.max_batch_images.max(args.samples as usize);
     config.limits.max_width = config.limits.max_width.max(args.width);

