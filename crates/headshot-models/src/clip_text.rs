@@ -62,10 +62,7 @@ impl ClipTextConfig {
     pub fn from_json_str(json: &str, origin: &Path) -> std::result::Result<Self, ClipConfigError> {
         let parse_err = |source| ClipConfigError::Parse { path: origin.to_path_buf(), source };
         let value: serde_json::Value = serde_json::from_str(json).map_err(parse_err)?;
-        let text = match value.get("text_config").filter(|v| v.is_object()) {
-            Some(v) => v.clone(),
-            None => value,
-        };
+        let text = crate::clip_vision::sub_config(value, "text_config");
         let config: Self = serde_json::from_value(text).map_err(parse_err)?;
         if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
             return Err(ClipConfigError::Invalid {

@@ -62,3 +62,14 @@ fn wrong_pixel_shape_is_an_error_naming_the_expected_shape() {
     let err = image_encoder(ClipVisionOutputs::All).penultimate_hidden_states(&pixels).unwrap_err();
     assert!(err.to_string().contains("[B, 3, 224, 224]"), "{err}");
 }
+
+#[test]
+fn legacy_vision_config_dict_entries_override_vision_config() {
+    // Older CLIPConfig files carry `vision_config_dict`; transformers merges it over `vision_config`.
+    let json = r#"{"vision_config": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
+        "patch_size": 14, "intermediate_size": 5120},
+        "vision_config_dict": {"hidden_act": "gelu", "num_hidden_layers": 32}}"#;
+    let cfg = ClipVisionConfig::from_json_str(json, std::path::Path::new("config.json")).unwrap();
+    assert_eq!(cfg.hidden_act, Activation::Gelu);
+    assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.patch_size), (1280, 32, 14));
+}

@@ -32,6 +32,20 @@ pub(crate) fn read_config_file(path: &Path) -> std::result::Result<String, ClipC
     std::fs::read_to_string(path).map_err(|source| ClipConfigError::Read { path: path.to_path_buf(), source })
 }
 
+/// The `key` part of a full `CLIPConfig` (`vision_config` / `text_config`), with the legacy
+/// `{key}_dict` entries of older config files merged over it as transformers does; a config that
+/// is already a tower config is returned unchanged.
+pub(crate) fn sub_config(value: serde_json::Value, key: &str) -> serde_json::Value {
+    let legacy = value.get(format!("{key}_dict")).and_then(|v| v.as_object()).cloned();
+    let current = value.get(key).and_then(|v| v.as_object()).cloned();
+    if legacy.is_none() && current.is_none() {
+        return value;
+    }
+    let mut merged = current.unwrap_or_default();
+    merged.extend(legacy.unwrap_or_default());
+    serde_json::Value::Object(merged)
+}
+
 /// The vision part of a CLIP config; missing keys take transformers' `CLIPVisionConfig` defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -87,10 +101,7 @@ impl ClipVisionConfig {
     pub fn from_json_str(json: &str, origin: &Path) -> std::result::Result<Self, ClipConfigError> {
         let parse_err = |source| ClipConfigError::Parse { path: origin.to_path_buf(), source };
         let value: serde_json::Value = serde_json::from_str(json).map_err(parse_err)?;
-        let vision = match value.get("vision_config").filter(|v| v.is_object()) {
-            Some(v) => v.clone(),
-            None => value,
-        };
+        let vision = sub_config(value, "vision_config");
         let config: Self = serde_json::from_value(vision).map_err(parse_err)?;
         config.validate(origin)?;
         Ok(config)
