@@ -3,8 +3,9 @@
 //! the reference models.
 //!
 //! What makes Pillow's output what it is, and is reproduced here on purpose:
-//! - separable: a horizontal pass first, then a vertical pass, each skipped when that axis keeps
-//!   its size; the intermediate image is stored as uint8 (rounded and clipped) between passes;
+//! - separable: a horizontal then a vertical pass (vertical first when only the height shrinks,
+//!   as Pillow 13 does), each skipped when that axis keeps its size; the intermediate image is
+//!   stored as uint8 (rounded and clipped) between passes;
 //! - when downscaling, the filter support is stretched by the scale factor (antialiasing);
 //! - taps are computed in double precision, normalised to sum 1, then turned into signed
 //!   fixed-point integers with 22 fractional bits (rounded half away from zero);
@@ -181,72 +182,94 @@ const ROUNDING: i64 = 1 << (PRECISION_BITS - 1);
 
 /// Resizes an RGB image to `width` x `height` exactly as Pillow's `Image.resize(size, filter)`
 /// does for mode "RGB". Same size in and out returns a copy, as Pillow does.
+///
+/// Pass order follows Pillow 13 (the reference environment): horizontal first, except when the
+/// height shrinks while the width does not, where the vertical pass runs first. Older Pillow
+/// always went horizontal first; the two orders differ by rounding only in that case.
 pub fn pil_resize(image: &RgbImage, width: u32, height: u32, filter: PilFilter) -> RgbImage {
     let (in_w, in_h) = (image.width as usize, image.height as usize);
     let (out_w, out_h) = (width as usize, height as usize);
     if out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
         return RgbImage { width, height, pixels: vec![0; out_w * out_h * 3] };
     }
-
-    let vertical = AxisTaps::new(in_h, out_h, filter);
     let need_horizontal = out_w != in_w;
     let need_vertical = out_h != in_h;
+    let horizontal_first = !(out_w >= in_w && out_h < in_h);
 
-    // Horizontal pass over only the rows the vertical pass will read (Pillow does the same; it
-    // only saves work, the result is identical).
-    let (rows_first, rows_end) = if need_vertical {
-        let last = out_h - 1;
-        (vertical.first[0], vertical.first[last] + vertical.count[last])
+    let pixels = if horizontal_first {
+        let vertical = AxisTaps::new(in_h, out_h, filter);
+        if need_horizontal {
+            // Only the rows the vertical pass will read (Pillow does the same; it only saves work).
+            let last = out_h - 1;
+            let (first_row, end_row) = (vertical.first[0], vertical.first[last] + vertical.count[last]);
+            let horizontal = AxisTaps::new(in_w, out_w, filter);
+            let rows = horizontal_pass(&image.pixels, in_w, first_row..end_row, &horizontal);
+            if need_vertical {
+                vertical_pass(&rows, out_w, first_row, &vertical)
+            } else {
+                rows
+            }
+        } else if need_vertical {
+            vertical_pass(&image.pixels, in_w, 0, &vertical)
+        } else {
+            image.pixels.clone()
+        }
     } else {
-        (0, in_h)
+        // Here the height shrinks, so a vertical pass is always needed.
+        let vertical = AxisTaps::new(in_h, out_h, filter);
+        let columns = vertical_pass(&image.pixels, in_w, 0, &vertical);
+        if need_horizontal {
+            horizontal_pass(&columns, in_w, 0..out_h, &AxisTaps::new(in_w, out_w, filter))
+        } else {
+            columns
+        }
     };
-    let mut current_rows = rows_first;
-    let mut current = if need_horizontal {
-        let horizontal = AxisTaps::new(in_w, out_w, filter);
-        let rows = rows_end - rows_first;
-        let mut out = vec![0u8; rows * out_w * 3];
-        for y in 0..rows {
-            let line = &image.pixels[(y + rows_first) * in_w * 3..][..in_w * 3];
-            let out_line = &mut out[y * out_w * 3..][..out_w * 3];
-            for x in 0..out_w {
-                let (first, taps) = horizontal.row(x);
-                let mut acc = [ROUNDING; 3];
-                for (i, &tap) in taps.iter().enumerate() {
-                    let px = &line[(first + i) * 3..][..3];
-                    for c in 0..3 {
-                        acc[c] += px[c] as i64 * tap as i64;
-                    }
-                }
+    RgbImage { width, height, pixels }
+}
+
+/// Resamples each of `rows` of an interleaved RGB image `src_w` wide to `taps`' output width.
+fn horizontal_pass(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, taps: &AxisTaps) -> Vec<u8> {
+    let out_w = taps.first.len();
+    let mut out = vec![0u8; rows.len() * out_w * 3];
+    for (y, row) in rows.enumerate() {
+        let line = &src[row * src_w * 3..][..src_w * 3];
+        let out_line = &mut out[y * out_w * 3..][..out_w * 3];
+        for x in 0..out_w {
+            let (first, weights) = taps.row(x);
+            let mut acc = [ROUNDING; 3];
+            for (i, &tap) in weights.iter().enumerate() {
+                let px = &line[(first + i) * 3..][..3];
                 for c in 0..3 {
-                    out_line[x * 3 + c] = clip8(acc[c]);
+                    acc[c] += px[c] as i64 * tap as i64;
                 }
             }
-        }
-        out
-    } else {
-        current_rows = 0;
-        image.pixels.clone()
-    };
-    let current_w = if need_horizontal { out_w } else { in_w };
-
-    if need_vertical {
-        let mut out = vec![0u8; out_h * current_w * 3];
-        for y in 0..out_h {
-            let (first, taps) = vertical.row(y);
-            // Rows of `current` are counted from `current_rows` in the source image.
-            let first = first - current_rows;
-            let out_line = &mut out[y * current_w * 3..][..current_w * 3];
-            for (x, value) in out_line.iter_mut().enumerate() {
-                let mut acc = ROUNDING;
-                for (i, &tap) in taps.iter().enumerate() {
-                    acc += current[(first + i) * current_w * 3 + x] as i64 * tap as i64;
-                }
-                *value = clip8(acc);
+            for c in 0..3 {
+                out_line[x * 3 + c] = clip8(acc[c]);
             }
         }
-        current = out;
     }
-    RgbImage { width: current_w as u32, height: out_h as u32, pixels: current }
+    out
+}
+
+/// Resamples the columns of `src` (`width` pixels wide, its first row being source row
+/// `row_offset`) to `taps`' output height.
+fn vertical_pass(src: &[u8], width: usize, row_offset: usize, taps: &AxisTaps) -> Vec<u8> {
+    let out_h = taps.first.len();
+    let stride = width * 3;
+    let mut out = vec![0u8; out_h * stride];
+    for y in 0..out_h {
+        let (first, weights) = taps.row(y);
+        let first = first - row_offset;
+        let out_line = &mut out[y * stride..][..stride];
+        for (x, value) in out_line.iter_mut().enumerate() {
+            let mut acc = ROUNDING;
+            for (i, &tap) in weights.iter().enumerate() {
+                acc += src[(first + i) * stride + x] as i64 * tap as i64;
+            }
+            *value = clip8(acc);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
