@@ -16,15 +16,36 @@ use crate::unet::{BlockKind, UNetConfig, UNetError};
 #[derive(Debug, thiserror::Error)]
 pub enum IpAdapterError {
     #[error("cannot read IP-Adapter file {path}: {source}")]
-    Read { path: PathBuf, source: candle_core::Error },
+    Read {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
     #[error("IP-Adapter file {path} has no `{section}` tensors (expected a torch .bin with nested `image_proj`/`ip_adapter` dicts or a .safetensors with `image_proj.`/`ip_adapter.` key prefixes)")]
-    MissingSection { path: PathBuf, section: &'static str },
+    MissingSection {
+        path: PathBuf,
+        section: &'static str,
+    },
     #[error("IP-Adapter file {path} lacks `ip_adapter.{key}` (expected shape {expected:?}) for UNet attention layer {path_in_unet}")]
-    MissingKey { path: PathBuf, key: String, expected: Vec<usize>, path_in_unet: String },
+    MissingKey {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        path_in_unet: String,
+    },
     #[error("IP-Adapter tensor `ip_adapter.{key}` in {path} has shape {actual:?}, but UNet attention layer {path_in_unet} needs {expected:?}; is the adapter made for this base model?")]
-    Shape { path: PathBuf, key: String, expected: Vec<usize>, actual: Vec<usize>, path_in_unet: String },
+    Shape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+        path_in_unet: String,
+    },
     #[error("IP-Adapter file {path} has layer {index} but this UNet has only {count} attention layers (0..{count}); is the adapter made for this base model?")]
-    ExtraLayer { path: PathBuf, index: usize, count: usize },
+    ExtraLayer {
+        path: PathBuf,
+        index: usize,
+        count: usize,
+    },
     #[error("IP-Adapter file {path} has an unexpected key `ip_adapter.{key}` (expected `{{N}}.to_{{q,k,v,out}}_lora.{{down,up}}.weight` or `{{N}}.to_{{k,v}}_ip.weight`)")]
     UnexpectedKey { path: PathBuf, key: String },
     #[error("invalid UNet config for the IP-Adapter: {0}")]
@@ -43,8 +64,13 @@ impl IpAdapterWeights {
     /// Reads `.safetensors` (keys `image_proj.*`, `ip_adapter.*`) or a torch zip-pickle `.bin`
     /// (`{"image_proj": {...}, "ip_adapter": {...}}`), chosen by the file extension.
     pub fn load(path: &Path) -> Result<Self, IpAdapterError> {
-        let read_err = |source| IpAdapterError::Read { path: path.to_path_buf(), source };
-        let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let read_err = |source| IpAdapterError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let is_safetensors = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
         let (image_proj, ip_adapter) = if is_safetensors {
             let all = candle_core::safetensors::load(path, &Device::Cpu).map_err(read_err)?;
             let mut image_proj = HashMap::new();
@@ -59,7 +85,10 @@ impl IpAdapterWeights {
             (image_proj, ip_adapter)
         } else {
             let section = |key| -> Result<HashMap<String, Tensor>, IpAdapterError> {
-                Ok(candle_core::pickle::read_all_with_key(path, Some(key)).map_err(read_err)?.into_iter().collect())
+                Ok(candle_core::pickle::read_all_with_key(path, Some(key))
+                    .map_err(read_err)?
+                    .into_iter()
+                    .collect())
             };
             (section("image_proj")?, section("ip_adapter")?)
         };
@@ -81,12 +110,22 @@ impl IpAdapterWeights {
         ip_adapter: HashMap<String, Tensor>,
     ) -> Result<Self, IpAdapterError> {
         if image_proj.is_empty() {
-            return Err(IpAdapterError::MissingSection { path: source, section: "image_proj" });
+            return Err(IpAdapterError::MissingSection {
+                path: source,
+                section: "image_proj",
+            });
         }
         if ip_adapter.is_empty() {
-            return Err(IpAdapterError::MissingSection { path: source, section: "ip_adapter" });
+            return Err(IpAdapterError::MissingSection {
+                path: source,
+                section: "ip_adapter",
+            });
         }
-        Ok(Self { source, image_proj, ip_adapter })
+        Ok(Self {
+            source,
+            image_proj,
+            ip_adapter,
+        })
     }
 
     /// The file this was read from.
@@ -111,8 +150,12 @@ impl IpAdapterWeights {
 
     /// Checks every layer against `cfg` and returns the per-attention-layer weights keyed by
     /// the attention's path in the UNet (e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn2`).
-    pub fn unet_layers(&self, cfg: &UNetConfig) -> Result<HashMap<String, AttentionAdapterLayer>, IpAdapterError> {
-        let sites = attention_layer_sites(cfg).map_err(|e| IpAdapterError::Config(e.to_string()))?;
+    pub fn unet_layers(
+        &self,
+        cfg: &UNetConfig,
+    ) -> Result<HashMap<String, AttentionAdapterLayer>, IpAdapterError> {
+        let sites =
+            attention_layer_sites(cfg).map_err(|e| IpAdapterError::Config(e.to_string()))?;
         self.check_no_extra_keys(sites.len())?;
         let mut layers = HashMap::with_capacity(sites.len());
         for site in &sites {
@@ -125,9 +168,16 @@ impl IpAdapterWeights {
 
     fn check_no_extra_keys(&self, count: usize) -> Result<(), IpAdapterError> {
         const SUFFIXES: [&str; 10] = [
-            "to_q_lora.down.weight", "to_q_lora.up.weight", "to_k_lora.down.weight", "to_k_lora.up.weight",
-            "to_v_lora.down.weight", "to_v_lora.up.weight", "to_out_lora.down.weight", "to_out_lora.up.weight",
-            "to_k_ip.weight", "to_v_ip.weight",
+            "to_q_lora.down.weight",
+            "to_q_lora.up.weight",
+            "to_k_lora.down.weight",
+            "to_k_lora.up.weight",
+            "to_v_lora.down.weight",
+            "to_v_lora.up.weight",
+            "to_out_lora.down.weight",
+            "to_out_lora.up.weight",
+            "to_k_ip.weight",
+            "to_v_ip.weight",
         ];
         for key in self.ip_adapter.keys() {
             let parsed = key
@@ -135,9 +185,18 @@ impl IpAdapterWeights {
                 .filter(|(_, rest)| SUFFIXES.contains(rest))
                 .and_then(|(n, _)| n.parse::<usize>().ok());
             match parsed {
-                None => return Err(IpAdapterError::UnexpectedKey { path: self.source.clone(), key: key.clone() }),
+                None => {
+                    return Err(IpAdapterError::UnexpectedKey {
+                        path: self.source.clone(),
+                        key: key.clone(),
+                    })
+                }
                 Some(index) if index >= count => {
-                    return Err(IpAdapterError::ExtraLayer { path: self.source.clone(), index, count })
+                    return Err(IpAdapterError::ExtraLayer {
+                        path: self.source.clone(),
+                        index,
+                        count,
+                    })
                 }
                 Some(_) => {}
             }
@@ -145,14 +204,22 @@ impl IpAdapterWeights {
         Ok(())
     }
 
-    fn tensor(&self, site: &AttentionLayerSite, name: &str, expected: [usize; 2]) -> Result<Tensor, IpAdapterError> {
+    fn tensor(
+        &self,
+        site: &AttentionLayerSite,
+        name: &str,
+        expected: [usize; 2],
+    ) -> Result<Tensor, IpAdapterError> {
         let key = format!("{}.{name}", site.index);
-        let tensor = self.ip_adapter.get(&key).ok_or_else(|| IpAdapterError::MissingKey {
-            path: self.source.clone(),
-            key: key.clone(),
-            expected: expected.to_vec(),
-            path_in_unet: site.path.clone(),
-        })?;
+        let tensor = self
+            .ip_adapter
+            .get(&key)
+            .ok_or_else(|| IpAdapterError::MissingKey {
+                path: self.source.clone(),
+                key: key.clone(),
+                expected: expected.to_vec(),
+                path_in_unet: site.path.clone(),
+            })?;
         if tensor.dims() != expected {
             return Err(IpAdapterError::Shape {
                 path: self.source.clone(),
@@ -166,22 +233,38 @@ impl IpAdapterWeights {
     }
 
     /// LoRA pair `{N}.{name}_lora.{down,up}.weight`; the rank comes from the file.
-    fn lora(&self, site: &AttentionLayerSite, name: &str, in_dim: usize, out_dim: usize, rank: usize) -> Result<LoraPair, IpAdapterError> {
+    fn lora(
+        &self,
+        site: &AttentionLayerSite,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        rank: usize,
+    ) -> Result<LoraPair, IpAdapterError> {
         Ok(LoraPair {
             down: self.tensor(site, &format!("{name}_lora.down.weight"), [rank, in_dim])?,
             up: self.tensor(site, &format!("{name}_lora.up.weight"), [out_dim, rank])?,
         })
     }
 
-    fn layer(&self, site: &AttentionLayerSite) -> Result<Option<AttentionAdapterLayer>, IpAdapterError> {
-        let has = |name: &str| self.ip_adapter.contains_key(&format!("{}.{name}", site.index));
+    fn layer(
+        &self,
+        site: &AttentionLayerSite,
+    ) -> Result<Option<AttentionAdapterLayer>, IpAdapterError> {
+        let has = |name: &str| {
+            self.ip_adapter
+                .contains_key(&format!("{}.{name}", site.index))
+        };
         let any_lora = ["to_q", "to_k", "to_v", "to_out"]
             .iter()
             .any(|n| has(&format!("{n}_lora.down.weight")) || has(&format!("{n}_lora.up.weight")));
         let lora = if any_lora {
             let rank = ["to_q", "to_k", "to_v", "to_out"]
                 .iter()
-                .find_map(|n| self.ip_adapter.get(&format!("{}.{n}_lora.down.weight", site.index)))
+                .find_map(|n| {
+                    self.ip_adapter
+                        .get(&format!("{}.{n}_lora.down.weight", site.index))
+                })
                 .map(|t| t.dims().first().copied().unwrap_or(0))
                 .unwrap_or(0);
             let (c, k) = (site.hidden, site.context_dim);
@@ -206,7 +289,11 @@ impl IpAdapterWeights {
         if lora.is_none() && ip.is_none() {
             return Ok(None);
         }
-        Ok(Some(AttentionAdapterLayer { index: site.index, lora, ip }))
+        Ok(Some(AttentionAdapterLayer {
+            index: site.index,
+            lora,
+            ip,
+        }))
     }
 }
 
@@ -247,7 +334,9 @@ pub struct AttentionAdapterLayer {
 impl AttentionAdapterLayer {
     /// Parameters this layer adds to the UNet once fused (`to_k_ip` + `to_v_ip`).
     pub fn ip_parameter_count(&self) -> usize {
-        self.ip.as_ref().map_or(0, |ip| ip.to_k_ip.elem_count() + ip.to_v_ip.elem_count())
+        self.ip
+            .as_ref()
+            .map_or(0, |ip| ip.to_k_ip.elem_count() + ip.to_v_ip.elem_count())
     }
 
     /// Elements in the LoRA factors (they are folded into existing weights, adding none).
@@ -281,23 +370,33 @@ pub fn attention_layer_sites(cfg: &UNetConfig) -> Result<Vec<AttentionLayerSite>
     let plan = cfg.block_plan()?;
     let n = plan.len();
     let mut sites = Vec::new();
-    let push_transformer = |prefix: String, hidden: usize, depth: usize, sites: &mut Vec<AttentionLayerSite>| {
-        for t in 0..depth {
-            for (attn, cross) in [("attn1", false), ("attn2", true)] {
-                sites.push(AttentionLayerSite {
-                    index: sites.len(),
-                    path: format!("{prefix}.transformer_blocks.{t}.{attn}"),
-                    hidden,
-                    context_dim: if cross { cfg.cross_attention_dim } else { hidden },
-                    cross,
-                });
+    let push_transformer =
+        |prefix: String, hidden: usize, depth: usize, sites: &mut Vec<AttentionLayerSite>| {
+            for t in 0..depth {
+                for (attn, cross) in [("attn1", false), ("attn2", true)] {
+                    sites.push(AttentionLayerSite {
+                        index: sites.len(),
+                        path: format!("{prefix}.transformer_blocks.{t}.{attn}"),
+                        hidden,
+                        context_dim: if cross {
+                            cfg.cross_attention_dim
+                        } else {
+                            hidden
+                        },
+                        cross,
+                    });
+                }
             }
-        }
-    };
+        };
     for (i, block) in plan.iter().enumerate() {
         if block.kind == BlockKind::CrossAttention {
             for j in 0..block.layers {
-                push_transformer(format!("down_blocks.{i}.attentions.{j}"), block.out_channels, block.transformer_layers, &mut sites);
+                push_transformer(
+                    format!("down_blocks.{i}.attentions.{j}"),
+                    block.out_channels,
+                    block.transformer_layers,
+                    &mut sites,
+                );
             }
         }
     }
@@ -305,12 +404,22 @@ pub fn attention_layer_sites(cfg: &UNetConfig) -> Result<Vec<AttentionLayerSite>
         let block = &plan[n - 1 - i];
         if cfg.up_block_kind(i)? == BlockKind::CrossAttention {
             for j in 0..block.layers + 1 {
-                push_transformer(format!("up_blocks.{i}.attentions.{j}"), block.out_channels, block.transformer_layers, &mut sites);
+                push_transformer(
+                    format!("up_blocks.{i}.attentions.{j}"),
+                    block.out_channels,
+                    block.transformer_layers,
+                    &mut sites,
+                );
             }
         }
     }
     let last = &plan[n - 1];
-    push_transformer("mid_block.attentions.0".to_string(), last.out_channels, last.transformer_layers, &mut sites);
+    push_transformer(
+        "mid_block.attentions.0".to_string(),
+        last.out_channels,
+        last.transformer_layers,
+        &mut sites,
+    );
     Ok(sites)
 }
 

@@ -60,12 +60,19 @@ fn fused_linear(
             (weight.to_dtype(DType::F32)? + delta)?.to_dtype(vb.dtype())?
         }
     };
-    let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    let bias = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
     Ok(Linear::new(weight, bias))
 }
 
 fn ip_linear(weight: &Tensor, vb: &VarBuilder) -> Result<Linear> {
-    Ok(Linear::new(weight.to_device(vb.device())?.to_dtype(vb.dtype())?, None))
+    Ok(Linear::new(
+        weight.to_device(vb.device())?.to_dtype(vb.dtype())?,
+        None,
+    ))
 }
 
 /// Largest score matrix materialised at once (elements): 64x64 latents give 4096x4096 scores
@@ -128,7 +135,14 @@ impl Attention {
             to_q: fused_linear(&vb, "to_q", query_dim, inner, false, lora(|l| &l.to_q))?,
             to_k: fused_linear(&vb, "to_k", context_dim, inner, false, lora(|l| &l.to_k))?,
             to_v: fused_linear(&vb, "to_v", context_dim, inner, false, lora(|l| &l.to_v))?,
-            to_out: fused_linear(&vb.pp("to_out"), "0", inner, query_dim, true, lora(|l| &l.to_out))?,
+            to_out: fused_linear(
+                &vb.pp("to_out"),
+                "0",
+                inner,
+                query_dim,
+                true,
+                lora(|l| &l.to_out),
+            )?,
             ip,
             heads,
             head_dim,
@@ -156,7 +170,11 @@ impl Attention {
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let dtype = q.dtype();
         if self.upcast && dtype != DType::F32 {
-            let (q, k, v) = (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+            let (q, k, v) = (
+                q.to_dtype(DType::F32)?,
+                k.to_dtype(DType::F32)?,
+                v.to_dtype(DType::F32)?,
+            );
             return attend_chunked(&q, &k, &v)?.to_dtype(dtype);
         }
         attend_chunked(q, k, v)
@@ -164,17 +182,23 @@ impl Attention {
 
     /// Heads of `context` projected by `to_k`/`to_v` (or the IP projections).
     fn keys_values(&self, k: &Linear, v: &Linear, context: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((self.split_heads(&k.forward(context)?)?, self.split_heads(&v.forward(context)?)?))
+        Ok((
+            self.split_heads(&k.forward(context)?)?,
+            self.split_heads(&v.forward(context)?)?,
+        ))
     }
 
     /// Self-attention when `context` is `None`.
     pub fn forward(&self, x: &Tensor, context: Option<&CrossContext>) -> Result<Tensor> {
         let batch = x.dim(0)?;
-        let q = (self.split_heads(&self.to_q.forward(x)?)? * (self.head_dim as f64).powf(-0.5))?.contiguous()?;
+        let q = (self.split_heads(&self.to_q.forward(x)?)? * (self.head_dim as f64).powf(-0.5))?
+            .contiguous()?;
         let text = context.map(|c| &c.text).unwrap_or(x);
         let (k, v) = self.keys_values(&self.to_k, &self.to_v, text)?;
         let mut z = self.attend(&q, &k, &v)?;
-        if let (Some((k_ip, v_ip)), Some((tokens, scale))) = (&self.ip, context.and_then(|c| c.ip.as_ref())) {
+        if let (Some((k_ip, v_ip)), Some((tokens, scale))) =
+            (&self.ip, context.and_then(|c| c.ip.as_ref()))
+        {
             let (k, v) = self.keys_values(k_ip, v_ip, tokens)?;
             z = (z + (self.attend(&q, &k, &v)? * *scale)?)?;
         }
@@ -220,13 +244,28 @@ struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
-    fn load(vb: VarBuilder, dim: usize, cross_dim: usize, heads: usize, upcast: bool, adapter: Option<&AdapterLookup>) -> Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        dim: usize,
+        cross_dim: usize,
+        heads: usize,
+        upcast: bool,
+        adapter: Option<&AdapterLookup>,
+    ) -> Result<Self> {
         let head_dim = dim / heads;
         Ok(Self {
             norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
             attn1: Attention::load(vb.pp("attn1"), dim, dim, heads, head_dim, upcast, adapter)?,
             norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
-            attn2: Attention::load(vb.pp("attn2"), dim, cross_dim, heads, head_dim, upcast, adapter)?,
+            attn2: Attention::load(
+                vb.pp("attn2"),
+                dim,
+                cross_dim,
+                heads,
+                head_dim,
+                upcast,
+                adapter,
+            )?,
             norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::load(vb.pp("ff"), dim)?,
         })
@@ -234,7 +273,10 @@ impl BasicTransformerBlock {
 
     fn forward(&self, x: &Tensor, context: &CrossContext) -> Result<Tensor> {
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(context))? + x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context))?
+            + x)?;
         self.ff.forward(&self.norm3.forward(&x)?)? + x
     }
 }
@@ -266,7 +308,11 @@ pub(crate) struct TransformerSpec {
 }
 
 impl Transformer2D {
-    pub(crate) fn load(vb: VarBuilder, spec: &TransformerSpec, adapter: Option<&AdapterLookup>) -> Result<Self> {
+    pub(crate) fn load(
+        vb: VarBuilder,
+        spec: &TransformerSpec,
+        adapter: Option<&AdapterLookup>,
+    ) -> Result<Self> {
         let c = spec.channels;
         let projection = |vb: VarBuilder| -> Result<Projection> {
             Ok(if spec.linear_projection {
@@ -277,7 +323,14 @@ impl Transformer2D {
         };
         let blocks = (0..spec.layers)
             .map(|i| {
-                BasicTransformerBlock::load(vb.pp(format!("transformer_blocks.{i}")), c, spec.cross_dim, spec.heads, spec.upcast, adapter)
+                BasicTransformerBlock::load(
+                    vb.pp(format!("transformer_blocks.{i}")),
+                    c,
+                    spec.cross_dim,
+                    spec.heads,
+                    spec.upcast,
+                    adapter,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -292,7 +345,8 @@ impl Transformer2D {
     pub fn forward(&self, x: &Tensor, context: &CrossContext) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = self.norm.forward(x)?;
-        let to_tokens = |t: &Tensor| -> Result<Tensor> { t.permute((0, 2, 3, 1))?.reshape((b, h * w, c)) };
+        let to_tokens =
+            |t: &Tensor| -> Result<Tensor> { t.permute((0, 2, 3, 1))?.reshape((b, h * w, c)) };
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
             Projection::Linear(lin) => lin.forward(&to_tokens(&normed)?)?,
@@ -300,7 +354,8 @@ impl Transformer2D {
         for block in &self.blocks {
             tokens = block.forward(&tokens, context)?;
         }
-        let to_map = |t: &Tensor| -> Result<Tensor> { t.reshape((b, h, w, c))?.permute((0, 3, 1, 2)) };
+        let to_map =
+            |t: &Tensor| -> Result<Tensor> { t.reshape((b, h, w, c))?.permute((0, 3, 1, 2)) };
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_map(&tokens)?.contiguous()?)?,
             Projection::Linear(lin) => to_map(&lin.forward(&tokens)?)?,

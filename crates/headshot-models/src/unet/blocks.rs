@@ -20,10 +20,24 @@ pub(crate) struct BlockContext<'a> {
 
 impl BlockContext<'_> {
     fn resnet(&self, vb: VarBuilder, cin: usize, cout: usize, scale: f64) -> Result<ResnetBlock2D> {
-        ResnetBlock2D::load(vb, cin, cout, self.temb_channels, self.groups, self.eps, scale)
+        ResnetBlock2D::load(
+            vb,
+            cin,
+            cout,
+            self.temb_channels,
+            self.groups,
+            self.eps,
+            scale,
+        )
     }
 
-    fn transformer(&self, vb: VarBuilder, channels: usize, heads: usize, layers: usize) -> Result<Transformer2D> {
+    fn transformer(
+        &self,
+        vb: VarBuilder,
+        channels: usize,
+        heads: usize,
+        layers: usize,
+    ) -> Result<Transformer2D> {
         let spec = TransformerSpec {
             channels,
             heads,
@@ -75,14 +89,33 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
-    pub(crate) fn load(vb: VarBuilder, spec: &BlockSpec, ctx: &BlockContext, padding: usize) -> Result<Self> {
+    pub(crate) fn load(
+        vb: VarBuilder,
+        spec: &BlockSpec,
+        ctx: &BlockContext,
+        padding: usize,
+    ) -> Result<Self> {
         let layers = (0..spec.layers)
             .map(|i| {
-                let cin = if i == 0 { spec.in_channels } else { spec.out_channels };
-                let resnet = ctx.resnet(vb.pp(format!("resnets.{i}")), cin, spec.out_channels, ctx.resnet_scale)?;
+                let cin = if i == 0 {
+                    spec.in_channels
+                } else {
+                    spec.out_channels
+                };
+                let resnet = ctx.resnet(
+                    vb.pp(format!("resnets.{i}")),
+                    cin,
+                    spec.out_channels,
+                    ctx.resnet_scale,
+                )?;
                 let attention = if spec.cross_attention {
                     let vb = vb.pp(format!("attentions.{i}"));
-                    Some(ctx.transformer(vb, spec.out_channels, spec.heads, spec.transformer_layers)?)
+                    Some(ctx.transformer(
+                        vb,
+                        spec.out_channels,
+                        spec.heads,
+                        spec.transformer_layers,
+                    )?)
                 } else {
                     None
                 };
@@ -90,7 +123,11 @@ impl DownBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let downsample = if spec.resample {
-            Some(Downsample2D::load(vb.pp("downsamplers.0"), spec.out_channels, padding)?)
+            Some(Downsample2D::load(
+                vb.pp("downsamplers.0"),
+                spec.out_channels,
+                padding,
+            )?)
         } else {
             None
         };
@@ -98,7 +135,13 @@ impl DownBlock {
     }
 
     /// Pushes every intermediate output onto `skips` (the UNet's skip connections).
-    pub fn forward(&self, x: &Tensor, temb_act: &Tensor, context: &CrossContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb_act: &Tensor,
+        context: &CrossContext,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
             x = layer.forward(&x, temb_act, context)?;
@@ -121,10 +164,22 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub(crate) fn load(vb: VarBuilder, channels: usize, heads: usize, transformer_layers: usize, scale: f64, ctx: &BlockContext) -> Result<Self> {
+    pub(crate) fn load(
+        vb: VarBuilder,
+        channels: usize,
+        heads: usize,
+        transformer_layers: usize,
+        scale: f64,
+        ctx: &BlockContext,
+    ) -> Result<Self> {
         Ok(Self {
             first: ctx.resnet(vb.pp("resnets.0"), channels, channels, scale)?,
-            attention: ctx.transformer(vb.pp("attentions.0"), channels, heads, transformer_layers)?,
+            attention: ctx.transformer(
+                vb.pp("attentions.0"),
+                channels,
+                heads,
+                transformer_layers,
+            )?,
             second: ctx.resnet(vb.pp("resnets.1"), channels, channels, scale)?,
         })
     }
@@ -148,24 +203,52 @@ impl UpBlock {
         let layers = (0..spec.layers)
             .map(|i| {
                 // The last resnet receives the skip from the shallower level's input.
-                let skip = if i + 1 == spec.layers { spec.in_channels } else { spec.out_channels };
-                let cin = if i == 0 { spec.prev_channels } else { spec.out_channels };
-                let resnet = ctx.resnet(vb.pp(format!("resnets.{i}")), cin + skip, spec.out_channels, ctx.resnet_scale)?;
+                let skip = if i + 1 == spec.layers {
+                    spec.in_channels
+                } else {
+                    spec.out_channels
+                };
+                let cin = if i == 0 {
+                    spec.prev_channels
+                } else {
+                    spec.out_channels
+                };
+                let resnet = ctx.resnet(
+                    vb.pp(format!("resnets.{i}")),
+                    cin + skip,
+                    spec.out_channels,
+                    ctx.resnet_scale,
+                )?;
                 let attention = if spec.cross_attention {
                     let vb = vb.pp(format!("attentions.{i}"));
-                    Some(ctx.transformer(vb, spec.out_channels, spec.heads, spec.transformer_layers)?)
+                    Some(ctx.transformer(
+                        vb,
+                        spec.out_channels,
+                        spec.heads,
+                        spec.transformer_layers,
+                    )?)
                 } else {
                     None
                 };
                 Ok(Layer { resnet, attention })
             })
             .collect::<Result<Vec<_>>>()?;
-        let upsample = if spec.resample { Some(Upsample2D::load(vb.pp("upsamplers.0"), spec.out_channels)?) } else { None };
+        let upsample = if spec.resample {
+            Some(Upsample2D::load(vb.pp("upsamplers.0"), spec.out_channels)?)
+        } else {
+            None
+        };
         Ok(Self { layers, upsample })
     }
 
     /// Pops one skip per resnet; upsamples to the spatial size of the next remaining skip.
-    pub fn forward(&self, x: &Tensor, temb_act: &Tensor, context: &CrossContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb_act: &Tensor,
+        context: &CrossContext,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
             let skip = skips

@@ -71,14 +71,24 @@ fn default_conv_kernel() -> usize {
     3
 }
 fn default_down_block_types() -> Vec<String> {
-    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_up_block_types() -> Vec<String> {
-    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_mid_block_type() -> Option<String> {
     Some("UNetMidBlock2DCrossAttn".to_string())
@@ -246,7 +256,10 @@ impl UNetConfig {
             block_kind(t, "CrossAttnUpBlock2D", "UpBlock2D")?;
         }
         if self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn") {
-            return Err(Self::unsupported(format!("mid_block_type = {:?}", self.mid_block_type)));
+            return Err(Self::unsupported(format!(
+                "mid_block_type = {:?}",
+                self.mid_block_type
+            )));
         }
         let groups = self
             .norm_num_groups
@@ -268,24 +281,71 @@ impl UNetConfig {
         };
         let rejected = [
             (only_cross, "only_cross_attention = true".to_string()),
-            (self.dual_cross_attention, "dual_cross_attention = true".to_string()),
-            (self.class_embed_type.is_some(), format!("class_embed_type = {:?}", self.class_embed_type)),
-            (self.num_class_embeds.is_some(), format!("num_class_embeds = {:?}", self.num_class_embeds)),
-            (self.addition_embed_type.is_some(), format!("addition_embed_type = {:?}", self.addition_embed_type)),
-            (self.encoder_hid_dim.is_some(), format!("encoder_hid_dim = {:?}", self.encoder_hid_dim)),
-            (self.time_cond_proj_dim.is_some(), format!("time_cond_proj_dim = {:?}", self.time_cond_proj_dim)),
-            (self.timestep_post_act.is_some(), format!("timestep_post_act = {:?}", self.timestep_post_act)),
-            (self.cross_attention_norm.is_some(), format!("cross_attention_norm = {:?}", self.cross_attention_norm)),
-            (self.time_embedding_type != "positional", format!("time_embedding_type = {:?}", self.time_embedding_type)),
-            (self.resnet_time_scale_shift != "default", format!("resnet_time_scale_shift = {:?}", self.resnet_time_scale_shift)),
-            (self.attention_type != "default", format!("attention_type = {:?}", self.attention_type)),
-            (self.resnet_skip_time_act, "resnet_skip_time_act = true".to_string()),
             (
-                self.reverse_transformer_layers_per_block.as_ref().is_some_and(|v| !v.is_null()),
+                self.dual_cross_attention,
+                "dual_cross_attention = true".to_string(),
+            ),
+            (
+                self.class_embed_type.is_some(),
+                format!("class_embed_type = {:?}", self.class_embed_type),
+            ),
+            (
+                self.num_class_embeds.is_some(),
+                format!("num_class_embeds = {:?}", self.num_class_embeds),
+            ),
+            (
+                self.addition_embed_type.is_some(),
+                format!("addition_embed_type = {:?}", self.addition_embed_type),
+            ),
+            (
+                self.encoder_hid_dim.is_some(),
+                format!("encoder_hid_dim = {:?}", self.encoder_hid_dim),
+            ),
+            (
+                self.time_cond_proj_dim.is_some(),
+                format!("time_cond_proj_dim = {:?}", self.time_cond_proj_dim),
+            ),
+            (
+                self.timestep_post_act.is_some(),
+                format!("timestep_post_act = {:?}", self.timestep_post_act),
+            ),
+            (
+                self.cross_attention_norm.is_some(),
+                format!("cross_attention_norm = {:?}", self.cross_attention_norm),
+            ),
+            (
+                self.time_embedding_type != "positional",
+                format!("time_embedding_type = {:?}", self.time_embedding_type),
+            ),
+            (
+                self.resnet_time_scale_shift != "default",
+                format!(
+                    "resnet_time_scale_shift = {:?}",
+                    self.resnet_time_scale_shift
+                ),
+            ),
+            (
+                self.attention_type != "default",
+                format!("attention_type = {:?}", self.attention_type),
+            ),
+            (
+                self.resnet_skip_time_act,
+                "resnet_skip_time_act = true".to_string(),
+            ),
+            (
+                self.reverse_transformer_layers_per_block
+                    .as_ref()
+                    .is_some_and(|v| !v.is_null()),
                 "reverse_transformer_layers_per_block".to_string(),
             ),
-            (self.conv_in_kernel % 2 == 0, format!("conv_in_kernel = {}", self.conv_in_kernel)),
-            (self.conv_out_kernel % 2 == 0, format!("conv_out_kernel = {}", self.conv_out_kernel)),
+            (
+                self.conv_in_kernel.is_multiple_of(2),
+                format!("conv_in_kernel = {}", self.conv_in_kernel),
+            ),
+            (
+                self.conv_out_kernel.is_multiple_of(2),
+                format!("conv_out_kernel = {}", self.conv_out_kernel),
+            ),
             (
                 self.downsample_padding != 0.0 && self.downsample_padding != 1.0,
                 format!("downsample_padding = {}", self.downsample_padding),
@@ -318,14 +378,17 @@ impl UNetConfig {
 
     /// Width of the timestep embedding (`time_embedding_dim`, default 4x the first block width).
     pub fn time_embed_dim(&self) -> usize {
-        self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4)
+        self.time_embedding_dim
+            .unwrap_or(self.block_out_channels[0] * 4)
     }
 
     /// Per-down-block plan: kind, width, resnet count, attention heads, transformer depth.
     pub fn block_plan(&self) -> Result<Vec<BlockPlan>, UNetError> {
         let n = self.num_blocks();
         let layers = self.layers_per_block.expand(n, "layers_per_block")?;
-        let transformer = self.transformer_layers_per_block.expand(n, "transformer_layers_per_block")?;
+        let transformer = self
+            .transformer_layers_per_block
+            .expand(n, "transformer_layers_per_block")?;
         // diffusers: `num_attention_heads = num_attention_heads or attention_head_dim`.
         let heads = match &self.num_attention_heads {
             Some(h) => h.expand(n, "num_attention_heads")?,
@@ -334,7 +397,11 @@ impl UNetConfig {
         (0..n)
             .map(|i| {
                 Ok(BlockPlan {
-                    kind: block_kind(&self.down_block_types[i], "CrossAttnDownBlock2D", "DownBlock2D")?,
+                    kind: block_kind(
+                        &self.down_block_types[i],
+                        "CrossAttnDownBlock2D",
+                        "DownBlock2D",
+                    )?,
                     out_channels: self.block_out_channels[i],
                     layers: layers[i],
                     heads: heads[i],
@@ -356,6 +423,8 @@ fn block_kind(name: &str, cross: &str, plain: &str) -> Result<BlockKind, UNetErr
     } else if name == plain {
         Ok(BlockKind::Plain)
     } else {
-        Err(UNetConfig::unsupported(format!("block type {name:?} (expected {cross} or {plain})")))
+        Err(UNetConfig::unsupported(format!(
+            "block type {name:?} (expected {cross} or {plain})"
+        )))
     }
 }

@@ -22,7 +22,7 @@ impl TimestepEmbedding {
         flip_sin_to_cos: bool,
         freq_shift: f64,
     ) -> Result<Self> {
-        if channels % 2 != 0 {
+        if !channels.is_multiple_of(2) {
             candle_core::bail!("timestep projection width {channels} must be even");
         }
         let half = channels / 2;

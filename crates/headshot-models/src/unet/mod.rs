@@ -28,12 +28,19 @@ pub enum UNetError {
     Config(String),
     #[error("building the UNet failed (do the weights match unet/config.json?): {0}")]
     Weights(candle_core::Error),
+    /// Boxed: the adapter's errors carry paths and shapes.
     #[error(transparent)]
-    IpAdapter(#[from] IpAdapterError),
+    IpAdapter(Box<IpAdapterError>),
     #[error("invalid UNet input: {0}")]
     Input(String),
     #[error("UNet forward failed: {0}")]
     Forward(#[from] candle_core::Error),
+}
+
+impl From<IpAdapterError> for UNetError {
+    fn from(e: IpAdapterError) -> Self {
+        UNetError::IpAdapter(Box::new(e))
+    }
 }
 
 /// How an IP-Adapter is attached to the UNet.
@@ -72,11 +79,17 @@ impl UNet2DConditionModel {
     /// Builds the UNet from `vb` (root of the diffusers UNet weights, in the dtype/device the
     /// model should run in). With `ip`, the adapter's layers are checked against `cfg`, its LoRA
     /// fused and its id projections attached.
-    pub fn load(vb: VarBuilder, cfg: &UNetConfig, ip: Option<IpAdapterAttachment<'_>>) -> Result<Self, UNetError> {
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &UNetConfig,
+        ip: Option<IpAdapterAttachment<'_>>,
+    ) -> Result<Self, UNetError> {
         let adapter_layers = match &ip {
             Some(att) => {
                 if att.num_tokens == 0 {
-                    return Err(UNetError::Config("an IP-Adapter needs at least one id token".into()));
+                    return Err(UNetError::Config(
+                        "an IP-Adapter needs at least one id token".into(),
+                    ));
                 }
                 Some(att.weights.unet_layers(cfg)?)
             }
@@ -87,8 +100,16 @@ impl UNet2DConditionModel {
             layers,
             used: std::cell::Cell::new(0),
         });
-        let model = Self::build(vb, cfg, lookup.as_ref(), ip.map(|a| IpSettings { num_tokens: a.num_tokens, scale: a.scale }))
-            .map_err(UNetError::Weights)?;
+        let model = Self::build(
+            vb,
+            cfg,
+            lookup.as_ref(),
+            ip.map(|a| IpSettings {
+                num_tokens: a.num_tokens,
+                scale: a.scale,
+            }),
+        )
+        .map_err(UNetError::Weights)?;
         if let (Some(lookup), Some(layers)) = (&lookup, &adapter_layers) {
             // Every validated adapter layer must have found its attention module.
             if lookup.used.get() != layers.len() {
@@ -103,8 +124,15 @@ impl UNet2DConditionModel {
         Ok(model)
     }
 
-    fn build(vb: VarBuilder, cfg: &UNetConfig, adapter: Option<&AdapterLookup>, ip: Option<IpSettings>) -> candle_core::Result<Self> {
-        let plan = cfg.block_plan().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    fn build(
+        vb: VarBuilder,
+        cfg: &UNetConfig,
+        adapter: Option<&AdapterLookup>,
+        ip: Option<IpSettings>,
+    ) -> candle_core::Result<Self> {
+        let plan = cfg
+            .block_plan()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let n = plan.len();
         let channels = &cfg.block_out_channels;
         let temb_channels = cfg.time_embed_dim();
@@ -119,9 +147,22 @@ impl UNet2DConditionModel {
             resnet_scale: cfg.resnet_out_scale_factor,
             adapter,
         };
-        let time_embedding = TimestepEmbedding::load(vb.clone(), channels[0], temb_channels, cfg.flip_sin_to_cos, cfg.freq_shift)?;
+        let time_embedding = TimestepEmbedding::load(
+            vb.clone(),
+            channels[0],
+            temb_channels,
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift,
+        )?;
         let k_in = cfg.conv_in_kernel;
-        let conv_in = resnet::conv(vb.pp("conv_in"), cfg.in_channels, channels[0], k_in, 1, k_in / 2)?;
+        let conv_in = resnet::conv(
+            vb.pp("conv_in"),
+            cfg.in_channels,
+            channels[0],
+            k_in,
+            1,
+            k_in / 2,
+        )?;
 
         let mut down_blocks = Vec::with_capacity(n);
         for (i, block) in plan.iter().enumerate() {
@@ -136,17 +177,31 @@ impl UNet2DConditionModel {
                 resample: i + 1 < n,
             };
             let padding = cfg.downsample_padding as usize;
-            down_blocks.push(DownBlock::load(vb.pp(format!("down_blocks.{i}")), &spec, &ctx, padding)?);
+            down_blocks.push(DownBlock::load(
+                vb.pp(format!("down_blocks.{i}")),
+                &spec,
+                &ctx,
+                padding,
+            )?);
         }
 
         let last = &plan[n - 1];
-        let mid_block = MidBlock::load(vb.pp("mid_block"), last.out_channels, last.heads, last.transformer_layers, cfg.mid_block_scale_factor, &ctx)?;
+        let mid_block = MidBlock::load(
+            vb.pp("mid_block"),
+            last.out_channels,
+            last.heads,
+            last.transformer_layers,
+            cfg.mid_block_scale_factor,
+            &ctx,
+        )?;
 
         let mut up_blocks = Vec::with_capacity(n);
         let mut prev_channels = last.out_channels;
         for i in 0..n {
             let block = &plan[n - 1 - i];
-            let kind = cfg.up_block_kind(i).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let kind = cfg
+                .up_block_kind(i)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             let spec = BlockSpec {
                 in_channels: channels[(n - 1).saturating_sub(i + 1)],
                 out_channels: block.out_channels,
@@ -170,7 +225,14 @@ impl UNet2DConditionModel {
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(groups, channels[0], cfg.norm_eps, vb.pp("conv_norm_out"))?,
-            conv_out: resnet::conv(vb.pp("conv_out"), channels[0], cfg.out_channels, k_out, 1, k_out / 2)?,
+            conv_out: resnet::conv(
+                vb.pp("conv_out"),
+                channels[0],
+                cfg.out_channels,
+                k_out,
+                1,
+                k_out / 2,
+            )?,
             ip,
             dtype: vb.dtype(),
             device: vb.device().clone(),
@@ -208,9 +270,13 @@ impl UNet2DConditionModel {
 
     /// Splits the context into text and id tokens (once per call, shared by every layer).
     fn cross_context(&self, context: &Tensor) -> Result<CrossContext, UNetError> {
-        let (_, tokens, dim) = context
-            .dims3()
-            .map_err(|_| UNetError::Input(format!("encoder_hidden_states must be [B, tokens, {}], got {:?}", self.config.cross_attention_dim, context.dims())))?;
+        let (_, tokens, dim) = context.dims3().map_err(|_| {
+            UNetError::Input(format!(
+                "encoder_hidden_states must be [B, tokens, {}], got {:?}",
+                self.config.cross_attention_dim,
+                context.dims()
+            ))
+        })?;
         if dim != self.config.cross_attention_dim {
             return Err(UNetError::Input(format!(
                 "encoder_hidden_states width is {dim}, the UNet's cross_attention_dim is {}",
@@ -219,7 +285,10 @@ impl UNet2DConditionModel {
         }
         let context = context.to_dtype(self.dtype)?;
         match self.ip {
-            None => Ok(CrossContext { text: context, ip: None }),
+            None => Ok(CrossContext {
+                text: context,
+                ip: None,
+            }),
             Some(IpSettings { num_tokens, scale }) => {
                 if tokens <= num_tokens {
                     return Err(UNetError::Input(format!(
@@ -229,7 +298,10 @@ impl UNet2DConditionModel {
                 let text_len = tokens - num_tokens;
                 Ok(CrossContext {
                     text: context.narrow(1, 0, text_len)?.contiguous()?,
-                    ip: Some((context.narrow(1, text_len, num_tokens)?.contiguous()?, scale)),
+                    ip: Some((
+                        context.narrow(1, text_len, num_tokens)?.contiguous()?,
+                        scale,
+                    )),
                 })
             }
         }
@@ -238,12 +310,24 @@ impl UNet2DConditionModel {
     /// Predicts the noise for `sample` `[B, in_channels, h, w]` at `timestep`, conditioned on
     /// `encoder_hidden_states` `[B, tokens, cross_attention_dim]` (text tokens, then the id tokens
     /// when an adapter is attached). Returns `[B, out_channels, h, w]` in the model dtype.
-    pub fn forward(&self, sample: &Tensor, timestep: f64, encoder_hidden_states: &Tensor) -> Result<Tensor, UNetError> {
-        let (batch, channels, _, _) = sample
-            .dims4()
-            .map_err(|_| UNetError::Input(format!("sample must be [B, {}, h, w], got {:?}", self.config.in_channels, sample.dims())))?;
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor, UNetError> {
+        let (batch, channels, _, _) = sample.dims4().map_err(|_| {
+            UNetError::Input(format!(
+                "sample must be [B, {}, h, w], got {:?}",
+                self.config.in_channels,
+                sample.dims()
+            ))
+        })?;
         if channels != self.config.in_channels {
-            return Err(UNetError::Input(format!("sample has {channels} channels, the UNet expects {}", self.config.in_channels)));
+            return Err(UNetError::Input(format!(
+                "sample has {channels} channels, the UNet expects {}",
+                self.config.in_channels
+            )));
         }
         let context_batch = encoder_hidden_states.dim(0).unwrap_or(0);
         if context_batch != batch {

@@ -3,8 +3,19 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 
-pub(crate) fn conv(vb: VarBuilder, cin: usize, cout: usize, kernel: usize, stride: usize, padding: usize) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
+pub(crate) fn conv(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
     conv2d(cin, cout, kernel, cfg, vb)
 }
 
@@ -32,7 +43,14 @@ impl ResnetBlock2D {
         output_scale_factor: f64,
     ) -> Result<Self> {
         let conv_shortcut = if in_channels != out_channels {
-            Some(conv(vb.pp("conv_shortcut"), in_channels, out_channels, 1, 1, 0)?)
+            Some(conv(
+                vb.pp("conv_shortcut"),
+                in_channels,
+                out_channels,
+                1,
+                1,
+                0,
+            )?)
         } else {
             None
         };
@@ -50,7 +68,11 @@ impl ResnetBlock2D {
     /// `temb_act` is SiLU(timestep embedding), `[1 or B, temb]`, computed once per step by the UNet.
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let t = self.time_emb_proj.forward(temb_act)?.unsqueeze(2)?.unsqueeze(3)?;
+        let t = self
+            .time_emb_proj
+            .forward(temb_act)?
+            .unsqueeze(2)?
+            .unsqueeze(3)?;
         let h = h.broadcast_add(&t)?;
         let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
         let shortcut = match &self.conv_shortcut {
@@ -100,7 +122,9 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn load(vb: VarBuilder, channels: usize) -> Result<Self> {
-        Ok(Self { conv: conv(vb.pp("conv"), channels, channels, 3, 1, 1)? })
+        Ok(Self {
+            conv: conv(vb.pp("conv"), channels, channels, 3, 1, 1)?,
+        })
     }
 
     /// Upsamples to `(height, width)`: twice the input unless the matching skip connection is
