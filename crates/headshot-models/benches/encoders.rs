@@ -15,12 +15,15 @@ use headshot_models::tokenizer::ClipTokenizer;
 use headshot_models::vae::{VaeConfig, VaeDecoder};
 
 fn tiny(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny")
+        .join(rel)
 }
 
 fn weights(rel: &str) -> VarBuilder<'static> {
     // SAFETY: the fixture files are not modified while mapped.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[tiny(rel)], DType::F32, &Device::Cpu) }.expect("tiny weights")
+    unsafe { VarBuilder::from_mmaped_safetensors(&[tiny(rel)], DType::F32, &Device::Cpu) }
+        .expect("tiny weights")
 }
 
 fn clip_vision(c: &mut Criterion) {
@@ -36,11 +39,17 @@ fn clip_vision(c: &mut Criterion) {
         b.iter(|| tower.penultimate_hidden_states(&pixels).expect("forward"))
     });
 
-    let ip = candle_core::pickle::read_all_with_key(tiny("ip-adapter/ip-adapter-faceid-plusv2_sd15.bin"), Some("image_proj"))
-        .expect("adapter");
-    let projection =
-        FaceIdPlusProjection::load_inferred(VarBuilder::from_tensors(ip.into_iter().collect(), DType::F32, &Device::Cpu))
-            .expect("projection");
+    let ip = candle_core::pickle::read_all_with_key(
+        tiny("ip-adapter/ip-adapter-faceid-plusv2_sd15.bin"),
+        Some("image_proj"),
+    )
+    .expect("adapter");
+    let projection = FaceIdPlusProjection::load_inferred(VarBuilder::from_tensors(
+        ip.into_iter().collect(),
+        DType::F32,
+        &Device::Cpu,
+    ))
+    .expect("projection");
     let features = tower.penultimate_hidden_states(&pixels).expect("features");
     let ids = Tensor::randn(0f32, 1.0, (2, 512), &Device::Cpu).expect("ids");
     c.bench_function("face_projection_tiny_batch2", |b| {
@@ -50,25 +59,42 @@ fn clip_vision(c: &mut Criterion) {
 
 fn clip_text(c: &mut Criterion) {
     let cfg = ClipTextConfig::from_file(tiny("sd15/text_encoder/config.json")).expect("config");
-    let encoder = ClipTextEncoder::load(weights("sd15/text_encoder/model.safetensors"), &cfg).expect("text encoder");
+    let encoder = ClipTextEncoder::load(weights("sd15/text_encoder/model.safetensors"), &cfg)
+        .expect("text encoder");
     let tokenizer = ClipTokenizer::from_folder(tiny("sd15/tokenizer")).expect("tokenizer");
     let rows = vec![
-        tokenizer.encode("anime, cartoon, drawing, big nose, ugly, blurry").expect("tokens"),
+        tokenizer
+            .encode("anime, cartoon, drawing, big nose, ugly, blurry")
+            .expect("tokens"),
         tokenizer.encode("pretty woman").expect("tokens"),
     ];
     let ids = Tensor::new(rows, &Device::Cpu).expect("ids");
-    c.bench_function("tokenize_prompt", |b| b.iter(|| tokenizer.encode("pretty woman, portrait, best quality").expect("tokens")));
-    c.bench_function("clip_text_tiny_batch2", |b| b.iter(|| encoder.forward(&ids).expect("forward")));
+    c.bench_function("tokenize_prompt", |b| {
+        b.iter(|| {
+            tokenizer
+                .encode("pretty woman, portrait, best quality")
+                .expect("tokens")
+        })
+    });
+    c.bench_function("clip_text_tiny_batch2", |b| {
+        b.iter(|| encoder.forward(&ids).expect("forward"))
+    });
 }
 
 fn vae_decode(c: &mut Criterion) {
     let cfg = VaeConfig::from_file(tiny("vae-ft-mse/config.json")).expect("config");
-    let vae = VaeDecoder::load(weights("vae-ft-mse/diffusion_pytorch_model.safetensors"), &cfg).expect("vae");
+    let vae = VaeDecoder::load(
+        weights("vae-ft-mse/diffusion_pytorch_model.safetensors"),
+        &cfg,
+    )
+    .expect("vae");
     let latents = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &Device::Cpu).expect("latents");
     let mut group = c.benchmark_group("vae_decode_tiny");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
-    group.bench_function("512x512", |b| b.iter(|| vae.decode_to_unit_range(&latents).expect("decode")));
+    group.bench_function("512x512", |b| {
+        b.iter(|| vae.decode_to_unit_range(&latents).expect("decode"))
+    });
     group.finish();
 }
 

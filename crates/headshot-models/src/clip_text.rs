@@ -60,11 +60,14 @@ impl ClipTextConfig {
     }
 
     pub fn from_json_str(json: &str, origin: &Path) -> std::result::Result<Self, ClipConfigError> {
-        let parse_err = |source| ClipConfigError::Parse { path: origin.to_path_buf(), source };
+        let parse_err = |source| ClipConfigError::Parse {
+            path: origin.to_path_buf(),
+            source,
+        };
         let value: serde_json::Value = serde_json::from_str(json).map_err(parse_err)?;
         let text = crate::clip_vision::sub_config(value, "text_config");
         let config: Self = serde_json::from_value(text).map_err(parse_err)?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.hidden_size.checked_rem(config.num_attention_heads) != Some(0) {
             return Err(ClipConfigError::Invalid {
                 path: origin.to_path_buf(),
                 message: format!(
@@ -107,13 +110,30 @@ impl ClipTextEncoder {
     pub fn load(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
         let vb = vb.pp("text_model");
         let emb = vb.pp("embeddings");
-        let token_embedding = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, emb.pp("token_embedding"))?;
-        let position_embedding =
-            emb.get((cfg.max_position_embeddings, cfg.hidden_size), "position_embedding.weight")?;
+        let token_embedding =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, emb.pp("token_embedding"))?;
+        let position_embedding = emb.get(
+            (cfg.max_position_embeddings, cfg.hidden_size),
+            "position_embedding.weight",
+        )?;
         let encoder = Encoder::load(vb.pp("encoder"), &cfg.encoder_dims(), cfg.num_hidden_layers)?;
-        let final_layer_norm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?;
-        tracing::debug!(layers = cfg.num_hidden_layers, hidden = cfg.hidden_size, "loaded CLIP text encoder");
-        Ok(Self { token_embedding, position_embedding, encoder, final_layer_norm, config: cfg.clone() })
+        let final_layer_norm = candle_nn::layer_norm(
+            cfg.hidden_size,
+            cfg.layer_norm_eps,
+            vb.pp("final_layer_norm"),
+        )?;
+        tracing::debug!(
+            layers = cfg.num_hidden_layers,
+            hidden = cfg.hidden_size,
+            "loaded CLIP text encoder"
+        );
+        Ok(Self {
+            token_embedding,
+            position_embedding,
+            encoder,
+            final_layer_norm,
+            config: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &ClipTextConfig {
@@ -130,7 +150,10 @@ impl ClipTextEncoder {
             );
         }
         let positions = self.position_embedding.narrow(0, 0, t)?;
-        let xs = self.token_embedding.forward(input_ids)?.broadcast_add(&positions)?;
+        let xs = self
+            .token_embedding
+            .forward(input_ids)?
+            .broadcast_add(&positions)?;
         let mask = causal_mask(t, xs.dtype(), xs.device())?;
         let xs = self.encoder.forward(&xs, Some(&mask))?;
         self.final_layer_norm.forward(&xs)

@@ -14,12 +14,17 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error("cannot read scheduler config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("scheduler config is not valid JSON for a DDIM scheduler: {0}")]
     Parse(#[from] serde_json::Error),
     #[error("scheduler config: {0}")]
     Unsupported(String),
-    #[error("{steps} inference steps requested; must be between 1 and num_train_timesteps ({train})")]
+    #[error(
+        "{steps} inference steps requested; must be between 1 and num_train_timesteps ({train})"
+    )]
     BadStepCount { steps: usize, train: usize },
 }
 
@@ -119,8 +124,10 @@ impl DdimScheduler {
 
     pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, SchedulerError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path)
-            .map_err(|source| SchedulerError::Read { path: path.to_path_buf(), source })?;
+        let json = std::fs::read_to_string(path).map_err(|source| SchedulerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_config_json(&json)
     }
 
@@ -131,7 +138,9 @@ impl DdimScheduler {
             ));
         }
         if config.num_train_timesteps == 0 {
-            return Err(SchedulerError::Unsupported("num_train_timesteps must be positive".into()));
+            return Err(SchedulerError::Unsupported(
+                "num_train_timesteps must be positive".into(),
+            ));
         }
         let mut betas = betas(&config)?;
         if config.rescale_betas_zero_snr {
@@ -144,7 +153,11 @@ impl DdimScheduler {
             product *= a as f64;
             alphas_cumprod.push(product as f32);
         }
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            alphas_cumprod[0]
+        };
         let mut scheduler = Self {
             config,
             alphas_cumprod,
@@ -189,14 +202,21 @@ impl DdimScheduler {
                 (0..n)
                     .rev()
                     .map(|i| {
-                        let t = if n > 1 && i == n - 1 { last } else { i as f64 * step };
+                        let t = if n > 1 && i == n - 1 {
+                            last
+                        } else {
+                            i as f64 * step
+                        };
                         round_half_even(t) as i64
                     })
                     .collect()
             }
             TimestepSpacing::Leading => {
                 let ratio = train / n;
-                (0..n).rev().map(|i| (i * ratio + self.config.steps_offset) as i64).collect()
+                (0..n)
+                    .rev()
+                    .map(|i| (i * ratio + self.config.steps_offset) as i64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 // np.round(np.arange(train, 0, -train / n)) - 1
@@ -231,10 +251,18 @@ impl DdimScheduler {
             candle_core::bail!("DdimScheduler::step called before set_timesteps");
         }
         let Some(&alpha_prod_t) = self.alphas_cumprod.get(timestep) else {
-            candle_core::bail!("timestep {timestep} is outside the training schedule 0..{}", self.alphas_cumprod.len())
+            candle_core::bail!(
+                "timestep {timestep} is outside the training schedule 0..{}",
+                self.alphas_cumprod.len()
+            )
         };
-        let prev = timestep as i64 - (self.config.num_train_timesteps / self.num_inference_steps) as i64;
-        let alpha_prod_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod };
+        let prev =
+            timestep as i64 - (self.config.num_train_timesteps / self.num_inference_steps) as i64;
+        let alpha_prod_prev = if prev >= 0 {
+            self.alphas_cumprod[prev as usize]
+        } else {
+            self.final_alpha_cumprod
+        };
         let beta_prod_t = 1.0f32 - alpha_prod_t;
         let sqrt_alpha = alpha_prod_t.sqrt() as f64;
         let sqrt_beta = beta_prod_t.sqrt() as f64;
@@ -288,12 +316,18 @@ fn betas(config: &DdimConfig) -> std::result::Result<Vec<f32>, SchedulerError> {
     }
     Ok(match config.beta_schedule {
         BetaSchedule::Linear => linspace_f32(config.beta_start, config.beta_end, n),
-        BetaSchedule::ScaledLinear => linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
-            .into_iter()
-            .map(|b| b * b)
-            .collect(),
+        BetaSchedule::ScaledLinear => {
+            linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
+                .into_iter()
+                .map(|b| b * b)
+                .collect()
+        }
         BetaSchedule::SquaredCosCapV2 => {
-            let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+            let alpha_bar = |t: f64| {
+                ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                    .cos()
+                    .powi(2)
+            };
             (0..n)
                 .map(|i| {
                     let t1 = i as f64 / n as f64;
@@ -315,7 +349,13 @@ fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     let step = (e - s) / (n - 1) as f32;
     let half = n / 2;
     (0..n)
-        .map(|i| if i < half { s + step * i as f32 } else { e - step * (n - 1 - i) as f32 })
+        .map(|i| {
+            if i < half {
+                s + step * i as f32
+            } else {
+                e - step * (n - 1 - i) as f32
+            }
+        })
         .collect()
 }
 
@@ -330,7 +370,10 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
         })
         .collect();
     let (first, last) = (sqrt_bar[0], sqrt_bar[sqrt_bar.len() - 1]);
-    let rescaled: Vec<f64> = sqrt_bar.iter().map(|s| (s - last) * first / (first - last)).collect();
+    let rescaled: Vec<f64> = sqrt_bar
+        .iter()
+        .map(|s| (s - last) * first / (first - last))
+        .collect();
     let bar: Vec<f64> = rescaled.iter().map(|s| s * s).collect();
     let mut out = Vec::with_capacity(bar.len());
     for (i, &b) in bar.iter().enumerate() {

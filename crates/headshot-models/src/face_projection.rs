@@ -27,7 +27,11 @@ pub enum FaceProjectionError {
     #[error("the adapter's image_proj has no tensor `{name}`; is this an IP-Adapter FaceID-Plus(V2) file (e.g. ip-adapter-faceid-plusv2_sd15.bin)?")]
     MissingTensor { name: String },
     #[error("image_proj tensor `{name}` has shape {got:?}, expected {expected}")]
-    BadShape { name: String, got: Vec<usize>, expected: String },
+    BadShape {
+        name: String,
+        got: Vec<usize>,
+        expected: String,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -75,7 +79,9 @@ impl FaceIdPlusConfig {
     pub fn from_weights(vb: &VarBuilder) -> std::result::Result<Self, FaceProjectionError> {
         let shape = |name: &str| -> std::result::Result<Vec<usize>, FaceProjectionError> {
             if !vb.contains_tensor(name) {
-                return Err(FaceProjectionError::MissingTensor { name: name.to_string() });
+                return Err(FaceProjectionError::MissingTensor {
+                    name: name.to_string(),
+                });
             }
             Ok(vb.get_unchecked(name)?.dims().to_vec())
         };
@@ -110,7 +116,9 @@ impl FaceIdPlusConfig {
             });
         }
         let depth = (0..)
-            .take_while(|i| vb.contains_tensor(&format!("perceiver_resampler.layers.{i}.0.to_q.weight")))
+            .take_while(|i| {
+                vb.contains_tensor(&format!("perceiver_resampler.layers.{i}.0.to_q.weight"))
+            })
             .count();
         Ok(Self {
             id_embedding_dim,
@@ -175,7 +183,8 @@ impl PerceiverAttention {
         let v = self.split_heads(&self.to_v.forward(&context)?)?;
         let scores = q.matmul(&k.t()?)?;
         let in_dtype = scores.dtype();
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
         let out = probs
             .matmul(&v)?
             .reshape((b, self.heads, n, PERCEIVER_HEAD_DIM))?
@@ -204,7 +213,8 @@ impl FeedForward {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(&self.norm.forward(xs)?)?.gelu_erf()?)
+        self.fc2
+            .forward(&self.fc1.forward(&self.norm.forward(xs)?)?.gelu_erf()?)
     }
 }
 
@@ -229,7 +239,10 @@ impl FaceIdPlusProjection {
         let layers = (0..cfg.depth)
             .map(|i| {
                 let layer = resampler.pp("layers").pp(i);
-                Ok((PerceiverAttention::load(layer.pp("0"), cfg)?, FeedForward::load(layer.pp("1"), cfg)?))
+                Ok((
+                    PerceiverAttention::load(layer.pp("0"), cfg)?,
+                    FeedForward::load(layer.pp("1"), cfg)?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let projection = Self {
@@ -239,7 +252,11 @@ impl FaceIdPlusProjection {
             proj_in: candle_nn::linear(cfg.clip_embedding_dim, d, resampler.pp("proj_in"))?,
             layers,
             proj_out: candle_nn::linear(d, cfg.output_dim, resampler.pp("proj_out"))?,
-            norm_out: candle_nn::layer_norm(cfg.output_dim, LAYER_NORM_EPS, resampler.pp("norm_out"))?,
+            norm_out: candle_nn::layer_norm(
+                cfg.output_dim,
+                LAYER_NORM_EPS,
+                resampler.pp("norm_out"),
+            )?,
             config: *cfg,
         };
         tracing::debug!(?cfg, "loaded FaceID-Plus projection");
@@ -258,7 +275,11 @@ impl FaceIdPlusProjection {
 
     /// The two halves before the shortcut: `x` (normalised id tokens) and the resampler output,
     /// both [B, tokens, D]. Lets a caller combine them for several `s_scale` values.
-    pub fn forward_parts(&self, id_embeds: &Tensor, clip_features: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn forward_parts(
+        &self,
+        id_embeds: &Tensor,
+        clip_features: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let (b, id_dim) = id_embeds.dims2()?;
         let (cb, _, clip_dim) = clip_features.dims3()?;
@@ -290,7 +311,12 @@ impl FaceIdPlusProjection {
     /// PlusV2: `x + s_scale · resampler(x, clip)` -> [B, tokens, output_dim].
     /// `id_embeds` [B, 512] (ArcFace, L2-normalised), `clip_features` [B, 257, 1280]
     /// (`hidden_states[-2]` of the image encoder).
-    pub fn forward(&self, id_embeds: &Tensor, clip_features: &Tensor, s_scale: f64) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        id_embeds: &Tensor,
+        clip_features: &Tensor,
+        s_scale: f64,
+    ) -> Result<Tensor> {
         let (x, resampled) = self.forward_parts(id_embeds, clip_features)?;
         if x.dim(D::Minus1)? != resampled.dim(D::Minus1)? {
             candle_core::bail!(

@@ -15,15 +15,25 @@ use serde_json::{json, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("cannot read tokenizer file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tokenizer file {path} is not valid JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("tokenizer folder {dir} has neither tokenizer.json nor vocab.json + merges.txt; point it at an SD1.5 `tokenizer/` folder")]
     MissingFiles { dir: PathBuf },
     #[error("cannot build the CLIP tokenizer from {dir}: {message}")]
     Build { dir: PathBuf, message: String },
     #[error("special token {token:?} ({role}) is not in the vocabulary of {dir}")]
-    UnknownSpecialToken { dir: PathBuf, role: &'static str, token: String },
+    UnknownSpecialToken {
+        dir: PathBuf,
+        role: &'static str,
+        token: String,
+    },
     #[error("tokenizing the prompt failed: {0}")]
     Encode(String),
 }
@@ -70,15 +80,19 @@ impl ClipTokenizer {
         let dir = dir.as_ref();
         let tokenizer_json = dir.join("tokenizer.json");
         let inner = if tokenizer_json.is_file() {
-            tokenizers::Tokenizer::from_file(&tokenizer_json).map_err(|e| TokenizerError::Build {
-                dir: dir.to_path_buf(),
-                message: e.to_string(),
+            tokenizers::Tokenizer::from_file(&tokenizer_json).map_err(|e| {
+                TokenizerError::Build {
+                    dir: dir.to_path_buf(),
+                    message: e.to_string(),
+                }
             })?
         } else {
             let vocab = dir.join("vocab.json");
             let merges = dir.join("merges.txt");
             if !vocab.is_file() || !merges.is_file() {
-                return Err(TokenizerError::MissingFiles { dir: dir.to_path_buf() });
+                return Err(TokenizerError::MissingFiles {
+                    dir: dir.to_path_buf(),
+                });
             }
             build_from_vocab_and_merges(dir, &vocab, &merges)?
         };
@@ -86,25 +100,40 @@ impl ClipTokenizer {
         Self::from_parts(inner, &settings, dir)
     }
 
-    fn from_parts(mut inner: tokenizers::Tokenizer, settings: &SpecialTokenSettings, dir: &Path) -> Result<Self> {
+    fn from_parts(
+        mut inner: tokenizers::Tokenizer,
+        settings: &SpecialTokenSettings,
+        dir: &Path,
+    ) -> Result<Self> {
         // Truncation and padding are ours; a tokenizer.json may carry its own settings.
         inner
             .with_truncation(None)
-            .map_err(|e| TokenizerError::Build { dir: dir.to_path_buf(), message: e.to_string() })?;
+            .map_err(|e| TokenizerError::Build {
+                dir: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
         inner.with_padding(None);
         let id = |role: &'static str, token: &str| {
-            inner.token_to_id(token).ok_or_else(|| TokenizerError::UnknownSpecialToken {
-                dir: dir.to_path_buf(),
-                role,
-                token: token.to_string(),
-            })
+            inner
+                .token_to_id(token)
+                .ok_or_else(|| TokenizerError::UnknownSpecialToken {
+                    dir: dir.to_path_buf(),
+                    role,
+                    token: token.to_string(),
+                })
         };
         let bos_id = id("bos_token", &settings.bos)?;
         let eos_id = id("eos_token", &settings.eos)?;
         let pad_id = id("pad_token", &settings.pad)?;
         let max_length = settings.max_length;
         tracing::debug!(bos_id, eos_id, pad_id, max_length, "loaded CLIP tokenizer");
-        Ok(Self { inner, bos_id, eos_id, pad_id, max_length })
+        Ok(Self {
+            inner,
+            bos_id,
+            eos_id,
+            pad_id,
+            max_length,
+        })
     }
 
     /// `[BOS] tokens… [EOS] [PAD]…`, truncated so that BOS + at most `max_length - 2` tokens +
@@ -169,10 +198,15 @@ impl SpecialTokenSettings {
         let max_length = config
             .as_ref()
             .and_then(|c| c.get("model_max_length")?.as_u64())
-            .filter(|&n| n >= 2 && n <= 1 << 20)
+            .filter(|n| (2..=1 << 20).contains(n))
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_MAX_LENGTH);
-        Ok(Self { bos, eos, pad, max_length })
+        Ok(Self {
+            bos,
+            eos,
+            pad,
+            max_length,
+        })
     }
 }
 
@@ -189,19 +223,35 @@ fn read_optional_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })
+        .map_err(|source| TokenizerError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Assembles the same pipeline transformers' CLIP converter writes into a tokenizer.json.
-fn build_from_vocab_and_merges(dir: &Path, vocab_path: &Path, merges_path: &Path) -> Result<tokenizers::Tokenizer> {
+fn build_from_vocab_and_merges(
+    dir: &Path,
+    vocab_path: &Path,
+    merges_path: &Path,
+) -> Result<tokenizers::Tokenizer> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| TokenizerError::Read { path: path.to_path_buf(), source })
+        std::fs::read_to_string(path).map_err(|source| TokenizerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     };
-    let vocab: Value = serde_json::from_str(&read(vocab_path)?)
-        .map_err(|source| TokenizerError::Json { path: vocab_path.to_path_buf(), source })?;
+    let vocab: Value =
+        serde_json::from_str(&read(vocab_path)?).map_err(|source| TokenizerError::Json {
+            path: vocab_path.to_path_buf(),
+            source,
+        })?;
     let Some(vocab_map) = vocab.as_object() else {
         return Err(TokenizerError::Build {
             dir: dir.to_path_buf(),
@@ -251,7 +301,10 @@ fn build_from_vocab_and_merges(dir: &Path, vocab_path: &Path, merges_path: &Path
     });
     spec.to_string()
         .parse::<tokenizers::Tokenizer>()
-        .map_err(|e| TokenizerError::Build { dir: dir.to_path_buf(), message: e.to_string() })
+        .map_err(|e| TokenizerError::Build {
+            dir: dir.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 /// The text clean-up the slow `CLIPTokenizer` does before BPE (`ftfy.fix_text` + double
@@ -342,13 +395,19 @@ mod tests {
 
     #[test]
     fn html_entities_are_unescaped_like_python() {
-        assert_eq!(unescape_html("a &amp; b &lt;3 &#39;x&#x27; &bogus; &"), "a & b <3 'x' &bogus; &");
+        assert_eq!(
+            unescape_html("a &amp; b &lt;3 &#39;x&#x27; &bogus; &"),
+            "a & b <3 'x' &bogus; &"
+        );
         // Double unescape, as transformers does.
         assert_eq!(clean_text("&amp;amp;"), "&");
     }
 
     #[test]
     fn ftfy_subset_normalises_quotes_ligatures_and_width() {
-        assert_eq!(fix_text("\u{201C}ﬁne\u{201D} \u{2019}s ＡＢ"), "\"fine\" 's AB");
+        assert_eq!(
+            fix_text("\u{201C}ﬁne\u{201D} \u{2019}s ＡＢ"),
+            "\"fine\" 's AB"
+        );
     }
 }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{UpDecoderBlock2D, UpDecoderBlock2DConfig};
+use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
+    UpDecoderBlock2D, UpDecoderBlock2DConfig,
+};
 use serde::Deserialize;
 
 /// diffusers' VAE blocks use this GroupNorm epsilon throughout the decoder.
@@ -23,9 +25,15 @@ const VAE_NORM_EPS: f64 = 1e-6;
 #[derive(Debug, thiserror::Error)]
 pub enum VaeConfigError {
     #[error("cannot read VAE config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("VAE config {path} is not a valid AutoencoderKL config: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("VAE config {path}: {message}")]
     Unsupported { path: PathBuf, message: String },
 }
@@ -77,19 +85,38 @@ impl VaeConfig {
     }
 
     pub fn from_json_str(json: &str, origin: &Path) -> std::result::Result<Self, VaeConfigError> {
-        let config: Self =
-            serde_json::from_str(json).map_err(|source| VaeConfigError::Parse { path: origin.to_path_buf(), source })?;
-        let unsupported = |message: String| VaeConfigError::Unsupported { path: origin.to_path_buf(), message };
+        let config: Self = serde_json::from_str(json).map_err(|source| VaeConfigError::Parse {
+            path: origin.to_path_buf(),
+            source,
+        })?;
+        let unsupported = |message: String| VaeConfigError::Unsupported {
+            path: origin.to_path_buf(),
+            message,
+        };
         if config.block_out_channels.is_empty() {
             return Err(unsupported("block_out_channels is empty".into()));
         }
-        if let Some(other) = config.up_block_types.iter().find(|t| t.as_str() != "UpDecoderBlock2D") {
-            return Err(unsupported(format!("up block type {other:?} is not supported (only UpDecoderBlock2D)")));
+        if let Some(other) = config
+            .up_block_types
+            .iter()
+            .find(|t| t.as_str() != "UpDecoderBlock2D")
+        {
+            return Err(unsupported(format!(
+                "up block type {other:?} is not supported (only UpDecoderBlock2D)"
+            )));
         }
         if config.act_fn != "silu" {
-            return Err(unsupported(format!("act_fn {:?} is not supported (only silu)", config.act_fn)));
+            return Err(unsupported(format!(
+                "act_fn {:?} is not supported (only silu)",
+                config.act_fn
+            )));
         }
-        if config.norm_num_groups == 0 || config.block_out_channels.iter().any(|c| c % config.norm_num_groups != 0) {
+        if config.norm_num_groups == 0
+            || config
+                .block_out_channels
+                .iter()
+                .any(|c| c % config.norm_num_groups != 0)
+        {
             return Err(unsupported(format!(
                 "every block_out_channels entry {:?} must be a multiple of norm_num_groups {}",
                 config.block_out_channels, config.norm_num_groups
@@ -100,8 +127,10 @@ impl VaeConfig {
 
     pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, VaeConfigError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path)
-            .map_err(|source| VaeConfigError::Read { path: path.to_path_buf(), source })?;
+        let json = std::fs::read_to_string(path).map_err(|source| VaeConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json_str(&json, path)
     }
 }
@@ -131,7 +160,9 @@ impl SpatialSelfAttention {
             // Some converted files store these as 1x1 convolutions [C, C, 1, 1].
             let weight = match vb.get((channels, channels), "weight") {
                 Ok(w) => w,
-                Err(_) => vb.get((channels, channels, 1, 1), "weight")?.reshape((channels, channels))?,
+                Err(_) => vb
+                    .get((channels, channels, 1, 1), "weight")?
+                    .reshape((channels, channels))?,
             };
             Ok(Linear::new(weight, Some(vb.get(channels, "bias")?)))
         };
@@ -159,7 +190,8 @@ impl SpatialSelfAttention {
         let scale = (self.channels as f64).powf(-0.5);
         let scores = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * scale)?;
         let in_dtype = scores.dtype();
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
         let out = self.to_out.forward(&probs.matmul(&v)?)?;
         let out = out.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
         out + xs
@@ -184,7 +216,11 @@ impl MidBlock {
             ..Default::default()
         };
         let attention = if add_attention {
-            Some(SpatialSelfAttention::load(vb.pp("attentions.0"), channels, groups)?)
+            Some(SpatialSelfAttention::load(
+                vb.pp("attentions.0"),
+                channels,
+                groups,
+            )?)
         } else {
             None
         };
@@ -221,20 +257,41 @@ impl VaeDecoder {
     /// `vb` at the root of the VAE weights file.
     pub fn load(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         let channels = &cfg.block_out_channels;
-        let (Some(&first_channels), Some(&last_channels)) = (channels.first(), channels.last()) else {
+        let (Some(&first_channels), Some(&last_channels)) = (channels.first(), channels.last())
+        else {
             candle_core::bail!("VAE config has no block_out_channels")
         };
         let groups = cfg.norm_num_groups;
         let same = Conv2dConfig::default();
-        let padded = Conv2dConfig { padding: 1, ..Default::default() };
+        let padded = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let post_quant_conv = if cfg.use_post_quant_conv {
-            Some(candle_nn::conv2d(cfg.latent_channels, cfg.latent_channels, 1, same, vb.pp("post_quant_conv"))?)
+            Some(candle_nn::conv2d(
+                cfg.latent_channels,
+                cfg.latent_channels,
+                1,
+                same,
+                vb.pp("post_quant_conv"),
+            )?)
         } else {
             None
         };
         let dec = vb.pp("decoder");
-        let conv_in = candle_nn::conv2d(cfg.latent_channels, last_channels, 3, padded, dec.pp("conv_in"))?;
-        let mid_block = MidBlock::load(dec.pp("mid_block"), last_channels, groups, cfg.mid_block_add_attention)?;
+        let conv_in = candle_nn::conv2d(
+            cfg.latent_channels,
+            last_channels,
+            3,
+            padded,
+            dec.pp("conv_in"),
+        )?;
+        let mid_block = MidBlock::load(
+            dec.pp("mid_block"),
+            last_channels,
+            groups,
+            cfg.mid_block_add_attention,
+        )?;
         // Up blocks run from the widest channels back to the narrowest; all but the last
         // up-sample by 2.
         let reversed: Vec<usize> = channels.iter().rev().copied().collect();
@@ -248,13 +305,37 @@ impl VaeDecoder {
                 output_scale_factor: 1.0,
                 add_upsample: i + 1 < reversed.len(),
             };
-            up_blocks.push(UpDecoderBlock2D::new(dec.pp("up_blocks").pp(i), in_channels, out_channels, block_cfg)?);
+            up_blocks.push(UpDecoderBlock2D::new(
+                dec.pp("up_blocks").pp(i),
+                in_channels,
+                out_channels,
+                block_cfg,
+            )?);
             in_channels = out_channels;
         }
-        let conv_norm_out = candle_nn::group_norm(groups, first_channels, VAE_NORM_EPS, dec.pp("conv_norm_out"))?;
-        let conv_out = candle_nn::conv2d(first_channels, cfg.out_channels, 3, padded, dec.pp("conv_out"))?;
+        let conv_norm_out = candle_nn::group_norm(
+            groups,
+            first_channels,
+            VAE_NORM_EPS,
+            dec.pp("conv_norm_out"),
+        )?;
+        let conv_out = candle_nn::conv2d(
+            first_channels,
+            cfg.out_channels,
+            3,
+            padded,
+            dec.pp("conv_out"),
+        )?;
         tracing::debug!(channels = ?cfg.block_out_channels, "loaded VAE decoder");
-        Ok(Self { post_quant_conv, conv_in, mid_block, up_blocks, conv_norm_out, conv_out, config: cfg.clone() })
+        Ok(Self {
+            post_quant_conv,
+            conv_in,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_out,
+            config: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &VaeConfig {

@@ -9,7 +9,11 @@ use headshot_models::tokenizer::ClipTokenizer;
 
 fn load() -> ClipTextEncoder {
     let cfg = ClipTextConfig::from_file(tiny("sd15/text_encoder/config.json")).unwrap();
-    ClipTextEncoder::load(mmap_weights(tiny("sd15/text_encoder/model.safetensors")), &cfg).unwrap()
+    ClipTextEncoder::load(
+        mmap_weights(tiny("sd15/text_encoder/model.safetensors")),
+        &cfg,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -28,18 +32,41 @@ fn tokenizer_and_encoder_reproduce_the_pipeline_prompt_embeddings() {
     let g = golden(name);
     let tok = ClipTokenizer::from_folder(tiny("sd15/tokenizer")).unwrap();
     let ids = Tensor::new(
-        vec![tok.encode(&meta["prompt"]).unwrap(), tok.encode(&meta["negative_prompt"]).unwrap()],
+        vec![
+            tok.encode(&meta["prompt"]).unwrap(),
+            tok.encode(&meta["negative_prompt"]).unwrap(),
+        ],
         &Device::Cpu,
     )
     .unwrap();
     let out = load().forward(&ids).unwrap();
-    assert_close("prompt_embeds", &out.narrow(0, 0, 1).unwrap(), &g["prompt_embeds"], 1e-4);
-    assert_close("negative_prompt_embeds", &out.narrow(0, 1, 1).unwrap(), &g["negative_prompt_embeds"], 1e-4);
+    assert_close(
+        "prompt_embeds",
+        &out.narrow(0, 0, 1).unwrap(),
+        &g["prompt_embeds"],
+        1e-4,
+    );
+    assert_close(
+        "negative_prompt_embeds",
+        &out.narrow(0, 1, 1).unwrap(),
+        &g["negative_prompt_embeds"],
+        1e-4,
+    );
 }
 
 #[test]
 fn config_keeps_the_activation_and_sizes() {
     let cfg = ClipTextConfig::from_file(tiny("sd15/text_encoder/config.json")).unwrap();
-    assert_eq!(cfg.hidden_act, headshot_models::clip_vision::Activation::QuickGelu);
-    assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.max_position_embeddings), (64, 3, 77));
+    assert_eq!(
+        cfg.hidden_act,
+        headshot_models::clip_vision::Activation::QuickGelu
+    );
+    assert_eq!(
+        (
+            cfg.hidden_size,
+            cfg.num_hidden_layers,
+            cfg.max_position_embeddings
+        ),
+        (64, 3, 77)
+    );
 }

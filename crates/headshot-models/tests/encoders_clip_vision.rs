@@ -6,7 +6,9 @@ mod encoders_common;
 
 use candle_core::Module;
 use encoders_common::*;
-use headshot_models::clip_vision::{Activation, ClipVisionConfig, ClipVisionOutputs, ClipVisionTransformer};
+use headshot_models::clip_vision::{
+    Activation, ClipVisionConfig, ClipVisionOutputs, ClipVisionTransformer,
+};
 
 fn image_encoder(outputs: ClipVisionOutputs) -> ClipVisionTransformer {
     let cfg = ClipVisionConfig::from_file(tiny("image_encoder/config.json")).unwrap();
@@ -19,9 +21,16 @@ fn image_encoder(outputs: ClipVisionOutputs) -> ClipVisionTransformer {
 fn penultimate_hidden_states_match_transformers() {
     let g = golden("image_encoder.safetensors");
     for outputs in [ClipVisionOutputs::All, ClipVisionOutputs::PenultimateOnly] {
-        let out = image_encoder(outputs).penultimate_hidden_states(&g["pixel_values"]).unwrap();
+        let out = image_encoder(outputs)
+            .penultimate_hidden_states(&g["pixel_values"])
+            .unwrap();
         assert_eq!(out.dims(), &[2, 257, 96]);
-        assert_close("hidden_states[-2]", &out, &g["hidden_states_penultimate"], 1e-4);
+        assert_close(
+            "hidden_states[-2]",
+            &out,
+            &g["hidden_states_penultimate"],
+            1e-4,
+        );
     }
 }
 
@@ -31,15 +40,24 @@ fn pooled_output_and_projection_match_transformers() {
     let cfg = ClipVisionConfig::from_file(tiny("image_encoder/config.json")).unwrap();
     let vb = mmap_weights(tiny("image_encoder/model.safetensors"));
     let tower = ClipVisionTransformer::load(vb.pp("vision_model"), &cfg).unwrap();
-    let projection = candle_nn::linear_no_bias(cfg.hidden_size, cfg.projection_dim, vb.pp("visual_projection")).unwrap();
-    let embeds = projection.forward(&tower.pooled_output(&g["pixel_values"]).unwrap()).unwrap();
+    let projection = candle_nn::linear_no_bias(
+        cfg.hidden_size,
+        cfg.projection_dim,
+        vb.pp("visual_projection"),
+    )
+    .unwrap();
+    let embeds = projection
+        .forward(&tower.pooled_output(&g["pixel_values"]).unwrap())
+        .unwrap();
     assert_close("image_embeds", &embeds, &g["image_embeds"], 1e-4);
 }
 
 #[test]
 fn penultimate_only_tower_refuses_pooled_output() {
     let g = golden("image_encoder.safetensors");
-    let err = image_encoder(ClipVisionOutputs::PenultimateOnly).pooled_output(&g["pixel_values"]).unwrap_err();
+    let err = image_encoder(ClipVisionOutputs::PenultimateOnly)
+        .pooled_output(&g["pixel_values"])
+        .unwrap_err();
     assert!(err.to_string().contains("ClipVisionOutputs::All"), "{err}");
 }
 
@@ -59,7 +77,9 @@ fn safety_checker_tower_from_clip_config_gives_the_pooled_output() {
 fn wrong_pixel_shape_is_an_error_naming_the_expected_shape() {
     let g = golden("image_encoder.safetensors");
     let pixels = g["pixel_values"].narrow(2, 0, 112).unwrap();
-    let err = image_encoder(ClipVisionOutputs::All).penultimate_hidden_states(&pixels).unwrap_err();
+    let err = image_encoder(ClipVisionOutputs::All)
+        .penultimate_hidden_states(&pixels)
+        .unwrap_err();
     assert!(err.to_string().contains("[B, 3, 224, 224]"), "{err}");
 }
 
@@ -71,5 +91,8 @@ fn legacy_vision_config_dict_entries_override_vision_config() {
         "vision_config_dict": {"hidden_act": "gelu", "num_hidden_layers": 32}}"#;
     let cfg = ClipVisionConfig::from_json_str(json, std::path::Path::new("config.json")).unwrap();
     assert_eq!(cfg.hidden_act, Activation::Gelu);
-    assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.patch_size), (1280, 32, 14));
+    assert_eq!(
+        (cfg.hidden_size, cfg.num_hidden_layers, cfg.patch_size),
+        (1280, 32, 14)
+    );
 }

@@ -35,18 +35,28 @@ fn sizes_are_derived_from_the_weights() {
 fn id_tokens_match_diffusers_for_each_s_scale() {
     let g = golden("face_projection.safetensors");
     let projection = FaceIdPlusProjection::load_inferred(image_proj()).unwrap();
-    for (s_scale, key) in [(0.0, "id_tokens_s0"), (1.0, "id_tokens_s1"), (2.0, "id_tokens_s2")] {
-        let out = projection.forward(&g["id_embeds"], &g["clip_embeds"], s_scale).unwrap();
+    for (s_scale, key) in [
+        (0.0, "id_tokens_s0"),
+        (1.0, "id_tokens_s1"),
+        (2.0, "id_tokens_s2"),
+    ] {
+        let out = projection
+            .forward(&g["id_embeds"], &g["clip_embeds"], s_scale)
+            .unwrap();
         assert_eq!(out.dims(), &[2, 4, 64]);
         assert_close(key, &out, &g[key], 1e-4);
     }
-    let (_, resampled) = projection.forward_parts(&g["id_embeds"], &g["clip_embeds"]).unwrap();
+    let (_, resampled) = projection
+        .forward_parts(&g["id_embeds"], &g["clip_embeds"])
+        .unwrap();
     assert_close("resampler_out", &resampled, &g["resampler_out"], 1e-4);
 }
 
 #[test]
 fn a_file_without_the_resampler_is_rejected_with_the_missing_key() {
     let empty = VarBuilder::from_tensors(Default::default(), DType::F32, &Device::Cpu);
-    let err = FaceIdPlusConfig::from_weights(&empty).unwrap_err().to_string();
+    let err = FaceIdPlusConfig::from_weights(&empty)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("proj.0.weight"), "{err}");
 }

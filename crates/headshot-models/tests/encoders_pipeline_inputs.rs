@@ -28,18 +28,36 @@ fn e2e_files() -> Vec<String> {
 fn clip_features_and_id_tokens_match_every_run() {
     let cfg = ClipVisionConfig::from_file(tiny("image_encoder/config.json")).unwrap();
     let vb = mmap_weights(tiny("image_encoder/model.safetensors"));
-    let tower = ClipVisionTransformer::load_for(vb.pp("vision_model"), &cfg, ClipVisionOutputs::PenultimateOnly).unwrap();
-    let ip = candle_core::pickle::read_all_with_key(tiny("ip-adapter/ip-adapter-faceid-plusv2_sd15.bin"), Some("image_proj"))
-        .unwrap();
-    let projection =
-        FaceIdPlusProjection::load_inferred(VarBuilder::from_tensors(ip.into_iter().collect(), DType::F32, &Device::Cpu))
-            .unwrap();
+    let tower = ClipVisionTransformer::load_for(
+        vb.pp("vision_model"),
+        &cfg,
+        ClipVisionOutputs::PenultimateOnly,
+    )
+    .unwrap();
+    let ip = candle_core::pickle::read_all_with_key(
+        tiny("ip-adapter/ip-adapter-faceid-plusv2_sd15.bin"),
+        Some("image_proj"),
+    )
+    .unwrap();
+    let projection = FaceIdPlusProjection::load_inferred(VarBuilder::from_tensors(
+        ip.into_iter().collect(),
+        DType::F32,
+        &Device::Cpu,
+    ))
+    .unwrap();
 
     // The runs share the face of goldens/image_encoder (row 0: face, row 1: zero pixels); their
     // clip_embeds are [uncond, cond].
     let pixels = golden("image_encoder.safetensors")["pixel_values"].clone();
     let face_then_zero = tower.penultimate_hidden_states(&pixels).unwrap();
-    let clip = Tensor::cat(&[face_then_zero.narrow(0, 1, 1).unwrap(), face_then_zero.narrow(0, 0, 1).unwrap()], 0).unwrap();
+    let clip = Tensor::cat(
+        &[
+            face_then_zero.narrow(0, 1, 1).unwrap(),
+            face_then_zero.narrow(0, 0, 1).unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
     for name in e2e_files() {
         let g = golden(&name);
         let meta = golden_metadata(&name);
@@ -47,11 +65,17 @@ fn clip_features_and_id_tokens_match_every_run() {
         let samples: usize = meta["samples"].parse().unwrap();
         let cfg_on = meta["cfg"] == "true";
 
-        assert_close(&format!("{name}: clip_embeds"), &clip, &g["clip_embeds"], 1e-4);
+        assert_close(
+            &format!("{name}: clip_embeds"),
+            &clip,
+            &g["clip_embeds"],
+            1e-4,
+        );
 
         // The UNet batch: [uncond x n, cond x n] under CFG, [cond x n] without.
         let id = &g["id_embeds"];
-        let (uncond_clip, cond_clip) = (clip.narrow(0, 0, 1).unwrap(), clip.narrow(0, 1, 1).unwrap());
+        let (uncond_clip, cond_clip) =
+            (clip.narrow(0, 0, 1).unwrap(), clip.narrow(0, 1, 1).unwrap());
         let mut ids = Vec::new();
         let mut clips = Vec::new();
         if cfg_on {
@@ -65,20 +89,40 @@ fn clip_features_and_id_tokens_match_every_run() {
             clips.push(cond_clip.clone());
         }
         let tokens = projection
-            .forward(&Tensor::cat(&ids, 0).unwrap(), &Tensor::cat(&clips, 0).unwrap(), s_scale)
+            .forward(
+                &Tensor::cat(&ids, 0).unwrap(),
+                &Tensor::cat(&clips, 0).unwrap(),
+                s_scale,
+            )
             .unwrap();
-        assert_close(&format!("{name}: id_tokens"), &tokens, &g["id_tokens"], 1e-4);
+        assert_close(
+            &format!("{name}: id_tokens"),
+            &tokens,
+            &g["id_tokens"],
+            1e-4,
+        );
     }
 }
 
 #[test]
 fn decoding_the_final_latents_gives_the_pipeline_image() {
     let cfg = VaeConfig::from_file(tiny("vae-ft-mse/config.json")).unwrap();
-    let vae = VaeDecoder::load(mmap_weights(tiny("vae-ft-mse/diffusion_pytorch_model.safetensors")), &cfg).unwrap();
+    let vae = VaeDecoder::load(
+        mmap_weights(tiny("vae-ft-mse/diffusion_pytorch_model.safetensors")),
+        &cfg,
+    )
+    .unwrap();
     // Two runs cover both sizes and batch 2; the image golden is f16 (rounding <= 2.5e-4).
-    for name in ["e2e_s1_g7.5_512x768_n1_neg_21.safetensors", "e2e_s2_g7.5_512x512_n2_neg_21.safetensors"] {
-        let g = golden(&name);
-        let image = vae.decode_to_unit_range(&g["final_latents"]).unwrap().permute((0, 2, 3, 1)).unwrap();
+    for name in [
+        "e2e_s1_g7.5_512x768_n1_neg_21.safetensors",
+        "e2e_s2_g7.5_512x512_n2_neg_21.safetensors",
+    ] {
+        let g = golden(name);
+        let image = vae
+            .decode_to_unit_range(&g["final_latents"])
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
         let diff = max_abs_diff(&image, &g["image"]);
         assert!(diff <= 1e-3, "{name}: image differs by {diff:e}");
     }

@@ -16,7 +16,10 @@ fn golden_prompts() -> (Vec<String>, Vec<Vec<u32>>) {
 #[test]
 fn vocab_and_merges_folder_matches_transformers_exactly() {
     let tok = ClipTokenizer::from_folder(tiny("sd15/tokenizer")).unwrap();
-    assert_eq!((tok.bos_id(), tok.eos_id(), tok.pad_id(), tok.max_length()), (49406, 49407, 49407, 77));
+    assert_eq!(
+        (tok.bos_id(), tok.eos_id(), tok.pad_id(), tok.max_length()),
+        (49406, 49407, 49407, 77)
+    );
     let (prompts, want) = golden_prompts();
     for (prompt, want) in prompts.iter().zip(&want) {
         assert_eq!(&tok.encode(prompt).unwrap(), want, "prompt {prompt:?}");
@@ -52,6 +55,11 @@ fn long_prompts_are_truncated_to_bos_75_tokens_eos() {
 
 #[test]
 fn missing_files_are_reported_with_the_folder() {
-    let err = ClipTokenizer::from_folder(tiny("sd15/vae")).unwrap_err().to_string();
-    assert!(err.contains("vocab.json") && err.contains("sd15/vae"), "{err}");
+    let err = ClipTokenizer::from_folder(tiny("sd15/vae"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("vocab.json") && err.contains("sd15/vae"),
+        "{err}"
+    );
 }

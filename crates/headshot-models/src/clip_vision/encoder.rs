@@ -57,7 +57,7 @@ struct SelfAttention {
 impl SelfAttention {
     fn load(vb: VarBuilder, dims: &EncoderDims) -> Result<Self> {
         let h = dims.hidden_size;
-        if dims.num_attention_heads == 0 || h % dims.num_attention_heads != 0 {
+        if h.checked_rem(dims.num_attention_heads) != Some(0) {
             candle_core::bail!(
                 "hidden_size {h} is not divisible by num_attention_heads {}; check the model's config.json",
                 dims.num_attention_heads
@@ -94,7 +94,8 @@ impl SelfAttention {
         };
         // Like transformers, normalise in f32 even when the weights are half precision.
         let in_dtype = scores.dtype();
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
         let out = probs
             .matmul(&v)?
             .reshape((b, self.num_heads, t, self.head_dim))?
@@ -121,7 +122,8 @@ impl Mlp {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.activation.forward(&self.fc1.forward(xs)?)?)
+        self.fc2
+            .forward(&self.activation.forward(&self.fc1.forward(xs)?)?)
     }
 }
 
@@ -145,7 +147,9 @@ impl EncoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let attn = self.self_attn.forward(&self.layer_norm1.forward(xs)?, mask)?;
+        let attn = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, mask)?;
         let xs = (xs + attn)?;
         let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         xs + mlp
@@ -165,9 +169,15 @@ impl Encoder {
     }
 
     /// Loads layers `range` only, e.g. the last one of a tower split in two.
-    pub fn load_range(vb: VarBuilder, dims: &EncoderDims, range: std::ops::Range<usize>) -> Result<Self> {
+    pub fn load_range(
+        vb: VarBuilder,
+        dims: &EncoderDims,
+        range: std::ops::Range<usize>,
+    ) -> Result<Self> {
         let vb = vb.pp("layers");
-        let layers = range.map(|i| EncoderLayer::load(vb.pp(i), dims)).collect::<Result<Vec<_>>>()?;
+        let layers = range
+            .map(|i| EncoderLayer::load(vb.pp(i), dims))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers })
     }
 

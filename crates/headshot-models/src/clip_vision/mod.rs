@@ -21,22 +21,34 @@ use encoder::{Encoder, EncoderDims};
 #[derive(Debug, thiserror::Error)]
 pub enum ClipConfigError {
     #[error("cannot read CLIP config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("CLIP config {path} is not a valid CLIP(Vision|Text)Config: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("CLIP config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 pub(crate) fn read_config_file(path: &Path) -> std::result::Result<String, ClipConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ClipConfigError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| ClipConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The `key` part of a full `CLIPConfig` (`vision_config` / `text_config`), with the legacy
 /// `{key}_dict` entries of older config files merged over it as transformers does; a config that
 /// is already a tower config is returned unchanged.
 pub(crate) fn sub_config(value: serde_json::Value, key: &str) -> serde_json::Value {
-    let legacy = value.get(format!("{key}_dict")).and_then(|v| v.as_object()).cloned();
+    let legacy = value
+        .get(format!("{key}_dict"))
+        .and_then(|v| v.as_object())
+        .cloned();
     let current = value.get(key).and_then(|v| v.as_object()).cloned();
     if legacy.is_none() && current.is_none() {
         return value;
@@ -99,7 +111,10 @@ impl ClipVisionConfig {
     /// Parses either a vision config (`CLIPVisionModelWithProjection`'s config.json) or a full
     /// `CLIPConfig` (the safety checker's), whose vision part sits under `vision_config`.
     pub fn from_json_str(json: &str, origin: &Path) -> std::result::Result<Self, ClipConfigError> {
-        let parse_err = |source| ClipConfigError::Parse { path: origin.to_path_buf(), source };
+        let parse_err = |source| ClipConfigError::Parse {
+            path: origin.to_path_buf(),
+            source,
+        };
         let value: serde_json::Value = serde_json::from_str(json).map_err(parse_err)?;
         let vision = sub_config(value, "vision_config");
         let config: Self = serde_json::from_value(vision).map_err(parse_err)?;
@@ -113,21 +128,26 @@ impl ClipVisionConfig {
     }
 
     fn validate(&self, origin: &Path) -> std::result::Result<(), ClipConfigError> {
-        let invalid = |message: String| ClipConfigError::Invalid { path: origin.to_path_buf(), message };
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        let invalid = |message: String| ClipConfigError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if self.hidden_size.checked_rem(self.num_attention_heads) != Some(0) {
             return Err(invalid(format!(
                 "hidden_size {} must be a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.image_size.checked_rem(self.patch_size) != Some(0) {
             return Err(invalid(format!(
                 "image_size {} must be a multiple of patch_size {}",
                 self.image_size, self.patch_size
             )));
         }
         if self.num_hidden_layers < 2 {
-            return Err(invalid("num_hidden_layers must be at least 2 (hidden_states[-2] is read)".into()));
+            return Err(invalid(
+                "num_hidden_layers must be at least 2 (hidden_states[-2] is read)".into(),
+            ));
         }
         Ok(())
     }
@@ -166,7 +186,10 @@ struct VisionEmbeddings {
 
 impl VisionEmbeddings {
     fn load(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
+        let conv_cfg = Conv2dConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
         Ok(Self {
             patch_embedding: candle_nn::conv2d_no_bias(
                 cfg.num_channels,
@@ -176,16 +199,26 @@ impl VisionEmbeddings {
                 vb.pp("patch_embedding"),
             )?,
             class_embedding: vb.get(cfg.hidden_size, "class_embedding")?,
-            position_embedding: vb.get((cfg.num_positions(), cfg.hidden_size), "position_embedding.weight")?,
+            position_embedding: vb.get(
+                (cfg.num_positions(), cfg.hidden_size),
+                "position_embedding.weight",
+            )?,
         })
     }
 
     /// [B, C, S, S] -> [B, 1 + patches, H]
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let b = pixels.dim(0)?;
-        let patches = self.patch_embedding.forward(pixels)?.flatten_from(2)?.transpose(1, 2)?;
+        let patches = self
+            .patch_embedding
+            .forward(pixels)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
         let h = self.class_embedding.dim(0)?;
-        let class = self.class_embedding.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, h))?
+            .broadcast_as((b, 1, h))?;
         Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding.unsqueeze(0)?)
     }
 }
@@ -209,13 +242,21 @@ impl ClipVisionTransformer {
     }
 
     /// Loads only the weights the chosen outputs need.
-    pub fn load_for(vb: VarBuilder, cfg: &ClipVisionConfig, outputs: ClipVisionOutputs) -> Result<Self> {
+    pub fn load_for(
+        vb: VarBuilder,
+        cfg: &ClipVisionConfig,
+        outputs: ClipVisionOutputs,
+    ) -> Result<Self> {
         if cfg.num_hidden_layers < 2 {
-            candle_core::bail!("a CLIP vision tower needs at least 2 layers, config has {}", cfg.num_hidden_layers);
+            candle_core::bail!(
+                "a CLIP vision tower needs at least 2 layers, config has {}",
+                cfg.num_hidden_layers
+            );
         }
         let dims = cfg.encoder_dims();
         let embeddings = VisionEmbeddings::load(vb.pp("embeddings"), cfg)?;
-        let pre_layrnorm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
+        let pre_layrnorm =
+            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
         let last = cfg.num_hidden_layers - 1;
         let leading_layers = Encoder::load(vb.pp("encoder"), &dims, last)?;
         let pooling = match outputs {
@@ -223,7 +264,11 @@ impl ClipVisionTransformer {
             ClipVisionOutputs::All => {
                 // The last layer alone, read from its real index.
                 let last_layer = Encoder::load_range(vb.pp("encoder"), &dims, last..last + 1)?;
-                let post = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("post_layernorm"))?;
+                let post = candle_nn::layer_norm(
+                    cfg.hidden_size,
+                    cfg.layer_norm_eps,
+                    vb.pp("post_layernorm"),
+                )?;
                 Some((last_layer, post))
             }
         };
@@ -233,7 +278,13 @@ impl ClipVisionTransformer {
             pooled = pooling.is_some(),
             "loaded CLIP vision transformer"
         );
-        Ok(Self { embeddings, pre_layrnorm, leading_layers, pooling, config: cfg.clone() })
+        Ok(Self {
+            embeddings,
+            pre_layrnorm,
+            leading_layers,
+            pooling,
+            config: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &ClipVisionConfig {
@@ -258,7 +309,9 @@ impl ClipVisionTransformer {
     /// `hidden_states[-2]`: output of layer L-1 of L, without `post_layernorm`. [B, 257, H]
     pub fn penultimate_hidden_states(&self, pixels: &Tensor) -> Result<Tensor> {
         self.check_pixels(pixels)?;
-        let xs = self.pre_layrnorm.forward(&self.embeddings.forward(pixels)?)?;
+        let xs = self
+            .pre_layrnorm
+            .forward(&self.embeddings.forward(pixels)?)?;
         self.leading_layers.forward(&xs, None)
     }
 

@@ -26,21 +26,36 @@ pub fn golden_metadata(name: &str) -> HashMap<String, String> {
     let path = fixtures().join("goldens").join(name);
     let bytes = std::fs::read(&path).expect("golden file");
     let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).expect("safetensors header");
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + len]).expect("safetensors header");
     header
         .get("__metadata__")
         .and_then(|m| m.as_object())
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn mmap_weights(path: PathBuf) -> VarBuilder<'static> {
     // SAFETY: the committed fixture files are not modified while the tests run.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }.expect("weights file")
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
+        .expect("weights file")
 }
 
 pub fn max_abs(t: &Tensor) -> f32 {
-    t.to_dtype(DType::F32).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -62,5 +77,9 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {
 
 /// Token ids golden rows (int64) as u32.
 pub fn id_rows(t: &Tensor) -> Vec<Vec<u32>> {
-    t.to_vec2::<i64>().unwrap().into_iter().map(|r| r.into_iter().map(|x| x as u32).collect()).collect()
+    t.to_vec2::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().map(|x| x as u32).collect())
+        .collect()
 }
