@@ -20,11 +20,22 @@ fn picture(width: u32, height: u32, seed: u32) -> RgbImage {
     let mut pixels = Vec::with_capacity((width * height * 3) as usize);
     for y in 0..height {
         for x in 0..width {
-            let v = x.wrapping_mul(31).wrapping_add(y.wrapping_mul(17)).wrapping_add(seed.wrapping_mul(101));
-            pixels.extend_from_slice(&[(x * 255 / width) as u8, (y * 255 / height) as u8, (v % 251) as u8]);
+            let v = x
+                .wrapping_mul(31)
+                .wrapping_add(y.wrapping_mul(17))
+                .wrapping_add(seed.wrapping_mul(101));
+            pixels.extend_from_slice(&[
+                (x * 255 / width) as u8,
+                (y * 255 / height) as u8,
+                (v % 251) as u8,
+            ]);
         }
     }
-    RgbImage { width, height, pixels }
+    RgbImage {
+        width,
+        height,
+        pixels,
+    }
 }
 
 fn bench_checker(c: &mut Criterion, name: &str, dir: PathBuf) {
@@ -45,15 +56,20 @@ fn bench_checker(c: &mut Criterion, name: &str, dir: PathBuf) {
 }
 
 fn benches(c: &mut Criterion) {
-    let processor =
-        ClipImageProcessor::from_config_file(fixtures().join("tiny/sd15/feature_extractor/preprocessor_config.json"))
-            .expect("fixture feature extractor config");
+    let processor = ClipImageProcessor::from_config_file(
+        fixtures().join("tiny/sd15/feature_extractor/preprocessor_config.json"),
+    )
+    .expect("fixture feature extractor config");
     let mut group = c.benchmark_group("clip_preprocess");
     for (w, h) in [(512u32, 768u32), (512, 512), (224, 224)] {
         let image = picture(w, h, 1);
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::new("preprocess", format!("{w}x{h}")), |b| {
-            b.iter(|| processor.preprocess(std::slice::from_ref(&image), &Device::Cpu).unwrap())
+            b.iter(|| {
+                processor
+                    .preprocess(std::slice::from_ref(&image), &Device::Cpu)
+                    .unwrap()
+            })
         });
     }
     group.finish();

@@ -19,13 +19,25 @@ pub use pil_resample::{pil_resize, PilFilter};
 #[derive(Debug, thiserror::Error)]
 pub enum ClipPreprocessError {
     #[error("cannot read the CLIP preprocessor config {path}: {source} (expected a feature_extractor/preprocessor_config.json)")]
-    ReadConfig { path: PathBuf, source: std::io::Error },
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the CLIP preprocessor config {origin} is invalid: {message}")]
     InvalidConfig { origin: String, message: String },
     #[error("image {index} is {width}x{height} but holds {len} bytes; an RGB image needs width*height*3 bytes")]
-    MalformedImage { index: usize, width: u32, height: u32, len: usize },
+    MalformedImage {
+        index: usize,
+        width: u32,
+        height: u32,
+        len: usize,
+    },
     #[error("image {index} is empty ({width}x{height}); CLIP needs at least one pixel")]
-    EmptyImage { index: usize, width: u32, height: u32 },
+    EmptyImage {
+        index: usize,
+        width: u32,
+        height: u32,
+    },
     #[error("no images were given to the CLIP preprocessor")]
     NoImages,
     #[error("building the CLIP pixel tensor failed: {0}")]
@@ -56,6 +68,10 @@ pub struct ClipImageProcessorConfig {
     pub normalize: Option<([f32; 3], [f32; 3])>,
 }
 
+/// transformers' `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, as written there (numpy casts them to f32).
+const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
 impl Default for ClipImageProcessorConfig {
     /// transformers' `CLIPImageProcessor()` defaults (OpenAI CLIP statistics, 224 px).
     fn default() -> Self {
@@ -65,8 +81,8 @@ impl Default for ClipImageProcessorConfig {
             crop: Some((224, 224)),
             rescale_factor: Some(1.0 / 255.0),
             normalize: Some((
-                [0.481_454_66, 0.457_827_5, 0.408_210_73],
-                [0.268_629_54, 0.261_302_58, 0.275_777_11],
+                OPENAI_CLIP_MEAN.map(|v| v as f32),
+                OPENAI_CLIP_STD.map(|v| v as f32),
             )),
         }
     }
@@ -75,15 +91,23 @@ impl Default for ClipImageProcessorConfig {
 impl ClipImageProcessorConfig {
     /// Parses the JSON of a `preprocessor_config.json`; `origin` names it in errors.
     pub fn from_json(json: &str, origin: &str) -> Result<Self, ClipPreprocessError> {
-        let invalid = |message: String| ClipPreprocessError::InvalidConfig { origin: origin.to_string(), message };
-        let value: Value = serde_json::from_str(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
-        let object = value.as_object().ok_or_else(|| invalid("expected a JSON object".into()))?;
+        let invalid = |message: String| ClipPreprocessError::InvalidConfig {
+            origin: origin.to_string(),
+            message,
+        };
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
         let defaults = ClipImageProcessorConfig::default();
         let flag = |key: &str| -> Result<bool, ClipPreprocessError> {
             match object.get(key) {
                 None | Some(Value::Null) => Ok(true),
                 Some(Value::Bool(b)) => Ok(*b),
-                Some(other) => Err(invalid(format!("`{key}` must be true or false, found {other}"))),
+                Some(other) => Err(invalid(format!(
+                    "`{key}` must be true or false, found {other}"
+                ))),
             }
         };
 
@@ -94,7 +118,10 @@ impl ClipImageProcessorConfig {
             };
             // Old configs ask for a square resize of the shortest-edge size this way.
             let rule = match (rule, object.get("use_square_size")) {
-                (ResizeRule::ShortestEdge(s), Some(Value::Bool(true))) => ResizeRule::Exact { height: s, width: s },
+                (ResizeRule::ShortestEdge(s), Some(Value::Bool(true))) => ResizeRule::Exact {
+                    height: s,
+                    width: s,
+                },
                 (rule, _) => rule,
             };
             Some(rule)
@@ -105,7 +132,11 @@ impl ClipImageProcessorConfig {
         let filter = match object.get("resample") {
             None | Some(Value::Null) => defaults.filter,
             Some(code) => {
-                let code = code.as_i64().ok_or_else(|| invalid(format!("`resample` must be a Pillow filter code, found {code}")))?;
+                let code = code.as_i64().ok_or_else(|| {
+                    invalid(format!(
+                        "`resample` must be a Pillow filter code, found {code}"
+                    ))
+                })?;
                 PilFilter::from_pil_code(code).ok_or_else(|| {
                     invalid(format!("`resample` = {code} is not supported; use 1 (LANCZOS), 2 (BILINEAR), 3 (BICUBIC), 4 (BOX) or 5 (HAMMING)"))
                 })?
@@ -124,7 +155,9 @@ impl ClipImageProcessorConfig {
         let rescale_factor = if flag("do_rescale")? {
             match object.get("rescale_factor") {
                 None | Some(Value::Null) => defaults.rescale_factor,
-                Some(v) => Some(v.as_f64().ok_or_else(|| invalid(format!("`rescale_factor` must be a number, found {v}")))?),
+                Some(v) => Some(v.as_f64().ok_or_else(|| {
+                    invalid(format!("`rescale_factor` must be a number, found {v}"))
+                })?),
             }
         } else {
             None
@@ -140,7 +173,7 @@ impl ClipImageProcessorConfig {
                 None | Some(Value::Null) => default_std,
                 Some(v) => parse_channels(v, "image_std").map_err(invalid)?,
             };
-            if std.iter().any(|&s| s == 0.0) {
+            if std.contains(&0.0) {
                 return Err(invalid("`image_std` has a zero entry".into()));
             }
             Some((mean, std))
@@ -148,7 +181,13 @@ impl ClipImageProcessorConfig {
             None
         };
 
-        Ok(ClipImageProcessorConfig { resize, filter, crop, rescale_factor, normalize })
+        Ok(ClipImageProcessorConfig {
+            resize,
+            filter,
+            crop,
+            rescale_factor,
+            normalize,
+        })
     }
 }
 
@@ -170,14 +209,24 @@ fn parse_resize_rule(size: &Value) -> Result<ResizeRule, String> {
         }),
         Value::Object(map) => {
             if let Some(edge) = map.get("shortest_edge") {
-                Ok(ResizeRule::ShortestEdge(positive_u32(edge, "`size.shortest_edge`")?))
+                Ok(ResizeRule::ShortestEdge(positive_u32(
+                    edge,
+                    "`size.shortest_edge`",
+                )?))
             } else if let (Some(h), Some(w)) = (map.get("height"), map.get("width")) {
-                Ok(ResizeRule::Exact { height: positive_u32(h, "`size.height`")?, width: positive_u32(w, "`size.width`")? })
+                Ok(ResizeRule::Exact {
+                    height: positive_u32(h, "`size.height`")?,
+                    width: positive_u32(w, "`size.width`")?,
+                })
             } else {
-                Err(format!("`size` must have `shortest_edge` or `height` and `width`, found {size}"))
+                Err(format!(
+                    "`size` must have `shortest_edge` or `height` and `width`, found {size}"
+                ))
             }
         }
-        other => Err(format!("`size` must be an integer, [height, width] or an object, found {other}")),
+        other => Err(format!(
+            "`size` must be an integer, [height, width] or an object, found {other}"
+        )),
     }
 }
 
@@ -188,14 +237,22 @@ fn parse_crop_size(size: &Value) -> Result<(u32, u32), String> {
             let s = positive_u32(size, "`crop_size`")?;
             Ok((s, s))
         }
-        Value::Array(items) if items.len() == 2 => {
-            Ok((positive_u32(&items[0], "`crop_size[0]`")?, positive_u32(&items[1], "`crop_size[1]`")?))
-        }
+        Value::Array(items) if items.len() == 2 => Ok((
+            positive_u32(&items[0], "`crop_size[0]`")?,
+            positive_u32(&items[1], "`crop_size[1]`")?,
+        )),
         Value::Object(map) => match (map.get("height"), map.get("width")) {
-            (Some(h), Some(w)) => Ok((positive_u32(h, "`crop_size.height`")?, positive_u32(w, "`crop_size.width`")?)),
-            _ => Err(format!("`crop_size` must have `height` and `width`, found {size}")),
+            (Some(h), Some(w)) => Ok((
+                positive_u32(h, "`crop_size.height`")?,
+                positive_u32(w, "`crop_size.width`")?,
+            )),
+            _ => Err(format!(
+                "`crop_size` must have `height` and `width`, found {size}"
+            )),
         },
-        other => Err(format!("`crop_size` must be an integer, [height, width] or an object, found {other}")),
+        other => Err(format!(
+            "`crop_size` must be an integer, [height, width] or an object, found {other}"
+        )),
     }
 }
 
@@ -203,13 +260,25 @@ fn parse_channels(value: &Value, key: &str) -> Result<[f32; 3], String> {
     let items = match value {
         Value::Array(items) if items.len() == 3 => items,
         // A single number applies to every channel, as transformers allows.
-        Value::Number(_) => return value.as_f64().map(|v| [v as f32; 3]).ok_or_else(|| format!("`{key}` is not a number")),
-        other => return Err(format!("`{key}` must be three numbers (R, G, B), found {other}")),
+        Value::Number(_) => {
+            return value
+                .as_f64()
+                .map(|v| [v as f32; 3])
+                .ok_or_else(|| format!("`{key}` is not a number"))
+        }
+        other => {
+            return Err(format!(
+                "`{key}` must be three numbers (R, G, B), found {other}"
+            ))
+        }
     };
     let mut out = [0f32; 3];
     for (slot, item) in out.iter_mut().zip(items) {
         // numpy builds the mean/std array in the image dtype (float32).
-        *slot = item.as_f64().ok_or_else(|| format!("`{key}` must hold numbers, found {item}"))? as f32;
+        *slot = item
+            .as_f64()
+            .ok_or_else(|| format!("`{key}` must hold numbers, found {item}"))?
+            as f32;
     }
     Ok(out)
 }
@@ -217,7 +286,11 @@ fn parse_channels(value: &Value, key: &str) -> Result<[f32; 3], String> {
 /// transformers' `get_resize_output_image_size(size, default_to_square=False)`: the short side
 /// becomes `edge`, the long side `int(edge * long / short)`. Returns `(width, height)`.
 pub fn shortest_edge_size(width: u32, height: u32, edge: u32) -> (u32, u32) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     // Python: int(requested * long / short), a true (double) division truncated.
     let new_long = ((edge as u64 * long as u64) as f64 / short as f64) as u32;
     if width <= height {
@@ -254,7 +327,11 @@ fn center_crop(image: &RgbImage, crop_height: u32, crop_width: u32) -> RgbImage 
             pixels[to..to + 3].copy_from_slice(&image.pixels[from..from + 3]);
         }
     }
-    RgbImage { width: crop_width, height: crop_height, pixels }
+    RgbImage {
+        width: crop_width,
+        height: crop_height,
+        pixels,
+    }
 }
 
 /// transformers' `CLIPImageProcessor` (the PIL-based one) for RGB images.
@@ -271,8 +348,11 @@ impl ClipImageProcessor {
     /// Reads `preprocessor_config.json` (e.g. a model set's `feature_extractor/` folder).
     pub fn from_config_file(path: impl AsRef<Path>) -> Result<Self, ClipPreprocessError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path)
-            .map_err(|source| ClipPreprocessError::ReadConfig { path: path.to_path_buf(), source })?;
+        let json =
+            std::fs::read_to_string(path).map_err(|source| ClipPreprocessError::ReadConfig {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let config = ClipImageProcessorConfig::from_json(&json, &path.display().to_string())?;
         tracing::debug!(?config, path = %path.display(), "loaded CLIP preprocessor config");
         Ok(ClipImageProcessor { config })
@@ -289,17 +369,24 @@ impl ClipImageProcessor {
                 let (w, h) = shortest_edge_size(image.width, image.height, edge);
                 pil_resize(image, w, h, self.config.filter)
             }
-            Some(ResizeRule::Exact { height, width }) => pil_resize(image, width, height, self.config.filter),
+            Some(ResizeRule::Exact { height, width }) => {
+                pil_resize(image, width, height, self.config.filter)
+            }
             None => image.clone(),
         };
         match self.config.crop {
-            Some((h, w)) if (h, w) != (resized.height, resized.width) => center_crop(&resized, h, w),
+            Some((h, w)) if (h, w) != (resized.height, resized.width) => {
+                center_crop(&resized, h, w)
+            }
             _ => resized,
         }
     }
 
     /// Pixel values of one image, channel-first (`[3, H, W]` flattened).
-    pub fn pixel_values(&self, image: &RgbImage) -> Result<(Vec<f32>, u32, u32), ClipPreprocessError> {
+    pub fn pixel_values(
+        &self,
+        image: &RgbImage,
+    ) -> Result<(Vec<f32>, u32, u32), ClipPreprocessError> {
         check_image(0, image)?;
         Ok(self.pixel_values_unchecked(image))
     }
@@ -326,7 +413,11 @@ impl ClipImageProcessor {
 
     /// `pixel_values` of a batch: `[B, 3, H, W]` f32 on `device` (224x224 for CLIP configs).
     /// All images must come out at the same size, which a centre crop guarantees.
-    pub fn preprocess(&self, images: &[RgbImage], device: &Device) -> Result<Tensor, ClipPreprocessError> {
+    pub fn preprocess(
+        &self,
+        images: &[RgbImage],
+        device: &Device,
+    ) -> Result<Tensor, ClipPreprocessError> {
         if images.is_empty() {
             return Err(ClipPreprocessError::NoImages);
         }
@@ -351,13 +442,21 @@ impl ClipImageProcessor {
             data.extend_from_slice(&values);
         }
         let (h, w) = size.expect("at least one image");
-        Ok(Tensor::from_vec(data, (images.len(), 3, h as usize, w as usize), device)?)
+        Ok(Tensor::from_vec(
+            data,
+            (images.len(), 3, h as usize, w as usize),
+            device,
+        )?)
     }
 }
 
 fn check_image(index: usize, image: &RgbImage) -> Result<(), ClipPreprocessError> {
     if image.width == 0 || image.height == 0 {
-        return Err(ClipPreprocessError::EmptyImage { index, width: image.width, height: image.height });
+        return Err(ClipPreprocessError::EmptyImage {
+            index,
+            width: image.width,
+            height: image.height,
+        });
     }
     if image.pixels.len() != image.width as usize * image.height as usize * 3 {
         return Err(ClipPreprocessError::MalformedImage {
@@ -385,11 +484,22 @@ mod tests {
     #[test]
     fn crop_offsets_floor_and_pad_like_transformers() {
         // 5 wide -> 2 wide: left = (5 - 2) // 2 = 1.
-        let image = RgbImage { width: 5, height: 1, pixels: (0..15).map(|v| v as u8).collect() };
+        let image = RgbImage {
+            width: 5,
+            height: 1,
+            pixels: (0..15).map(|v| v as u8).collect(),
+        };
         assert_eq!(center_crop(&image, 1, 2).pixels, vec![3, 4, 5, 6, 7, 8]);
         // 1 wide -> 4 wide: padded with ceil(3/2) = 2 zero columns on the left.
-        let image = RgbImage { width: 1, height: 1, pixels: vec![9, 9, 9] };
-        assert_eq!(center_crop(&image, 1, 4).pixels, vec![0, 0, 0, 0, 0, 0, 9, 9, 9, 0, 0, 0]);
+        let image = RgbImage {
+            width: 1,
+            height: 1,
+            pixels: vec![9, 9, 9],
+        };
+        assert_eq!(
+            center_crop(&image, 1, 4).pixels,
+            vec![0, 0, 0, 0, 0, 0, 9, 9, 9, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -403,7 +513,8 @@ mod tests {
 
     #[test]
     fn rejects_nearest_with_a_helpful_message() {
-        let err = ClipImageProcessorConfig::from_json(r#"{"resample": 0}"#, "cfg.json").unwrap_err();
+        let err =
+            ClipImageProcessorConfig::from_json(r#"{"resample": 0}"#, "cfg.json").unwrap_err();
         assert!(err.to_string().contains("resample"), "{err}");
     }
 }

@@ -21,8 +21,12 @@ use crate::clip_vision::{ClipConfigError, ClipVisionConfig, ClipVisionTransforme
 const SPECIAL_CARE_ADJUSTMENT: f32 = 0.01;
 
 /// Weight files looked for in a safety checker folder, in order of preference.
-pub const WEIGHT_FILES: [&str; 4] =
-    ["model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin"];
+pub const WEIGHT_FILES: [&str; 4] = [
+    "model.safetensors",
+    "model.fp16.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.fp16.bin",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SafetyCheckerError {
@@ -33,9 +37,16 @@ pub enum SafetyCheckerError {
     #[error("no safety checker weights in {dir}: expected one of {WEIGHT_FILES:?}")]
     MissingWeights { dir: PathBuf },
     #[error("cannot open the safety checker weights {path}: {source}")]
-    OpenWeights { path: PathBuf, source: candle_core::Error },
+    OpenWeights {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
     #[error("safety checker tensor `{name}` has shape {found:?}; expected {expected}")]
-    Shape { name: String, found: Vec<usize>, expected: String },
+    Shape {
+        name: String,
+        found: Vec<usize>,
+        expected: String,
+    },
     #[error("loading the safety checker failed: {0} (is this a StableDiffusionSafetyChecker weights file?)")]
     Load(candle_core::Error),
     #[error("running the safety checker failed: {0}")]
@@ -58,24 +69,34 @@ impl SafetyCheckerConfig {
 
     pub fn from_json_str(json: &str, origin: &Path) -> Result<Self, SafetyCheckerError> {
         let vision = ClipVisionConfig::from_json_str(json, origin)?;
-        let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|source| ClipConfigError::Parse { path: origin.to_path_buf(), source })?;
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|source| ClipConfigError::Parse {
+                path: origin.to_path_buf(),
+                source,
+            })?;
         let projection_dim = match value.get("projection_dim") {
             None | Some(serde_json::Value::Null) => Self::DEFAULT_PROJECTION_DIM,
-            Some(v) => v.as_u64().filter(|&d| d > 0).map(|d| d as usize).ok_or_else(|| {
-                SafetyCheckerError::InvalidConfig {
+            Some(v) => v
+                .as_u64()
+                .filter(|&d| d > 0)
+                .map(|d| d as usize)
+                .ok_or_else(|| SafetyCheckerError::InvalidConfig {
                     path: origin.to_path_buf(),
                     message: format!("`projection_dim` must be a positive integer, found {v}"),
-                }
-            })?,
+                })?,
         };
-        Ok(SafetyCheckerConfig { vision, projection_dim })
+        Ok(SafetyCheckerConfig {
+            vision,
+            projection_dim,
+        })
     }
 
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SafetyCheckerError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path)
-            .map_err(|source| ClipConfigError::Read { path: path.to_path_buf(), source })?;
+        let json = std::fs::read_to_string(path).map_err(|source| ClipConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json_str(&json, path)
     }
 }
@@ -136,7 +157,11 @@ pub fn verdict_from_similarities(
 /// Rows scaled to unit L2 norm (torch's `F.normalize`, eps 1e-12), in f32.
 fn normalize_rows(xs: &Tensor) -> candle_core::Result<Tensor> {
     let xs = xs.to_dtype(DType::F32)?;
-    let norms = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+    let norms = xs
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
     xs.broadcast_div(&norms)
 }
 
@@ -155,8 +180,14 @@ pub struct SafetyChecker {
 }
 
 /// Reads a tensor whose leading size is whatever the file holds, checking the rest of its shape.
-fn get_rows(vb: &VarBuilder, name: &str, width: Option<usize>) -> Result<Tensor, SafetyCheckerError> {
-    let tensor = vb.get_unchecked_dtype(name, DType::F32).map_err(SafetyCheckerError::Load)?;
+fn get_rows(
+    vb: &VarBuilder,
+    name: &str,
+    width: Option<usize>,
+) -> Result<Tensor, SafetyCheckerError> {
+    let tensor = vb
+        .get_unchecked_dtype(name, DType::F32)
+        .map_err(SafetyCheckerError::Load)?;
     let ok = match width {
         Some(w) => tensor.dims().len() == 2 && tensor.dims()[1] == w && tensor.dims()[0] > 0,
         None => tensor.dims().len() == 1 && tensor.dims()[0] > 0,
@@ -166,7 +197,11 @@ fn get_rows(vb: &VarBuilder, name: &str, width: Option<usize>) -> Result<Tensor,
             Some(w) => format!("[N, {w}] with N >= 1 (N concepts, projection_dim {w})"),
             None => "[N] with N >= 1".to_string(),
         };
-        return Err(SafetyCheckerError::Shape { name: name.to_string(), found: tensor.dims().to_vec(), expected });
+        return Err(SafetyCheckerError::Shape {
+            name: name.to_string(),
+            found: tensor.dims().to_vec(),
+            expected,
+        });
     }
     Ok(tensor)
 }
@@ -178,34 +213,48 @@ impl SafetyChecker {
     pub fn load(vb: VarBuilder, cfg: &SafetyCheckerConfig) -> Result<Self, SafetyCheckerError> {
         let dtype = vb.dtype();
         // StableDiffusionSafetyChecker wraps a CLIPVisionModel, which wraps the transformer.
-        let vision = ClipVisionTransformer::load(vb.pp("vision_model").pp("vision_model"), &cfg.vision)
-            .map_err(SafetyCheckerError::Load)?;
-        let visual_projection =
-            candle_nn::linear_no_bias(cfg.vision.hidden_size, cfg.projection_dim, vb.pp("visual_projection"))
+        let vision =
+            ClipVisionTransformer::load(vb.pp("vision_model").pp("vision_model"), &cfg.vision)
                 .map_err(SafetyCheckerError::Load)?;
+        let visual_projection = candle_nn::linear_no_bias(
+            cfg.vision.hidden_size,
+            cfg.projection_dim,
+            vb.pp("visual_projection"),
+        )
+        .map_err(SafetyCheckerError::Load)?;
 
         let concept_embeds = get_rows(&vb, "concept_embeds", Some(cfg.projection_dim))?;
         let special_care_embeds = get_rows(&vb, "special_care_embeds", Some(cfg.projection_dim))?;
         let concept_weights = get_rows(&vb, "concept_embeds_weights", None)?;
         let special_weights = get_rows(&vb, "special_care_embeds_weights", None)?;
-        let check_count = |name: &str, weights: &Tensor, embeds: &Tensor| -> Result<(), SafetyCheckerError> {
-            let n = embeds.dims()[0];
-            if weights.dims()[0] != n {
-                return Err(SafetyCheckerError::Shape {
-                    name: name.to_string(),
-                    found: weights.dims().to_vec(),
-                    expected: format!("[{n}] (one threshold per embedding)"),
-                });
-            }
-            Ok(())
-        };
+        let check_count =
+            |name: &str, weights: &Tensor, embeds: &Tensor| -> Result<(), SafetyCheckerError> {
+                let n = embeds.dims()[0];
+                if weights.dims()[0] != n {
+                    return Err(SafetyCheckerError::Shape {
+                        name: name.to_string(),
+                        found: weights.dims().to_vec(),
+                        expected: format!("[{n}] (one threshold per embedding)"),
+                    });
+                }
+                Ok(())
+            };
         check_count("concept_embeds_weights", &concept_weights, &concept_embeds)?;
-        check_count("special_care_embeds_weights", &special_weights, &special_care_embeds)?;
+        check_count(
+            "special_care_embeds_weights",
+            &special_weights,
+            &special_care_embeds,
+        )?;
 
         let concept_embeds = normalize_rows(&concept_embeds).map_err(SafetyCheckerError::Load)?;
-        let special_care_embeds = normalize_rows(&special_care_embeds).map_err(SafetyCheckerError::Load)?;
-        let concept_thresholds = concept_weights.to_vec1::<f32>().map_err(SafetyCheckerError::Load)?;
-        let special_thresholds = special_weights.to_vec1::<f32>().map_err(SafetyCheckerError::Load)?;
+        let special_care_embeds =
+            normalize_rows(&special_care_embeds).map_err(SafetyCheckerError::Load)?;
+        let concept_thresholds = concept_weights
+            .to_vec1::<f32>()
+            .map_err(SafetyCheckerError::Load)?;
+        let special_thresholds = special_weights
+            .to_vec1::<f32>()
+            .map_err(SafetyCheckerError::Load)?;
         tracing::debug!(
             concepts = concept_thresholds.len(),
             special = special_thresholds.len(),
@@ -227,19 +276,29 @@ impl SafetyChecker {
 
     /// Loads a diffusers `safety_checker/` folder: `config.json` plus the first of
     /// [`WEIGHT_FILES`] present (safetensors memory-mapped, or a torch pickle).
-    pub fn from_folder(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self, SafetyCheckerError> {
+    pub fn from_folder(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, SafetyCheckerError> {
         let dir = dir.as_ref();
         let cfg = SafetyCheckerConfig::from_file(dir.join("config.json"))?;
         let weights = WEIGHT_FILES
             .iter()
             .map(|name| dir.join(name))
             .find(|path| path.is_file())
-            .ok_or_else(|| SafetyCheckerError::MissingWeights { dir: dir.to_path_buf() })?;
-        let open_err = |source| SafetyCheckerError::OpenWeights { path: weights.clone(), source };
+            .ok_or_else(|| SafetyCheckerError::MissingWeights {
+                dir: dir.to_path_buf(),
+            })?;
+        let open_err = |source| SafetyCheckerError::OpenWeights {
+            path: weights.clone(),
+            source,
+        };
         let vb = if weights.extension().is_some_and(|e| e == "safetensors") {
             // SAFETY: the weights file is mapped read-only and model files are not rewritten while
             // the server runs; this is the usual way candle loads multi-GB checkpoints.
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }.map_err(open_err)?
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
+                .map_err(open_err)?
         } else {
             VarBuilder::from_pth(&weights, dtype, device).map_err(open_err)?
         };
@@ -268,7 +327,10 @@ impl SafetyChecker {
     }
 
     /// Cosine similarities `([B, M] special, [B, N] concept)`, f32.
-    pub fn cosine_similarities(&self, pixels: &Tensor) -> Result<(Tensor, Tensor), SafetyCheckerError> {
+    pub fn cosine_similarities(
+        &self,
+        pixels: &Tensor,
+    ) -> Result<(Tensor, Tensor), SafetyCheckerError> {
         let embeds = normalize_rows(&self.image_embeds(pixels)?)?;
         let special = embeds.matmul(&self.special_care_embeds.t()?)?;
         let concept = embeds.matmul(&self.concept_embeds.t()?)?;
@@ -283,7 +345,9 @@ impl SafetyChecker {
         Ok(special
             .iter()
             .zip(&concept)
-            .map(|(s, c)| verdict_from_similarities(s, c, &self.special_thresholds, &self.concept_thresholds))
+            .map(|(s, c)| {
+                verdict_from_similarities(s, c, &self.special_thresholds, &self.concept_thresholds)
+            })
             .collect())
     }
 
@@ -318,13 +382,23 @@ mod tests {
     #[test]
     fn special_care_raises_later_scores_only() {
         // Special concept 1 matches; concept 0 is just below its threshold and is pushed over it.
-        let verdict = verdict_from_similarities(&[0.1, 0.6, 0.0], &[0.495, 0.1], &[0.5, 0.5, 0.5], &[0.5, 0.5]);
+        let verdict = verdict_from_similarities(
+            &[0.1, 0.6, 0.0],
+            &[0.495, 0.1],
+            &[0.5, 0.5, 0.5],
+            &[0.5, 0.5],
+        );
         assert!(verdict.special_care);
         assert_eq!(verdict.special_scores, vec![-0.4, 0.1, -0.49]);
         assert_eq!(verdict.concept_scores, vec![0.005, -0.39]);
         assert!(verdict.nsfw);
 
-        let verdict = verdict_from_similarities(&[0.1, 0.2, 0.0], &[0.495, 0.1], &[0.5, 0.5, 0.5], &[0.5, 0.5]);
+        let verdict = verdict_from_similarities(
+            &[0.1, 0.2, 0.0],
+            &[0.495, 0.1],
+            &[0.5, 0.5, 0.5],
+            &[0.5, 0.5],
+        );
         assert!(!verdict.special_care);
         assert_eq!(verdict.concept_scores, vec![-0.005, -0.4]);
         assert!(!verdict.nsfw);

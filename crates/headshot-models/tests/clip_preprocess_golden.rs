@@ -13,29 +13,46 @@ fn fixtures() -> PathBuf {
 
 fn goldens() -> HashMap<String, Tensor> {
     let path = fixtures().join("goldens/clip_preprocess.safetensors");
-    candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// An HWC uint8 tensor as our image type.
 fn rgb_image(hwc: &Tensor) -> RgbImage {
     let (h, w, c) = hwc.dims3().unwrap();
     assert_eq!(c, 3);
-    RgbImage { width: w as u32, height: h as u32, pixels: hwc.flatten_all().unwrap().to_vec1::<u8>().unwrap() }
+    RgbImage {
+        width: w as u32,
+        height: h as u32,
+        pixels: hwc.flatten_all().unwrap().to_vec1::<u8>().unwrap(),
+    }
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn sd15_processor() -> ClipImageProcessor {
-    ClipImageProcessor::from_config_file(fixtures().join("tiny/sd15/feature_extractor/preprocessor_config.json"))
-        .expect("the SD1.5 feature extractor config loads")
+    ClipImageProcessor::from_config_file(
+        fixtures().join("tiny/sd15/feature_extractor/preprocessor_config.json"),
+    )
+    .expect("the SD1.5 feature extractor config loads")
 }
 
 #[test]
 fn sd15_feature_extractor_config_equals_clip_defaults() {
-    assert_eq!(sd15_processor().config(), &ClipImageProcessorConfig::default());
+    assert_eq!(
+        sd15_processor().config(),
+        &ClipImageProcessorConfig::default()
+    );
 }
 
 #[test]
@@ -64,7 +81,10 @@ fn tall_512x768_image_matches_transformers() {
 #[test]
 fn batch_stacks_images_in_order() {
     let g = goldens();
-    let images = [rgb_image(&g["image_512x768_u8"]), rgb_image(&g["image_224_u8"])];
+    let images = [
+        rgb_image(&g["image_512x768_u8"]),
+        rgb_image(&g["image_224_u8"]),
+    ];
     let pixels = sd15_processor().preprocess(&images, &Device::Cpu).unwrap();
     let expected = Tensor::cat(&[&g["pixel_values_512x768"], &g["pixel_values_224"]], 0).unwrap();
     let diff = max_abs_diff(&pixels, &expected);
@@ -74,9 +94,17 @@ fn batch_stacks_images_in_order() {
 #[test]
 fn malformed_images_are_errors_not_panics() {
     let processor = sd15_processor();
-    let short = RgbImage { width: 4, height: 4, pixels: vec![0; 10] };
+    let short = RgbImage {
+        width: 4,
+        height: 4,
+        pixels: vec![0; 10],
+    };
     assert!(processor.preprocess(&[short], &Device::Cpu).is_err());
-    let empty = RgbImage { width: 0, height: 4, pixels: vec![] };
+    let empty = RgbImage {
+        width: 0,
+        height: 4,
+        pixels: vec![],
+    };
     assert!(processor.preprocess(&[empty], &Device::Cpu).is_err());
     assert!(processor.preprocess(&[], &Device::Cpu).is_err());
 }

@@ -25,14 +25,24 @@ fn picture(w: u32, h: u32, seed: u64) -> RgbImage {
     for y in 0..h as u64 {
         for x in 0..w as u64 {
             let v = (x * x * 7 + y * 13 + x * y * 3 + seed * 101) % 256;
-            pixels.extend_from_slice(&[(x * 255 / (w as u64 - 1).max(1)) as u8, v as u8, ((y * 37 + x * 11) % 256) as u8]);
+            pixels.extend_from_slice(&[
+                (x * 255 / (w as u64 - 1).max(1)) as u8,
+                v as u8,
+                ((y * 37 + x * 11) % 256) as u8,
+            ]);
         }
     }
-    RgbImage { width: w, height: h, pixels }
+    RgbImage {
+        width: w,
+        height: h,
+        pixels,
+    }
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// (width, height, out width, out height, Pillow filter code, hash of Pillow's output)
@@ -89,6 +99,10 @@ fn every_filter_matches_pillow_bit_for_bit() {
         let filter = PilFilter::from_pil_code(code).expect("a convolution filter code");
         let out = pil_resize(&picture(w, h, 3), ow, oh, filter);
         assert_eq!((out.width, out.height), (ow, oh));
-        assert_eq!(fnv1a64(&out.pixels), expected, "{w}x{h} -> {ow}x{oh} with {filter:?}");
+        assert_eq!(
+            fnv1a64(&out.pixels),
+            expected,
+            "{w}x{h} -> {ow}x{oh} with {filter:?}"
+        );
     }
 }

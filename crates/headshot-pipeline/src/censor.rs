@@ -36,10 +36,18 @@ pub fn censor(image: &RgbImage, kind: CensorType) -> RgbImage {
     let len = width as usize * height as usize * 3;
     if len == 0 || image.pixels.len() != len {
         // Nothing to look at (or a malformed buffer): a black image of the stated size is safe.
-        return RgbImage { width, height, pixels: vec![0; len] };
+        return RgbImage {
+            width,
+            height,
+            pixels: vec![0; len],
+        };
     }
     match kind {
-        CensorType::Black => RgbImage { width, height, pixels: vec![0; len] },
+        CensorType::Black => RgbImage {
+            width,
+            height,
+            pixels: vec![0; len],
+        },
         CensorType::Blur => blur(image),
         CensorType::Pixelate => pixelate(image),
         CensorType::SensitiveContentText => sensitive_content_card(width, height),
@@ -54,7 +62,10 @@ pub fn apply_safety(
     kind: CensorType,
 ) -> Result<Vec<GeneratedImage>, CensorError> {
     if images.len() != verdicts.len() {
-        return Err(CensorError::VerdictCount { images: images.len(), verdicts: verdicts.len() });
+        return Err(CensorError::VerdictCount {
+            images: images.len(),
+            verdicts: verdicts.len(),
+        });
     }
     Ok(images
         .into_iter()
@@ -62,7 +73,10 @@ pub fn apply_safety(
         .map(|(image, verdict)| {
             if verdict.nsfw {
                 tracing::info!(censor = %kind, "safety checker flagged an image; censoring it");
-                GeneratedImage { image: censor(&image, kind), nsfw: true }
+                GeneratedImage {
+                    image: censor(&image, kind),
+                    nsfw: true,
+                }
             } else {
                 GeneratedImage { image, nsfw: false }
             }
@@ -79,7 +93,11 @@ fn blur(image: &RgbImage) -> RgbImage {
     let buffer = image::RgbImage::from_raw(image.width, image.height, image.pixels.clone())
         .expect("length checked by censor()");
     let blurred = image::imageops::blur(&buffer, sigma);
-    RgbImage { width: image.width, height: image.height, pixels: blurred.into_raw() }
+    RgbImage {
+        width: image.width,
+        height: image.height,
+        pixels: blurred.into_raw(),
+    }
 }
 
 /// Each block becomes the mean colour of its pixels (blocks at the right/bottom edge may be smaller).
@@ -108,12 +126,19 @@ fn pixelate(image: &RgbImage) -> RgbImage {
             }
         }
     }
-    RgbImage { width: image.width, height: image.height, pixels }
+    RgbImage {
+        width: image.width,
+        height: image.height,
+        pixels,
+    }
 }
 
 fn font() -> &'static FontRef<'static> {
     static FONT: OnceLock<FontRef<'static>> = OnceLock::new();
-    FONT.get_or_init(|| FontRef::try_from_slice(FONT_BYTES).expect("the bundled DejaVu font is a valid TrueType file"))
+    FONT.get_or_init(|| {
+        FontRef::try_from_slice(FONT_BYTES)
+            .expect("the bundled DejaVu font is a valid TrueType file")
+    })
 }
 
 /// Width of `text` at `scale`, with kerning, in pixels.
@@ -141,7 +166,11 @@ fn sensitive_content_card(width: u32, height: u32) -> RgbImage {
     let unit = text_width(font, PxScale::from(1.0), SENSITIVE_CONTENT_NOTICE);
     let size = (0.8 * width as f32 / unit).min(0.25 * height as f32);
     if size < 1.0 {
-        return RgbImage { width, height, pixels };
+        return RgbImage {
+            width,
+            height,
+            pixels,
+        };
     }
     let scale = PxScale::from(size);
     let scaled = font.as_scaled(scale);
@@ -159,7 +188,9 @@ fn sensitive_content_card(width: u32, height: u32) -> RgbImage {
         let glyph = id.with_scale_and_position(scale, ab_glyph::point(x, baseline));
         x += scaled.h_advance(id);
         previous = Some(id);
-        let Some(outline) = font.outline_glyph(glyph) else { continue };
+        let Some(outline) = font.outline_glyph(glyph) else {
+            continue;
+        };
         let bounds = outline.px_bounds();
         outline.draw(|gx, gy, coverage| {
             let px = bounds.min.x as i64 + gx as i64;
@@ -170,12 +201,17 @@ fn sensitive_content_card(width: u32, height: u32) -> RgbImage {
             let coverage = coverage.clamp(0.0, 1.0);
             let at = (py as usize * w + px as usize) * 3;
             for c in 0..3 {
-                let blended = CARD_BACKGROUND[c] as f32 * (1.0 - coverage) + CARD_TEXT[c] as f32 * coverage;
+                let blended =
+                    CARD_BACKGROUND[c] as f32 * (1.0 - coverage) + CARD_TEXT[c] as f32 * coverage;
                 pixels[at + c] = blended.round() as u8;
             }
         });
     }
-    RgbImage { width, height, pixels }
+    RgbImage {
+        width,
+        height,
+        pixels,
+    }
 }
 
 #[cfg(test)]
@@ -184,17 +220,28 @@ mod tests {
 
     #[test]
     fn malformed_or_empty_images_become_black_of_the_stated_size() {
-        let empty = RgbImage { width: 0, height: 0, pixels: vec![] };
+        let empty = RgbImage {
+            width: 0,
+            height: 0,
+            pixels: vec![],
+        };
         for kind in CensorType::ALL {
             assert_eq!(censor(&empty, kind), empty);
         }
-        let short = RgbImage { width: 2, height: 2, pixels: vec![9; 5] };
+        let short = RgbImage {
+            width: 2,
+            height: 2,
+            pixels: vec![9; 5],
+        };
         assert_eq!(censor(&short, CensorType::Blur).pixels, vec![0; 12]);
     }
 
     #[test]
     fn notice_fits_inside_the_image() {
         let unit = text_width(font(), PxScale::from(1.0), SENSITIVE_CONTENT_NOTICE);
-        assert!(unit > 5.0 && unit < 15.0, "'{SENSITIVE_CONTENT_NOTICE}' is {unit} em wide");
+        assert!(
+            unit > 5.0 && unit < 15.0,
+            "'{SENSITIVE_CONTENT_NOTICE}' is {unit} em wide"
+        );
     }
 }

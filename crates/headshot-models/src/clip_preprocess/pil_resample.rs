@@ -154,7 +154,12 @@ impl AxisTaps {
             first.push(xmin as usize);
             count.push(n);
         }
-        AxisTaps { ksize, first, count, taps }
+        AxisTaps {
+            ksize,
+            first,
+            count,
+            taps,
+        }
     }
 
     fn row(&self, out_index: usize) -> (usize, &[i32]) {
@@ -190,7 +195,11 @@ pub fn pil_resize(image: &RgbImage, width: u32, height: u32, filter: PilFilter) 
     let (in_w, in_h) = (image.width as usize, image.height as usize);
     let (out_w, out_h) = (width as usize, height as usize);
     if out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
-        return RgbImage { width, height, pixels: vec![0; out_w * out_h * 3] };
+        return RgbImage {
+            width,
+            height,
+            pixels: vec![0; out_w * out_h * 3],
+        };
     }
     let need_horizontal = out_w != in_w;
     let need_vertical = out_h != in_h;
@@ -201,7 +210,10 @@ pub fn pil_resize(image: &RgbImage, width: u32, height: u32, filter: PilFilter) 
         if need_horizontal {
             // Only the rows the vertical pass will read (Pillow does the same; it only saves work).
             let last = out_h - 1;
-            let (first_row, end_row) = (vertical.first[0], vertical.first[last] + vertical.count[last]);
+            let (first_row, end_row) = (
+                vertical.first[0],
+                vertical.first[last] + vertical.count[last],
+            );
             let horizontal = AxisTaps::new(in_w, out_w, filter);
             let rows = horizontal_pass(&image.pixels, in_w, first_row..end_row, &horizontal);
             if need_vertical {
@@ -219,16 +231,30 @@ pub fn pil_resize(image: &RgbImage, width: u32, height: u32, filter: PilFilter) 
         let vertical = AxisTaps::new(in_h, out_h, filter);
         let columns = vertical_pass(&image.pixels, in_w, 0, &vertical);
         if need_horizontal {
-            horizontal_pass(&columns, in_w, 0..out_h, &AxisTaps::new(in_w, out_w, filter))
+            horizontal_pass(
+                &columns,
+                in_w,
+                0..out_h,
+                &AxisTaps::new(in_w, out_w, filter),
+            )
         } else {
             columns
         }
     };
-    RgbImage { width, height, pixels }
+    RgbImage {
+        width,
+        height,
+        pixels,
+    }
 }
 
 /// Resamples each of `rows` of an interleaved RGB image `src_w` wide to `taps`' output width.
-fn horizontal_pass(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, taps: &AxisTaps) -> Vec<u8> {
+fn horizontal_pass(
+    src: &[u8],
+    src_w: usize,
+    rows: std::ops::Range<usize>,
+    taps: &AxisTaps,
+) -> Vec<u8> {
     let out_w = taps.first.len();
     let mut out = vec![0u8; rows.len() * out_w * 3];
     for (y, row) in rows.enumerate() {
@@ -278,19 +304,32 @@ mod tests {
 
     #[test]
     fn taps_of_each_output_sum_to_one_in_fixed_point() {
-        for filter in [PilFilter::Bicubic, PilFilter::Bilinear, PilFilter::Lanczos, PilFilter::Box, PilFilter::Hamming] {
+        for filter in [
+            PilFilter::Bicubic,
+            PilFilter::Bilinear,
+            PilFilter::Lanczos,
+            PilFilter::Box,
+            PilFilter::Hamming,
+        ] {
             let taps = AxisTaps::new(768, 336, filter);
             for i in 0..336 {
                 let total: i64 = taps.row(i).1.iter().map(|&t| t as i64).sum();
                 // Each tap is rounded separately, so the sum is within a few units of 1.0.
-                assert!((total - (1 << PRECISION_BITS)).abs() <= taps.ksize as i64, "{filter:?} row {i}: {total}");
+                assert!(
+                    (total - (1 << PRECISION_BITS)).abs() <= taps.ksize as i64,
+                    "{filter:?} row {i}: {total}"
+                );
             }
         }
     }
 
     #[test]
     fn uniform_image_stays_uniform() {
-        let image = RgbImage { width: 37, height: 23, pixels: [10u8, 128, 250].repeat(37 * 23) };
+        let image = RgbImage {
+            width: 37,
+            height: 23,
+            pixels: [10u8, 128, 250].repeat(37 * 23),
+        };
         let out = pil_resize(&image, 13, 50, PilFilter::Bicubic);
         assert_eq!((out.width, out.height), (13, 50));
         assert!(out.pixels.chunks(3).all(|p| p == [10, 128, 250]));
@@ -299,7 +338,11 @@ mod tests {
     #[test]
     fn same_size_is_a_copy() {
         let pixels: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
-        let image = RgbImage { width: 5, height: 4, pixels };
+        let image = RgbImage {
+            width: 5,
+            height: 4,
+            pixels,
+        };
         assert_eq!(pil_resize(&image, 5, 4, PilFilter::Bicubic), image);
     }
 }
