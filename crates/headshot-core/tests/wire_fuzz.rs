@@ -10,12 +10,23 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,12}".prop_map(Value::from),
         prop_oneof![
-            Just("512"), Just("yes"), Just("no"), Just("-1"), Just("1e400"), Just("NaN"),
-            Just("data:image/png;base64,AAAA"), Just("http://x"), Just("https://"), Just("data:,"),
-            Just("black"), Just("21.5"), Just("18446744073709551616")
+            Just("512"),
+            Just("yes"),
+            Just("no"),
+            Just("-1"),
+            Just("1e400"),
+            Just("NaN"),
+            Just("data:image/png;base64,AAAA"),
+            Just("http://x"),
+            Just("https://"),
+            Just("data:,"),
+            Just("black"),
+            Just("21.5"),
+            Just("18446744073709551616")
         ]
         .prop_map(Value::from),
     ];
@@ -29,9 +40,26 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 const FIELDS: [&str; 20] = [
-    "key", "prompt", "negative_prompt", "face_image", "image", "width", "height",
-    "num_inference_steps", "guidance_scale", "s_scale", "samples", "seed", "safety_checker",
-    "safety_checker_type", "type", "base64", "webhook", "track_id", "request_id", "id",
+    "key",
+    "prompt",
+    "negative_prompt",
+    "face_image",
+    "image",
+    "width",
+    "height",
+    "num_inference_steps",
+    "guidance_scale",
+    "s_scale",
+    "samples",
+    "seed",
+    "safety_checker",
+    "safety_checker_type",
+    "type",
+    "base64",
+    "webhook",
+    "track_id",
+    "request_id",
+    "id",
 ];
 
 fn arb_body() -> impl Strategy<Value = Value> {

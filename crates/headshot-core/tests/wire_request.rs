@@ -47,7 +47,10 @@ fn documented_example_body_verbatim() {
     });
     let r = ok(body);
     assert_eq!(r.key, None, "an empty key is absent");
-    assert_eq!((r.width, r.height, r.samples, r.num_inference_steps), (512, 512, 1, 21));
+    assert_eq!(
+        (r.width, r.height, r.samples, r.num_inference_steps),
+        (512, 512, 1, 21)
+    );
     assert_eq!(r.guidance_scale, 7.5);
     assert_eq!(r.s_scale, 1.0);
     assert!(!r.safety_checker);
@@ -56,7 +59,9 @@ fn documented_example_body_verbatim() {
     assert_eq!((r.seed, r.seed_was_random), (1234, true));
     assert_eq!(r.webhook, None);
     assert_eq!(r.track_id, None);
-    assert!(matches!(r.face_image, FaceImageInput::Url(ref u) if u.starts_with("https://media.allure.com/")));
+    assert!(
+        matches!(r.face_image, FaceImageInput::Url(ref u) if u.starts_with("https://media.allure.com/"))
+    );
 
     let meta = serde_json::to_value(r.meta("prefix")).unwrap();
     let expected = json!({
@@ -88,7 +93,10 @@ fn defaults_match_the_official_sdk() {
     assert_eq!(r.num_inference_steps, 21);
     assert_eq!(r.guidance_scale, 7.5);
     assert_eq!(r.s_scale, 1.0);
-    assert!(r.safety_checker, "the SDK defaults the safety checker to on");
+    assert!(
+        r.safety_checker,
+        "the SDK defaults the safety checker to on"
+    );
     assert_eq!(r.safety_checker_type, CensorType::Blur);
     assert!(!r.base64);
     assert_eq!(r.negative_prompt, "");
@@ -112,11 +120,25 @@ fn sdk_default_values_are_normalised_not_rejected() {
 #[test]
 fn steps_snap_to_nearest_allowed() {
     for (sent, used) in [
-        (json!(1), 21), (json!(20), 21), (json!("21"), 21), (json!(26), 21), (json!(27), 31),
-        (json!(30), 31), (json!("31"), 31), (json!(36), 31), (json!(37), 41), (json!(41), 41),
-        (json!(1000), 41), (json!(-5), 21), (json!(30.0), 31),
+        (json!(1), 21),
+        (json!(20), 21),
+        (json!("21"), 21),
+        (json!(26), 21),
+        (json!(27), 31),
+        (json!(30), 31),
+        (json!("31"), 31),
+        (json!(36), 31),
+        (json!(37), 41),
+        (json!(41), 41),
+        (json!(1000), 41),
+        (json!(-5), 21),
+        (json!(30.0), 31),
     ] {
-        assert_eq!(ok(with("num_inference_steps", sent.clone())).num_inference_steps, used, "{sent}");
+        assert_eq!(
+            ok(with("num_inference_steps", sent.clone())).num_inference_steps,
+            used,
+            "{sent}"
+        );
     }
 }
 
@@ -129,7 +151,10 @@ fn scales_are_clamped_and_echoed() {
     assert_eq!(ok(with("guidance_scale", json!(0.2))).guidance_scale, 1.0);
     assert_eq!(ok(with("guidance_scale", json!(100))).guidance_scale, 20.0);
     let r = ok(with("guidance_scale", json!(4.25)));
-    assert_eq!(serde_json::to_value(r.meta("x")).unwrap()["guidance_scale"], json!(4.25));
+    assert_eq!(
+        serde_json::to_value(r.meta("x")).unwrap()["guidance_scale"],
+        json!(4.25)
+    );
 }
 
 #[test]
@@ -154,7 +179,10 @@ fn sizes_are_rounded_and_limited() {
         for h in [1i64, 9, 300, 512, 700, 768, 10_000] {
             let (ow, oh) = size(json!(w), json!(h));
             assert!(ow % 8 == 0 && oh % 8 == 0, "{w}x{h} -> {ow}x{oh}");
-            assert!(ow.max(oh) <= 768 && ow.min(oh) <= 512, "{w}x{h} -> {ow}x{oh}");
+            assert!(
+                ow.max(oh) <= 768 && ow.min(oh) <= 512,
+                "{w}x{h} -> {ow}x{oh}"
+            );
             assert!(ow >= 64 && oh >= 64, "{w}x{h} -> {ow}x{oh}");
         }
     }
@@ -187,14 +215,27 @@ fn seeds_fixed_random_and_echoed() {
 #[test]
 fn loose_booleans() {
     for (v, b) in [
-        (json!(true), true), (json!("true"), true), (json!("yes"), true), (json!(1), true),
-        (json!(false), false), (json!("false"), false), (json!("no"), false), (json!("0"), false),
+        (json!(true), true),
+        (json!("true"), true),
+        (json!("yes"), true),
+        (json!(1), true),
+        (json!(false), false),
+        (json!("false"), false),
+        (json!("no"), false),
+        (json!("0"), false),
     ] {
         assert_eq!(ok(with("base64", v.clone())).base64, b, "{v}");
-        assert_eq!(ok(with("safety_checker", v.clone())).safety_checker, b, "{v}");
+        assert_eq!(
+            ok(with("safety_checker", v.clone())).safety_checker,
+            b,
+            "{v}"
+        );
     }
     let e = err(with("base64", json!("sometimes")));
-    assert_eq!(e.0["base64"], vec!["The base64 field must be true or false.".to_string()]);
+    assert_eq!(
+        e.0["base64"],
+        vec!["The base64 field must be true or false.".to_string()]
+    );
 }
 
 #[test]
@@ -206,8 +247,16 @@ fn missing_prompt_uses_the_documented_message() {
         serde_json::to_value(ValidationErrorResponse::new(&e)).unwrap(),
         json!({"status": "error", "message": {"prompt": ["The prompt field is required."]}})
     );
-    assert_eq!(err(with("prompt", json!(""))).0["prompt"], vec!["The prompt field is required."]);
-    assert_eq!(err(with("prompt", json!(null))).fields().collect::<Vec<_>>(), ["prompt"]);
+    assert_eq!(
+        err(with("prompt", json!(""))).0["prompt"],
+        vec!["The prompt field is required."]
+    );
+    assert_eq!(
+        err(with("prompt", json!(null)))
+            .fields()
+            .collect::<Vec<_>>(),
+        ["prompt"]
+    );
 }
 
 #[test]
@@ -224,24 +273,51 @@ fn missing_face_image_and_alias() {
 fn every_problem_reported_at_once() {
     let e = err(json!({"width": "wide", "guidance_scale": "lots", "webhook": "ftp://x"}));
     let fields: Vec<_> = e.fields().collect();
-    assert_eq!(fields, ["face_image", "guidance_scale", "prompt", "webhook", "width"]);
+    assert_eq!(
+        fields,
+        ["face_image", "guidance_scale", "prompt", "webhook", "width"]
+    );
 }
 
 #[test]
 fn face_image_data_uri_and_raw_base64() {
     let png = [0x89u8, b'P', b'N', b'G', 1, 2, 3];
-    let r = ok(with("face_image", json!("data:image/png;base64,iVBORwECAw==")));
+    let r = ok(with(
+        "face_image",
+        json!("data:image/png;base64,iVBORwECAw=="),
+    ));
     assert_eq!(
         r.face_image,
-        FaceImageInput::Inline { bytes: png.to_vec(), mime: Some("image/png".into()) }
+        FaceImageInput::Inline {
+            bytes: png.to_vec(),
+            mime: Some("image/png".into())
+        }
     );
     assert_eq!(r.meta("x").face_image, "data:image/png;base64 (7 bytes)");
     let r = ok(with("face_image", json!("iVBORwEC\nAw==")));
-    assert_eq!(r.face_image, FaceImageInput::Inline { bytes: png.to_vec(), mime: None });
-    for bad in ["not an image!", "data:image/png,abc", "data:image/png;base64,@@@", "ftp://x/y.png"] {
-        assert!(err(with("face_image", json!(bad))).fields().eq(["face_image"]), "{bad}");
+    assert_eq!(
+        r.face_image,
+        FaceImageInput::Inline {
+            bytes: png.to_vec(),
+            mime: None
+        }
+    );
+    for bad in [
+        "not an image!",
+        "data:image/png,abc",
+        "data:image/png;base64,@@@",
+        "ftp://x/y.png",
+    ] {
+        assert!(
+            err(with("face_image", json!(bad)))
+                .fields()
+                .eq(["face_image"]),
+            "{bad}"
+        );
     }
-    assert!(err(with("face_image", json!(42))).fields().eq(["face_image"]));
+    assert!(err(with("face_image", json!(42)))
+        .fields()
+        .eq(["face_image"]));
 }
 
 #[test]
@@ -251,27 +327,48 @@ fn webhook_and_track_id() {
     let r = ok(body);
     assert_eq!(r.webhook.as_deref(), Some("https://hooks.example.com/x"));
     assert_eq!(r.track_id, Some(json!(77)));
-    assert_eq!(ok(with("track_id", json!("abc-1"))).track_id, Some(json!("abc-1")));
+    assert_eq!(
+        ok(with("track_id", json!("abc-1"))).track_id,
+        Some(json!("abc-1"))
+    );
     assert_eq!(ok(with("webhook", json!(""))).webhook, None);
-    assert!(err(with("webhook", json!("not a url"))).fields().eq(["webhook"]));
+    assert!(err(with("webhook", json!("not a url")))
+        .fields()
+        .eq(["webhook"]));
 }
 
 #[test]
 fn safety_checker_type_and_type_alias() {
-    assert_eq!(ok(with("safety_checker_type", json!("pixelate"))).safety_checker_type, CensorType::Pixelate);
+    assert_eq!(
+        ok(with("safety_checker_type", json!("pixelate"))).safety_checker_type,
+        CensorType::Pixelate
+    );
     assert_eq!(
         ok(with("safety_checker_type", json!("Sensitive_Content_Text"))).safety_checker_type,
         CensorType::SensitiveContentText
     );
-    assert_eq!(ok(with("type", json!("black"))).safety_checker_type, CensorType::Black);
-    assert_eq!(ok(with("type", json!("portrait"))).safety_checker_type, CensorType::Blur);
-    assert!(err(with("safety_checker_type", json!("rainbow"))).fields().eq(["safety_checker_type"]));
+    assert_eq!(
+        ok(with("type", json!("black"))).safety_checker_type,
+        CensorType::Black
+    );
+    assert_eq!(
+        ok(with("type", json!("portrait"))).safety_checker_type,
+        CensorType::Blur
+    );
+    assert!(err(with("safety_checker_type", json!("rainbow")))
+        .fields()
+        .eq(["safety_checker_type"]));
 }
 
 #[test]
 fn unknown_and_extra_fields_ignored() {
     let mut body = base();
-    for (k, v) in [("style", json!("realistic")), ("temp", json!("yes")), ("enhance_prompt", json!("no")), ("whatever", json!({"a": [1]}))] {
+    for (k, v) in [
+        ("style", json!("realistic")),
+        ("temp", json!("yes")),
+        ("enhance_prompt", json!("no")),
+        ("whatever", json!({"a": [1]})),
+    ] {
         body[k] = v;
     }
     assert_eq!(ok(body), ok(base()));
@@ -295,18 +392,35 @@ fn job_carries_the_values_used() {
     assert_eq!(job.seed, 99);
     assert_eq!(job.num_inference_steps, 31);
     assert_eq!(job.safety_checker, Some(CensorType::Pixelate));
-    assert_eq!(ok(with("safety_checker", json!("no"))).to_job(vec![]).safety_checker, None);
+    assert_eq!(
+        ok(with("safety_checker", json!("no")))
+            .to_job(vec![])
+            .safety_checker,
+        None
+    );
 }
 
 #[test]
 fn fetch_requests() {
     let f = FetchRequest::from_json(&json!({"key": "k", "request_id": "42"}));
-    assert_eq!((f.key.as_deref(), f.request_id, f.request_id_given), (Some("k"), Some(42), true));
-    assert_eq!(FetchRequest::from_json(&json!({"key": "k", "request_id": 42})).request_id, Some(42));
-    assert_eq!(FetchRequest::from_json(&json!({"id": 5})).request_id, Some(5));
+    assert_eq!(
+        (f.key.as_deref(), f.request_id, f.request_id_given),
+        (Some("k"), Some(42), true)
+    );
+    assert_eq!(
+        FetchRequest::from_json(&json!({"key": "k", "request_id": 42})).request_id,
+        Some(42)
+    );
+    assert_eq!(
+        FetchRequest::from_json(&json!({"id": 5})).request_id,
+        Some(5)
+    );
     let f = FetchRequest::from_json(&json!({"request_id": "nope"}));
     assert_eq!((f.request_id, f.request_id_given), (None, true));
-    assert_eq!(FetchRequest::from_json(&json!(["x"])), FetchRequest::default());
+    assert_eq!(
+        FetchRequest::from_json(&json!(["x"])),
+        FetchRequest::default()
+    );
     assert_eq!(parse_request_id(" 12 "), Some(12));
     assert_eq!(parse_request_id("abc"), None);
 }

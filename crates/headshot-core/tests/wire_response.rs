@@ -9,7 +9,12 @@ fn meta() -> Meta {
 }
 
 fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v.as_object().expect("an object").keys().map(String::as_str).collect();
+    let mut k: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     k.sort_unstable();
     k
 }
@@ -19,9 +24,21 @@ fn json_of(r: impl Into<WireResponse>) -> Value {
 }
 
 const META_KEYS: [&str; 15] = [
-    "base64", "face_image", "file_prefix", "guidance_scale", "height", "negative_prompt",
-    "num_inference_steps", "outdir", "prompt", "safety_checker", "safety_checker_type", "samples",
-    "seed", "temp", "width",
+    "base64",
+    "face_image",
+    "file_prefix",
+    "guidance_scale",
+    "height",
+    "negative_prompt",
+    "num_inference_steps",
+    "outdir",
+    "prompt",
+    "safety_checker",
+    "safety_checker_type",
+    "samples",
+    "seed",
+    "temp",
+    "width",
 ];
 
 #[test]
@@ -30,7 +47,15 @@ fn success_shape() {
     let v = json_of(SuccessResponse::new(32, 7.25, urls.clone(), false, meta()));
     assert_eq!(
         keys(&v),
-        ["generationTime", "id", "meta", "nsfw_content_detected", "output", "proxy_links", "status"]
+        [
+            "generationTime",
+            "id",
+            "meta",
+            "nsfw_content_detected",
+            "output",
+            "proxy_links",
+            "status"
+        ]
     );
     assert_eq!(v["status"], "success");
     assert_eq!(v["generationTime"], 7.25);
@@ -58,7 +83,18 @@ fn processing_shape() {
     ));
     assert_eq!(
         keys(&v),
-        ["eta", "fetch_result", "future_links", "id", "message", "meta", "output", "proxy_links", "status", "tip"]
+        [
+            "eta",
+            "fetch_result",
+            "future_links",
+            "id",
+            "message",
+            "meta",
+            "output",
+            "proxy_links",
+            "status",
+            "tip"
+        ]
     );
     assert_eq!(v["status"], "processing");
     assert_eq!(v["message"], "Try to fetch request after seconds estimated");
@@ -76,9 +112,15 @@ fn fetch_shapes() {
     let v = json_of(FetchSuccessResponse::new(3, vec!["u".into()]));
     assert_eq!(v, json!({"status": "success", "id": 3, "output": ["u"]}));
     let v = json_of(FetchProcessingResponse::new(3));
-    assert_eq!(v, json!({"status": "processing", "id": 3, "message": "try again later.", "output": ""}));
+    assert_eq!(
+        v,
+        json!({"status": "processing", "id": 3, "message": "try again later.", "output": ""})
+    );
     let v = json_of(NotFoundResponse::new());
-    assert_eq!(v, json!({"status": "failed", "id": "", "message": "Request not found", "output": ""}));
+    assert_eq!(
+        v,
+        json!({"status": "failed", "id": "", "message": "Request not found", "output": ""})
+    );
 }
 
 #[test]
@@ -101,7 +143,10 @@ fn error_shapes() {
     );
 
     let v = json_of(FailedResponse::new(9, "no face"));
-    assert_eq!(v, json!({"status": "failed", "id": 9, "message": "no face", "output": ""}));
+    assert_eq!(
+        v,
+        json!({"status": "failed", "id": 9, "message": "no face", "output": ""})
+    );
 
     let v = json_of(RateLimitResponse::new(16, 30));
     assert_eq!(
@@ -117,16 +162,32 @@ fn error_shapes() {
 fn webhook_bodies_echo_track_id() {
     let body = SuccessResponse::new(4, 1.5, vec!["u".into()], true, meta());
     for track_id in [json!(123), json!("t-1"), Value::Null] {
-        let v = serde_json::to_value(WebhookSuccess { body: body.clone(), track_id: track_id.clone() }).unwrap();
+        let v = serde_json::to_value(WebhookSuccess {
+            body: body.clone(),
+            track_id: track_id.clone(),
+        })
+        .unwrap();
         assert_eq!(
             keys(&v),
-            ["generationTime", "id", "meta", "nsfw_content_detected", "output", "proxy_links", "status", "track_id"]
+            [
+                "generationTime",
+                "id",
+                "meta",
+                "nsfw_content_detected",
+                "output",
+                "proxy_links",
+                "status",
+                "track_id"
+            ]
         );
         assert_eq!(v["track_id"], track_id);
         assert_eq!(v["nsfw_content_detected"], true);
     }
     let v = serde_json::to_value(WebhookFailed::new(4, "no face", Some(json!(8)))).unwrap();
-    assert_eq!(v, json!({"status": "failed", "id": 4, "message": "no face", "track_id": 8}));
+    assert_eq!(
+        v,
+        json!({"status": "failed", "id": 4, "message": "no face", "track_id": 8})
+    );
 }
 
 #[test]

@@ -18,7 +18,12 @@ pub struct Config {
     pub bind: SocketAddr,
 
     /// Accepted API keys, comma separated (clients send one as `key` in the body or header).
-    #[arg(long, env = "HEADSHOT_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HEADSHOT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
 
     /// Accept requests without a valid key. Only for closed networks and local experiments.
@@ -92,7 +97,11 @@ pub struct Config {
 pub struct ModelArgs {
     /// Model set manifest (models/*.toml): SD1.5 folders, VAE, image encoder, IP-Adapter,
     /// safety checker and face models. `models/tiny.toml` is the small bundled set.
-    #[arg(long, env = "HEADSHOT_MODELS", default_value = "models/sd15-faceid-plusv2.toml")]
+    #[arg(
+        long,
+        env = "HEADSHOT_MODELS",
+        default_value = "models/sd15-faceid-plusv2.toml"
+    )]
     pub models: PathBuf,
 
     /// Device for the diffusion models: cpu, cuda, cuda:N or metal.

@@ -28,7 +28,10 @@ pub enum ApiError {
     #[error(transparent)]
     FaceImage(#[from] FaceImageError),
     #[error("the queue is full ({max_queued} jobs)")]
-    QueueFull { max_queued: usize, retry_after_secs: u64 },
+    QueueFull {
+        max_queued: usize,
+        retry_after_secs: u64,
+    },
     #[error("request not found")]
     NotFound,
     #[error("job {id} failed: {message}")]

@@ -34,15 +34,18 @@ pub async fn obtain_face_image(
     limits: FaceImageLimits,
 ) -> Result<Vec<u8>, FaceImageError> {
     let bytes = match input {
-        FaceImageInput::Url(url) => http.get_bytes(url, limits.max_bytes, limits.download).await.map_err(
-            |e| match e {
+        FaceImageInput::Url(url) => http
+            .get_bytes(url, limits.max_bytes, limits.download)
+            .await
+            .map_err(|e| match e {
                 FetchError::TooLarge { limit } => FaceImageError::TooManyBytes { limit },
                 other => FaceImageError::Download(other),
-            },
-        )?,
+            })?,
         FaceImageInput::Inline { bytes, .. } => {
             if bytes.len() > limits.max_bytes {
-                return Err(FaceImageError::TooManyBytes { limit: limits.max_bytes });
+                return Err(FaceImageError::TooManyBytes {
+                    limit: limits.max_bytes,
+                });
             }
             bytes.clone()
         }
@@ -57,7 +60,9 @@ pub fn check_image_header(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), F
         .with_guessed_format()
         .map_err(|e| FaceImageError::Unreadable(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(FaceImageError::Unreadable("the data is not in a known image format".into()));
+        return Err(FaceImageError::Unreadable(
+            "the data is not in a known image format".into(),
+        ));
     }
     let (width, height) = reader
         .into_dimensions()
@@ -66,7 +71,11 @@ pub fn check_image_header(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), F
         return Err(FaceImageError::Unreadable("the image has no pixels".into()));
     }
     if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(FaceImageError::TooManyPixels { width, height, limit: max_pixels });
+        return Err(FaceImageError::TooManyPixels {
+            width,
+            height,
+            limit: max_pixels,
+        });
     }
     Ok((width, height))
 }

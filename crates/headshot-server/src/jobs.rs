@@ -37,9 +37,11 @@ pub fn finish_job(
 ) -> JobRecord {
     match result.output {
         Ok(output) => match store_images(&record, &output, outputs) {
-            Ok(files) => {
-                record.mark_success(files, output.nsfw_content_detected(), result.generation_time)
-            }
+            Ok(files) => record.mark_success(
+                files,
+                output.nsfw_content_detected(),
+                result.generation_time,
+            ),
             Err(e) => {
                 tracing::error!(id = record.id, error = %e, "could not store generated images");
                 record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
@@ -135,7 +137,9 @@ pub fn failure_message(record: &JobRecord) -> String {
 pub fn fetch_body(record: &JobRecord, urls: &PublicUrls) -> WireResponse {
     match record.status {
         JobStatus::Queued | JobStatus::Processing => FetchProcessingResponse::new(record.id).into(),
-        JobStatus::Success => FetchSuccessResponse::new(record.id, output_urls(record, urls)).into(),
+        JobStatus::Success => {
+            FetchSuccessResponse::new(record.id, output_urls(record, urls)).into()
+        }
         JobStatus::Failed => FailedResponse::new(record.id, failure_message(record)).into(),
     }
 }
@@ -203,7 +207,8 @@ pub async fn deliver_webhook(
 pub fn fail_interrupted_jobs(jobs: &dyn JobStore) -> Result<usize, StoreError> {
     let unfinished = jobs.list_unfinished()?;
     for mut record in unfinished.iter().cloned() {
-        record.mark_failed("The server restarted before this job finished; please submit it again.");
+        record
+            .mark_failed("The server restarted before this job finished; please submit it again.");
         jobs.update(&record)?;
     }
     Ok(unfinished.len())

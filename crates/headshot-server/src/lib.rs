@@ -26,7 +26,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let worker = state.worker.clone();
     let router = build_router(state);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     worker.shutdown().await;
     Ok(())
 }

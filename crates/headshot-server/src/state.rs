@@ -46,7 +46,10 @@ impl Stores {
         })?;
         let outputs = LocalDiskOutputStore::open(data_dir.join("outputs"), output_ttl)?;
         let jobs = RedbJobStore::open(data_dir.join("jobs.redb"))?;
-        Ok(Stores { jobs: Arc::new(jobs), outputs: Arc::new(outputs) })
+        Ok(Stores {
+            jobs: Arc::new(jobs),
+            outputs: Arc::new(outputs),
+        })
     }
 }
 
@@ -83,7 +86,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Starts the worker thread around `generator`, fails jobs a previous run left unfinished,
     /// and (inside a tokio runtime) starts the expiry sweep.
-    pub fn new(config: &Config, generator: Box<dyn Generator>, stores: Stores) -> Result<Self, StartupError> {
+    pub fn new(
+        config: &Config,
+        generator: Box<dyn Generator>,
+        stores: Stores,
+    ) -> Result<Self, StartupError> {
         Self::with_generators(config, vec![generator], stores)
     }
 
@@ -99,7 +106,10 @@ impl AppState {
         }
         let interrupted = fail_interrupted_jobs(stores.jobs.as_ref())?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "jobs left unfinished by the previous run were marked failed");
+            tracing::warn!(
+                interrupted,
+                "jobs left unfinished by the previous run were marked failed"
+            );
         }
         let worker = Worker::spawn_pool(
             generators,
@@ -116,7 +126,10 @@ impl AppState {
             face_image: FaceImageLimits {
                 max_bytes: config.max_image_bytes,
                 max_pixels: config.max_image_pixels,
-                download: OutboundLimits { timeout, max_redirects: config.max_redirects },
+                download: OutboundLimits {
+                    timeout,
+                    max_redirects: config.max_redirects,
+                },
             },
             record_ttl: config.record_ttl(),
             output_ttl: config.output_ttl(),
@@ -148,7 +161,8 @@ impl AppState {
     /// Removes expired outputs and records periodically; stops when the state is dropped.
     fn spawn_expiry_sweeper(&self) {
         let weak = Arc::downgrade(&self.0);
-        let period = (self.settings.output_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        let period = (self.settings.output_ttl / 4)
+            .clamp(Duration::from_millis(200), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,7 +174,12 @@ impl AppState {
                 let record_ttl = inner.settings.record_ttl;
                 drop(inner);
                 let swept = tokio::task::spawn_blocking(move || {
-                    headshot_store::sweep_expired(jobs.as_ref(), outputs.as_ref(), record_ttl, SystemTime::now())
+                    headshot_store::sweep_expired(
+                        jobs.as_ref(),
+                        outputs.as_ref(),
+                        record_ttl,
+                        SystemTime::now(),
+                    )
                 })
                 .await;
                 match swept {

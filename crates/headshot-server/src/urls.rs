@@ -13,7 +13,9 @@ pub struct PublicUrls {
 impl PublicUrls {
     /// `base` such as `https://headshots.example.com` (a trailing slash is ignored).
     pub fn new(base: &str) -> Self {
-        PublicUrls { base: base.trim_end_matches('/').to_string() }
+        PublicUrls {
+            base: base.trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -37,6 +39,9 @@ mod tests {
     fn builds_urls_without_double_slashes() {
         let urls = PublicUrls::new("http://127.0.0.1:9/");
         assert_eq!(urls.output("a-0.png"), "http://127.0.0.1:9/outputs/a-0.png");
-        assert_eq!(urls.fetch(3), "http://127.0.0.1:9/api/v6/image_editing/fetch/3");
+        assert_eq!(
+            urls.fetch(3),
+            "http://127.0.0.1:9/api/v6/image_editing/fetch/3"
+        );
     }
 }

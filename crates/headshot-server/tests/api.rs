@@ -73,7 +73,10 @@ async fn documented_example_body_verbatim() {
     assert_eq!(meta["guidance_scale"], 7.5);
     assert_eq!(meta["height"], 512);
     assert_eq!(meta["width"], 512);
-    assert!(meta["negative_prompt"].as_str().unwrap().starts_with("anime, cartoon"));
+    assert!(meta["negative_prompt"]
+        .as_str()
+        .unwrap()
+        .starts_with("anime, cartoon"));
     assert_eq!(meta["num_inference_steps"], 21);
     assert_eq!(meta["outdir"], "out");
     assert_eq!(meta["prompt"], "pretty woman");
@@ -84,7 +87,10 @@ async fn documented_example_body_verbatim() {
     // seed null: a random seed was chosen, echoed, and used.
     let seed = meta["seed"].as_u64().unwrap();
     assert_eq!(server.generator.jobs.lock().unwrap()[0].seed, seed);
-    assert_eq!(server.generator.jobs.lock().unwrap()[0].safety_checker, None);
+    assert_eq!(
+        server.generator.jobs.lock().unwrap()[0].safety_checker,
+        None
+    );
 
     let (status, png) = download(output[0].as_str().unwrap()).await;
     assert_eq!(status, 200);
@@ -105,7 +111,10 @@ async fn meta_echoes_normalised_values_and_jobs_use_them() {
         .await;
     assert_eq!(v["status"], "success", "{v}");
     let meta = &v["meta"];
-    assert_eq!((meta["width"].as_u64(), meta["height"].as_u64()), (Some(232), Some(768)));
+    assert_eq!(
+        (meta["width"].as_u64(), meta["height"].as_u64()),
+        (Some(232), Some(768))
+    );
     assert_eq!(meta["num_inference_steps"], 21);
     assert_eq!(meta["guidance_scale"], 3.0);
     assert_eq!(meta["samples"], 2);
@@ -114,31 +123,45 @@ async fn meta_echoes_normalised_values_and_jobs_use_them() {
     assert_eq!(meta["safety_checker_type"], "pixelate");
     assert_eq!(v["output"].as_array().unwrap().len(), 2);
     let job = server.generator.jobs.lock().unwrap()[0].clone();
-    assert_eq!((job.width, job.height, job.num_inference_steps, job.samples), (232, 768, 21, 2));
+    assert_eq!(
+        (job.width, job.height, job.num_inference_steps, job.samples),
+        (232, 768, 21, 2)
+    );
     assert_eq!(job.s_scale, 2.0);
     assert_eq!(job.seed, 4029484891);
-    assert_eq!(job.safety_checker, Some(headshot_core::CensorType::Pixelate));
+    assert_eq!(
+        job.safety_checker,
+        Some(headshot_core::CensorType::Pixelate)
+    );
     assert_eq!(job.face_image, face_png());
 }
 
 #[tokio::test]
 async fn nsfw_flag_is_reported() {
     let (server, internet) = setup().await;
-    let v = server.submit(&with(body(&internet), "prompt", json!("x [nsfw]"))).await;
+    let v = server
+        .submit(&with(body(&internet), "prompt", json!("x [nsfw]")))
+        .await;
     assert_eq!(v["nsfw_content_detected"], true);
 }
 
 #[tokio::test]
 async fn wrong_or_missing_key() {
     let (server, internet) = setup().await;
-    for b in [with(body(&internet), "key", json!("nope")), with(body(&internet), "key", json!(null))] {
+    for b in [
+        with(body(&internet), "key", json!("nope")),
+        with(body(&internet), "key", json!(null)),
+    ] {
         let v = server.submit(&b).await;
         assert_eq!(keys(&v), sorted(&["message", "status", "tip"]));
         assert_eq!(v["status"], "error");
         assert_eq!(v["message"], "Invalid Api Key");
     }
     // A valid key in a header is accepted (`key`, or `Authorization: Bearer`).
-    for (name, value) in [("key", KEY.to_string()), ("authorization", format!("Bearer {KEY}"))] {
+    for (name, value) in [
+        ("key", KEY.to_string()),
+        ("authorization", format!("Bearer {KEY}")),
+    ] {
         let v: Value = client()
             .post(server.url("/api/v6/image_editing/head_shot"))
             .header(name, value)
@@ -151,10 +174,18 @@ async fn wrong_or_missing_key() {
             .unwrap();
         assert_eq!(v["status"], "success", "{name}: {v}");
     }
-    let calls = server.generator.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let calls = server
+        .generator
+        .calls
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(calls, 2, "refused requests never reach the generator");
-    let (status, v) = server.post("/api/v6/image_editing/fetch/1", &json!({"key": "nope"})).await;
-    assert_eq!((status, v["message"].clone()), (200, json!("Invalid Api Key")));
+    let (status, v) = server
+        .post("/api/v6/image_editing/fetch/1", &json!({"key": "nope"}))
+        .await;
+    assert_eq!(
+        (status, v["message"].clone()),
+        (200, json!("Invalid Api Key"))
+    );
 }
 
 #[tokio::test]
@@ -174,7 +205,9 @@ async fn missing_prompt_and_face_image() {
 }
 
 async fn face_image_error(server: &TestServer, internet: &Internet, face: Value) -> String {
-    let v = server.submit(&with(body(internet), "face_image", face)).await;
+    let v = server
+        .submit(&with(body(internet), "face_image", face))
+        .await;
     assert_eq!(keys(&v), sorted(&["message", "status"]), "{v}");
     assert_eq!(v["status"], "error");
     assert_eq!(keys(&v["message"]), ["face_image"]);
@@ -185,7 +218,12 @@ async fn face_image_error(server: &TestServer, internet: &Internet, face: Value)
 async fn unreadable_face_images() {
     let (server, internet) = setup().await;
     let text = base64::engine::general_purpose::STANDARD.encode(b"this is not an image at all");
-    let m = face_image_error(&server, &internet, json!(format!("data:image/png;base64,{text}"))).await;
+    let m = face_image_error(
+        &server,
+        &internet,
+        json!(format!("data:image/png;base64,{text}")),
+    )
+    .await;
     assert!(m.contains("could not be read"), "{m}");
     let m = face_image_error(&server, &internet, json!(internet.url("/not-an-image.txt"))).await;
     assert!(m.contains("could not be read"), "{m}");
@@ -196,7 +234,13 @@ async fn unreadable_face_images() {
     let m = face_image_error(&server, &internet, json!("%%%not base64%%%")).await;
     assert!(m.contains("URL, a data URI or base64"), "{m}");
     // Redirects are followed.
-    let v = server.submit(&with(body(&internet), "face_image", json!(internet.url("/redirect")))).await;
+    let v = server
+        .submit(&with(
+            body(&internet),
+            "face_image",
+            json!(internet.url("/redirect")),
+        ))
+        .await;
     assert_eq!(v["status"], "success", "{v}");
 }
 
@@ -220,9 +264,17 @@ async fn oversized_face_images() {
 async fn no_face_is_a_failed_job() {
     let mut internet = Internet::start(0).await;
     let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
-    let b = with(with(body(&internet), "prompt", json!("[noface]")), "webhook", json!(internet.url("/webhook")));
+    let b = with(
+        with(body(&internet), "prompt", json!("[noface]")),
+        "webhook",
+        json!(internet.url("/webhook")),
+    );
     let v = server.submit(&with(b, "track_id", json!("abc-7"))).await;
-    assert_eq!(keys(&v), sorted(&["id", "message", "output", "status"]), "{v}");
+    assert_eq!(
+        keys(&v),
+        sorted(&["id", "message", "output", "status"]),
+        "{v}"
+    );
     assert_eq!(v["status"], "failed");
     assert_eq!(v["output"], "");
     assert!(v["message"].as_str().unwrap().contains("No face"));
@@ -238,7 +290,10 @@ async fn no_face_is_a_failed_job() {
 #[tokio::test]
 async fn private_urls_refused_without_the_flag() {
     let internet = Internet::start(0).await;
-    let server = TestServer::start(ScriptedGenerator::default(), |c| c.allow_private_urls = false).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |c| {
+        c.allow_private_urls = false
+    })
+    .await;
     for url in [
         internet.url("/face.png"),
         format!("http://localhost:{}/face.png", internet.addr.port()),
@@ -247,13 +302,25 @@ async fn private_urls_refused_without_the_flag() {
         "http://10.0.0.1/face.png".to_string(),
     ] {
         let m = face_image_error(&server, &internet, json!(url)).await;
-        assert!(m.contains("refused") || m.contains("non-public"), "{url}: {m}");
+        assert!(
+            m.contains("refused") || m.contains("non-public"),
+            "{url}: {m}"
+        );
     }
-    let v = server.submit(&with(body(&internet), "webhook", json!("http://127.0.0.1:9/hook"))).await;
+    let v = server
+        .submit(&with(
+            body(&internet),
+            "webhook",
+            json!("http://127.0.0.1:9/hook"),
+        ))
+        .await;
     // The face URL is refused first; a webhook is checked at delivery (also refused).
     assert_eq!(v["status"], "error");
     // The same loopback URL works on a server started with --allow-private-urls.
-    let open = TestServer::start(ScriptedGenerator::default(), |c| c.allow_private_urls = true).await;
+    let open = TestServer::start(ScriptedGenerator::default(), |c| {
+        c.allow_private_urls = true
+    })
+    .await;
     assert_eq!(open.submit(&body(&internet)).await["status"], "success");
 }
 
@@ -261,21 +328,29 @@ async fn private_urls_refused_without_the_flag() {
 async fn processing_then_success_via_fetch_and_queue_full() {
     let internet = Internet::start(0).await;
     let gate = Gate::closed();
-    let generator = ScriptedGenerator { gate: Some(gate.clone()), ..Default::default() };
+    let generator = ScriptedGenerator {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
     let server = TestServer::start(generator, |c| {
         c.queue_size = 1;
         c.sync_wait_secs = 0.3;
     })
     .await;
 
-    let v = server.submit(&with(body(&internet), "samples", json!(2))).await;
+    let v = server
+        .submit(&with(body(&internet), "samples", json!(2)))
+        .await;
     assert_eq!(keys(&v), sorted(&PROCESSING_KEYS), "{v}");
     assert_eq!(v["status"], "processing");
     assert_eq!(v["message"], "Try to fetch request after seconds estimated");
     assert!(v["tip"].is_string());
     assert!(v["eta"].as_f64().unwrap() >= 0.0);
     let id = v["id"].as_u64().unwrap();
-    assert_eq!(v["fetch_result"], server.url(&format!("/api/v6/image_editing/fetch/{id}")));
+    assert_eq!(
+        v["fetch_result"],
+        server.url(&format!("/api/v6/image_editing/fetch/{id}"))
+    );
     assert_eq!(v["output"], json!([]));
     assert_eq!(v["proxy_links"], json!([]));
     assert_eq!(keys(&v["meta"]), sorted(&META_KEYS));
@@ -286,14 +361,23 @@ async fn processing_then_success_via_fetch_and_queue_full() {
     let full = server.submit(&body(&internet)).await;
     assert_eq!(keys(&full), sorted(&["message", "retry_after", "status"]));
     assert_eq!(full["status"], "error");
-    assert_eq!(full["message"], "Rate limit exceeded. Maximum 1 queued requests allowed.");
+    assert_eq!(
+        full["message"],
+        "Rate limit exceeded. Maximum 1 queued requests allowed."
+    );
     assert!(full["retry_after"].as_u64().unwrap() >= 1);
 
     // Still running: the fetch processing shape, on every fetch path.
-    let processing = json!({"status": "processing", "id": id, "message": "try again later.", "output": ""});
+    let processing =
+        json!({"status": "processing", "id": id, "message": "try again later.", "output": ""});
     assert_eq!(server.fetch(id).await, processing);
     let fetch_result = v["fetch_result"].as_str().unwrap();
-    let response = client().post(fetch_result).json(&json!({"key": KEY})).send().await.unwrap();
+    let response = client()
+        .post(fetch_result)
+        .json(&json!({"key": KEY}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.json::<Value>().await.unwrap(), processing);
 
     gate.open();
@@ -301,7 +385,11 @@ async fn processing_then_success_via_fetch_and_queue_full() {
     assert_eq!(keys(&done), sorted(&["id", "output", "status"]));
     assert_eq!(done["status"], "success");
     assert_eq!(done["id"], id);
-    assert_eq!(done["output"], json!(future), "future_links are the final URLs");
+    assert_eq!(
+        done["output"],
+        json!(future),
+        "future_links are the final URLs"
+    );
     for url in &future {
         let (status, png) = download(url.as_str().unwrap()).await;
         assert_eq!(status, 200);
@@ -319,11 +407,23 @@ async fn processing_then_success_via_fetch_and_queue_full() {
         let (status, v) = server.get(&format!("{path}?key={KEY}")).await;
         assert_eq!((status, &v), (200, &done), "GET {path}");
     }
-    let (_, v) = server.post("/api/v6/images/fetch", &json!({"key": KEY, "request_id": id.to_string()})).await;
+    let (_, v) = server
+        .post(
+            "/api/v6/images/fetch",
+            &json!({"key": KEY, "request_id": id.to_string()}),
+        )
+        .await;
     assert_eq!(v, done);
-    let (_, v) = server.post("/api/v6/images/fetch", &json!({"key": KEY, "request_id": id})).await;
+    let (_, v) = server
+        .post(
+            "/api/v6/images/fetch",
+            &json!({"key": KEY, "request_id": id}),
+        )
+        .await;
     assert_eq!(v, done);
-    let (_, v) = server.get(&format!("/api/v6/images/fetch?key={KEY}&request_id={id}")).await;
+    let (_, v) = server
+        .get(&format!("/api/v6/images/fetch?key={KEY}&request_id={id}"))
+        .await;
     assert_eq!(v, done);
 
     // The slot is free again.
@@ -333,11 +433,16 @@ async fn processing_then_success_via_fetch_and_queue_full() {
 #[tokio::test]
 async fn fetch_of_unknown_id() {
     let (server, _internet) = setup().await;
-    let not_found = json!({"status": "failed", "id": "", "message": "Request not found", "output": ""});
+    let not_found =
+        json!({"status": "failed", "id": "", "message": "Request not found", "output": ""});
     assert_eq!(server.fetch(987654).await, not_found);
-    let (_, v) = server.post("/api/v6/image_editing/fetch/abc", &json!({"key": KEY})).await;
+    let (_, v) = server
+        .post("/api/v6/image_editing/fetch/abc", &json!({"key": KEY}))
+        .await;
     assert_eq!(v, not_found);
-    let (_, v) = server.post("/api/v6/images/fetch", &json!({"key": KEY})).await;
+    let (_, v) = server
+        .post("/api/v6/images/fetch", &json!({"key": KEY}))
+        .await;
     assert_eq!(v, not_found);
 }
 
@@ -346,7 +451,11 @@ async fn webhook_delivery_with_track_id_and_retries() {
     let mut internet = Internet::start(2).await; // the receiver fails twice first
     let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
     for track_id in [json!(12345), json!("order-9")] {
-        let b = with(with(body(&internet), "webhook", json!(internet.url("/webhook"))), "track_id", track_id.clone());
+        let b = with(
+            with(body(&internet), "webhook", json!(internet.url("/webhook"))),
+            "track_id",
+            track_id.clone(),
+        );
         let v = server.submit(&b).await;
         assert_eq!(v["status"], "success");
         let hook = internet.next_webhook().await;
@@ -375,11 +484,18 @@ async fn base64_in_and_out() {
         let (status, text) = download(url).await;
         assert_eq!(status, 200);
         let text = String::from_utf8(text).unwrap();
-        let data = text.strip_prefix("data:image/png;base64,").expect("a PNG data URI");
-        let png = base64::engine::general_purpose::STANDARD.decode(data.trim()).unwrap();
+        let data = text
+            .strip_prefix("data:image/png;base64,")
+            .expect("a PNG data URI");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .unwrap();
         assert!(png.starts_with(b"\x89PNG"));
     }
-    assert_eq!(server.generator.jobs.lock().unwrap()[0].face_image, face_png());
+    assert_eq!(
+        server.generator.jobs.lock().unwrap()[0].face_image,
+        face_png()
+    );
 }
 
 #[tokio::test]
@@ -399,7 +515,10 @@ async fn outputs_expire_after_the_ttl() {
         }
     }
     assert!(gone, "{url} still served long after its TTL");
-    assert_eq!(download(&server.url("/outputs/..%2Fjobs.redb")).await.0, 404);
+    assert_eq!(
+        download(&server.url("/outputs/..%2Fjobs.redb")).await.0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -421,14 +540,19 @@ async fn restart_keeps_finished_jobs_fetchable() {
     let url = after["output"][0].as_str().unwrap();
     assert_eq!(download(url).await.0, 200);
     let v2 = again.submit(&body(&internet)).await;
-    assert!(v2["id"].as_u64().unwrap() > id, "ids keep growing across restarts");
+    assert!(
+        v2["id"].as_u64().unwrap() > id,
+        "ids keep growing across restarts"
+    );
     drop(tmp);
 }
 
 #[tokio::test]
 async fn malformed_json_gets_the_error_shape() {
     let (server, _internet) = setup().await;
-    let (status, v) = server.post_raw("/api/v6/image_editing/head_shot", "{not json").await;
+    let (status, v) = server
+        .post_raw("/api/v6/image_editing/head_shot", "{not json")
+        .await;
     assert_eq!(status, 400);
     assert_eq!(keys(&v), sorted(&["message", "status"]));
     assert_eq!(v["status"], "error");
@@ -443,7 +567,11 @@ async fn every_submit_path_answers() {
         "/api/v1/enterprise/image_editing/head_shot",
     ] {
         let (status, v) = server.post(path, &body(&internet)).await;
-        assert_eq!((status, v["status"].clone()), (200, json!("success")), "{path}");
+        assert_eq!(
+            (status, v["status"].clone()),
+            (200, json!("success")),
+            "{path}"
+        );
     }
 }
 
@@ -453,17 +581,33 @@ async fn health_and_metrics() {
     server.submit(&body(&internet)).await;
     let (status, v) = server.get("/health").await;
     assert_eq!((status, v["status"].clone()), (200, json!("ok")));
-    let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("headshot_submit_requests_total"), "{text}");
 }
 
 #[tokio::test]
 async fn a_panicking_job_fails_alone() {
     let (server, internet) = setup().await;
-    let v = server.submit(&with(body(&internet), "prompt", json!("[panic]"))).await;
-    assert_eq!(keys(&v), sorted(&["id", "message", "output", "status"]), "{v}");
+    let v = server
+        .submit(&with(body(&internet), "prompt", json!("[panic]")))
+        .await;
+    assert_eq!(
+        keys(&v),
+        sorted(&["id", "message", "output", "status"]),
+        "{v}"
+    );
     assert_eq!(v["status"], "failed");
-    assert!(!v["message"].as_str().unwrap().contains("scripted"), "internal details stay in the log");
+    assert!(
+        !v["message"].as_str().unwrap().contains("scripted"),
+        "internal details stay in the log"
+    );
     // The worker survived.
     assert_eq!(server.submit(&body(&internet)).await["status"], "success");
 }
@@ -471,23 +615,33 @@ async fn a_panicking_job_fails_alone() {
 #[tokio::test]
 async fn webhooks_to_private_addresses_are_refused_at_submit() {
     let internet = Internet::start(0).await;
-    let server = TestServer::start(ScriptedGenerator::default(), |c| c.allow_private_urls = false).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |c| {
+        c.allow_private_urls = false
+    })
+    .await;
     let face = base64::engine::general_purpose::STANDARD.encode(face_png());
     let v = server
         .submit(&json!({"key": KEY, "prompt": "p", "face_image": face, "webhook": internet.url("/webhook")}))
         .await;
     assert_eq!(v["status"], "error", "{v}");
     assert_eq!(keys(&v["message"]), ["webhook"]);
-    assert!(v["message"]["webhook"][0].as_str().unwrap().contains("refused"));
+    assert!(v["message"]["webhook"][0]
+        .as_str()
+        .unwrap()
+        .contains("refused"));
 }
 
 #[tokio::test]
 async fn oversized_bodies_get_the_error_shape() {
     let internet = Internet::start(0).await;
-    let server = TestServer::start(ScriptedGenerator::default(), |c| c.max_image_bytes = 10_000).await;
+    let server =
+        TestServer::start(ScriptedGenerator::default(), |c| c.max_image_bytes = 10_000).await;
     let huge = "A".repeat(2 * 1024 * 1024);
     let (status, v) = server
-        .post("/api/v6/image_editing/head_shot", &with(body(&internet), "face_image", json!(huge)))
+        .post(
+            "/api/v6/image_editing/head_shot",
+            &with(body(&internet), "face_image", json!(huge)),
+        )
         .await;
     assert_eq!(status, 413);
     assert_eq!(keys(&v), sorted(&["message", "status"]));
@@ -498,7 +652,8 @@ async fn oversized_bodies_get_the_error_shape() {
 async fn jobs_interrupted_by_a_restart_are_failed() {
     let tmp = tempfile::tempdir().unwrap();
     let id = {
-        let stores = headshot_server::Stores::open_local(tmp.path(), Duration::from_secs(3600)).unwrap();
+        let stores =
+            headshot_server::Stores::open_local(tmp.path(), Duration::from_secs(3600)).unwrap();
         let id = stores.jobs.next_id().unwrap();
         let record = headshot_core::store::JobRecord::queued(
             id,
@@ -510,7 +665,12 @@ async fn jobs_interrupted_by_a_restart_are_failed() {
         stores.jobs.insert(&record).unwrap();
         id
     };
-    let server = TestServer::start_in(tmp.path().to_path_buf(), ScriptedGenerator::default(), |_| {}).await;
+    let server = TestServer::start_in(
+        tmp.path().to_path_buf(),
+        ScriptedGenerator::default(),
+        |_| {},
+    )
+    .await;
     let v = server.fetch(id).await;
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["id"], id);

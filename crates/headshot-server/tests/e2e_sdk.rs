@@ -17,14 +17,21 @@ use std::time::Duration;
 const KEY: &str = "e2e-key";
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// A python that can import modelslab_py, or why there is none.
 fn python_with_sdk() -> Result<String, String> {
     let candidates: Vec<String> = match std::env::var("HEADSHOT_E2E_PYTHON") {
         Ok(p) => vec![p],
-        Err(_) => vec!["/work/venv-ref/bin/python".into(), "python3".into(), "python".into()],
+        Err(_) => vec![
+            "/work/venv-ref/bin/python".into(),
+            "python3".into(),
+            "python".into(),
+        ],
     };
     for python in &candidates {
         let ok = Command::new(python)
@@ -60,7 +67,10 @@ fn onnxruntime_library(assets: &Path) -> Option<PathBuf> {
     let mut libs: Vec<PathBuf> = std::fs::read_dir(assets)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
+        })
         .collect();
     // The versioned file (libonnxruntime.so.1.x.y) is the real library.
     libs.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
@@ -77,7 +87,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_healthy(server: &mut Server, base: &str) {
@@ -100,10 +114,16 @@ fn wait_healthy(server: &mut Server, base: &str) {
 fn http_get(url: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap();
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     Ok(response)
@@ -121,7 +141,9 @@ fn official_sdk_against_the_real_binary() {
             if std::env::var("HEADSHOT_E2E_REQUIRED").is_ok_and(|v| v == "1") {
                 panic!("e2e SDK test required but: {why}");
             }
-            eprintln!("\n\n!!!!!!!!!! SKIPPED official_sdk_against_the_real_binary: {why} !!!!!!!!!!\n\n");
+            eprintln!(
+                "\n\n!!!!!!!!!! SKIPPED official_sdk_against_the_real_binary: {why} !!!!!!!!!!\n\n"
+            );
             return;
         }
     };
@@ -134,7 +156,13 @@ fn official_sdk_against_the_real_binary() {
     command
         .current_dir(&root)
         .env("HEADSHOT_TEST_ASSETS", &assets)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "--api-keys", KEY, "--allow-private-urls"])
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--api-keys",
+            KEY,
+            "--allow-private-urls",
+        ])
         .args(["--models", "models/tiny.toml", "--sync-wait-secs", "120"])
         .arg("--data-dir")
         .arg(data.path());
@@ -150,5 +178,8 @@ fn official_sdk_against_the_real_binary() {
         .arg(assets.join("yaoming.jpg"))
         .status()
         .expect("running the python driver");
-    assert!(status.success(), "tests/e2e/sdk_headshot.py failed (see its output above)");
+    assert!(
+        status.success(),
+        "tests/e2e/sdk_headshot.py failed (see its output above)"
+    );
 }

@@ -13,7 +13,11 @@ use common::*;
 fn python_with_sdk() -> Option<String> {
     let candidates: Vec<String> = match std::env::var("HEADSHOT_E2E_PYTHON") {
         Ok(p) => vec![p],
-        Err(_) => vec!["/work/venv-ref/bin/python".into(), "python3".into(), "python".into()],
+        Err(_) => vec![
+            "/work/venv-ref/bin/python".into(),
+            "python3".into(),
+            "python".into(),
+        ],
     };
     candidates.into_iter().find(|python| {
         Command::new(python)
@@ -30,16 +34,27 @@ async fn run_driver(python: &str, server: &TestServer) {
     let face = std::env::temp_dir().join(format!("headshot-sdk-face-{}.png", server.addr.port()));
     std::fs::write(&face, face_png()).unwrap();
     let mut command = Command::new(python);
-    command.arg(driver).arg(format!("http://{}", server.addr)).arg(KEY).arg(&face);
-    let status = tokio::task::spawn_blocking(move || command.status()).await.unwrap().unwrap();
+    command
+        .arg(driver)
+        .arg(format!("http://{}", server.addr))
+        .arg(KEY)
+        .arg(&face);
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .unwrap()
+        .unwrap();
     let _ = std::fs::remove_file(face);
-    assert!(status.success(), "tests/e2e/sdk_headshot.py failed (see its output above)");
+    assert!(
+        status.success(),
+        "tests/e2e/sdk_headshot.py failed (see its output above)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdk_against_the_router() {
     let Some(python) = python_with_sdk() else {
-        let why = "no python with modelslab-py (install: python3 -m pip install modelslab-py==0.2.3)";
+        let why =
+            "no python with modelslab-py (install: python3 -m pip install modelslab-py==0.2.3)";
         if std::env::var("HEADSHOT_E2E_REQUIRED").is_ok_and(|v| v == "1") {
             panic!("SDK compatibility test required but {why}");
         }

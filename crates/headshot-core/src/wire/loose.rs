@@ -128,10 +128,24 @@ mod tests {
 
     #[test]
     fn booleans_in_every_spelling() {
-        for t in [json!(true), json!("true"), json!("TRUE"), json!("yes"), json!(1), json!("1")] {
+        for t in [
+            json!(true),
+            json!("true"),
+            json!("TRUE"),
+            json!("yes"),
+            json!(1),
+            json!("1"),
+        ] {
             assert_eq!(as_bool(&t), Ok(true), "{t}");
         }
-        for f in [json!(false), json!("false"), json!("No"), json!("no"), json!(0), json!("0")] {
+        for f in [
+            json!(false),
+            json!("false"),
+            json!("No"),
+            json!("no"),
+            json!(0),
+            json!("0"),
+        ] {
             assert_eq!(as_bool(&f), Ok(false), "{f}");
         }
         for bad in [json!("maybe"), json!(2), json!([]), json!({})] {

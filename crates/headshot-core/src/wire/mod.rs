@@ -6,8 +6,8 @@ pub mod request;
 pub mod response;
 
 pub use request::{
-    is_http_url, normalise_samples, normalise_size, parse_face_image, parse_request_id,
-    snap_steps, FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,
+    is_http_url, normalise_samples, normalise_size, parse_face_image, parse_request_id, snap_steps,
+    FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,
 };
 pub use response::{
     ErrorResponse, FailedResponse, FetchProcessingResponse, FetchSuccessResponse,

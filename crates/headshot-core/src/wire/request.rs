@@ -39,7 +39,10 @@ pub enum FaceImageInput {
     /// An http(s) URL the server must download (with its SSRF guard).
     Url(String),
     /// Bytes decoded from a data URI or raw base64 in the request.
-    Inline { bytes: Vec<u8>, mime: Option<String> },
+    Inline {
+        bytes: Vec<u8>,
+        mime: Option<String>,
+    },
 }
 
 impl fmt::Debug for FaceImageInput {
@@ -85,7 +88,10 @@ impl ValidationErrors {
     }
 
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_string()).or_default().push(message.into());
+        self.0
+            .entry(field.to_string())
+            .or_default()
+            .push(message.into());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -390,15 +396,21 @@ pub fn parse_face_image(raw: &str) -> Result<FaceImageInput, String> {
         let mut parts = header.split(';');
         let mime = parts.next().filter(|m| !m.is_empty()).map(str::to_string);
         if !parts.any(|p| p.eq_ignore_ascii_case("base64")) {
-            return Err("The face image data URI must be base64 encoded (data:image/jpeg;base64,...).".to_string());
+            return Err(
+                "The face image data URI must be base64 encoded (data:image/jpeg;base64,...)."
+                    .to_string(),
+            );
         }
-        let bytes = decode_base64(data)
-            .ok_or_else(|| "The face image data URI does not hold valid base64 data.".to_string())?;
+        let bytes = decode_base64(data).ok_or_else(|| {
+            "The face image data URI does not hold valid base64 data.".to_string()
+        })?;
         return Ok(FaceImageInput::Inline { bytes, mime });
     }
     match decode_base64(s) {
         Some(bytes) => Ok(FaceImageInput::Inline { bytes, mime: None }),
-        None => Err("The face image must be an http(s) URL, a data URI or base64 image data.".to_string()),
+        None => Err(
+            "The face image must be an http(s) URL, a data URI or base64 image data.".to_string(),
+        ),
     }
 }
 
@@ -435,7 +447,9 @@ fn clamp_or_default(value: Option<f64>, (lo, hi): (f64, f64), default: f64) -> f
 /// rounded to the nearest multiple of 8 (never above the limit), at least 64.
 pub fn normalise_size(width: Option<i64>, height: Option<i64>) -> (u32, u32) {
     let side = |v: Option<i64>| -> f64 {
-        v.map_or(f64::from(DEFAULT_SIZE), |v| v.clamp(i64::from(MIN_SIDE), 1 << 20) as f64)
+        v.map_or(f64::from(DEFAULT_SIZE), |v| {
+            v.clamp(i64::from(MIN_SIDE), 1 << 20) as f64
+        })
     };
     let (w, h) = (side(width), side(height));
     let (long, short) = if w >= h { (w, h) } else { (h, w) };

@@ -95,7 +95,13 @@ pub struct ProcessingResponse {
 }
 
 impl ProcessingResponse {
-    pub fn new(id: u64, eta: f64, fetch_result: String, future_links: Vec<String>, meta: Meta) -> Self {
+    pub fn new(
+        id: u64,
+        eta: f64,
+        fetch_result: String,
+        future_links: Vec<String>,
+        meta: Meta,
+    ) -> Self {
         ProcessingResponse {
             status: Status::Processing,
             tip: format!(
@@ -123,7 +129,11 @@ pub struct FetchSuccessResponse {
 
 impl FetchSuccessResponse {
     pub fn new(id: u64, output: Vec<String>) -> Self {
-        FetchSuccessResponse { status: Status::Success, id, output }
+        FetchSuccessResponse {
+            status: Status::Success,
+            id,
+            output,
+        }
     }
 }
 
@@ -190,7 +200,12 @@ pub struct FailedResponse {
 
 impl FailedResponse {
     pub fn new(id: u64, message: impl Into<String>) -> Self {
-        FailedResponse { status: Status::Failed, id, message: message.into(), output: String::new() }
+        FailedResponse {
+            status: Status::Failed,
+            id,
+            message: message.into(),
+            output: String::new(),
+        }
     }
 }
 
@@ -231,7 +246,10 @@ pub struct ValidationErrorResponse {
 
 impl ValidationErrorResponse {
     pub fn new(errors: &ValidationErrors) -> Self {
-        ValidationErrorResponse { status: Status::Error, message: errors.to_json() }
+        ValidationErrorResponse {
+            status: Status::Error,
+            message: errors.to_json(),
+        }
     }
 }
 
@@ -244,7 +262,10 @@ pub struct ErrorResponse {
 
 impl ErrorResponse {
     pub fn new(message: impl Into<String>) -> Self {
-        ErrorResponse { status: Status::Error, message: message.into() }
+        ErrorResponse {
+            status: Status::Error,
+            message: message.into(),
+        }
     }
 }
 
@@ -261,9 +282,7 @@ impl RateLimitResponse {
     pub fn new(max_queued: usize, retry_after: u64) -> Self {
         RateLimitResponse {
             status: Status::Error,
-            message: format!(
-                "Rate limit exceeded. Maximum {max_queued} queued requests allowed."
-            ),
+            message: format!("Rate limit exceeded. Maximum {max_queued} queued requests allowed."),
             retry_after,
         }
     }

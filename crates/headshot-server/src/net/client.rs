@@ -51,7 +51,8 @@ impl Resolve for FilteringResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let total = addrs.len();
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -61,7 +62,8 @@ impl Resolve for FilteringResolver {
                 let err: Box<dyn std::error::Error + Send + Sync> = if total == 0 {
                     format!("{host} did not resolve to any address").into()
                 } else {
-                    format!("{host} resolves only to non-public addresses, which are refused").into()
+                    format!("{host} resolves only to non-public addresses, which are refused")
+                        .into()
                 };
                 return Err(err);
             }
@@ -88,7 +90,10 @@ impl GuardedHttp {
             .user_agent(concat!("headshot-server/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Network(format!("could not build the HTTP client: {e}")))?;
-        Ok(GuardedHttp { client, allow_private })
+        Ok(GuardedHttp {
+            client,
+            allow_private,
+        })
     }
 
     pub fn allows_private(&self) -> bool {
@@ -111,13 +116,19 @@ impl GuardedHttp {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             if let Ok(ip) = bare.parse::<IpAddr>() {
                 if let Some(reason) = refusal_reason(ip) {
-                    return Err(FetchError::Blocked { host: ip.to_string(), reason });
+                    return Err(FetchError::Blocked {
+                        host: ip.to_string(),
+                        reason,
+                    });
                 }
             } else {
                 // `localhost` is answered by the system without DNS; refuse it by name too.
                 let d = host.trim_end_matches('.').to_ascii_lowercase();
                 if d == "localhost" || d.ends_with(".localhost") {
-                    return Err(FetchError::Blocked { host: d, reason: "loopback address" });
+                    return Err(FetchError::Blocked {
+                        host: d,
+                        reason: "loopback address",
+                    });
                 }
             }
         }
@@ -131,9 +142,12 @@ impl GuardedHttp {
         max_bytes: usize,
         limits: OutboundLimits,
     ) -> Result<Vec<u8>, FetchError> {
-        tokio::time::timeout(limits.timeout, self.get_bytes_inner(url, max_bytes, limits.max_redirects))
-            .await
-            .map_err(|_| FetchError::Timeout(limits.timeout))?
+        tokio::time::timeout(
+            limits.timeout,
+            self.get_bytes_inner(url, max_bytes, limits.max_redirects),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout(limits.timeout))?
     }
 
     async fn get_bytes_inner(
@@ -145,7 +159,12 @@ impl GuardedHttp {
         let mut current = self.check_url(url)?;
         let mut redirects = 0;
         loop {
-            let mut response = self.client.get(current.clone()).send().await.map_err(network)?;
+            let mut response = self
+                .client
+                .get(current.clone())
+                .send()
+                .await
+                .map_err(network)?;
             let status = response.status();
             if status.is_redirection() {
                 redirects += 1;
@@ -157,14 +176,19 @@ impl GuardedHttp {
                     .get(reqwest::header::LOCATION)
                     .and_then(|l| l.to_str().ok())
                     .ok_or(FetchError::BadRedirect)?;
-                let next = current.join(location).map_err(|_| FetchError::BadRedirect)?;
+                let next = current
+                    .join(location)
+                    .map_err(|_| FetchError::BadRedirect)?;
                 current = self.check_url(next.as_str())?;
                 continue;
             }
             if !status.is_success() {
                 return Err(FetchError::Status(status.as_u16()));
             }
-            if response.content_length().is_some_and(|n| n > max_bytes as u64) {
+            if response
+                .content_length()
+                .is_some_and(|n| n > max_bytes as u64)
+            {
                 return Err(FetchError::TooLarge { limit: max_bytes });
             }
             let mut body = Vec::new();
@@ -247,7 +271,12 @@ mod tests {
                 "{refused} should be refused"
             );
         }
-        for invalid in ["ftp://example.com/x", "file:///etc/passwd", "not a url", "http://"] {
+        for invalid in [
+            "ftp://example.com/x",
+            "file:///etc/passwd",
+            "not a url",
+            "http://",
+        ] {
             assert!(
                 matches!(http.check_url(invalid), Err(FetchError::InvalidUrl(_))),
                 "{invalid} should be invalid"
@@ -260,19 +289,38 @@ mod tests {
     #[test]
     fn the_flag_allows_private_addresses() {
         let http = guarded(true);
-        for allowed in ["http://127.0.0.1/x.png", "http://localhost:3000/", "http://[::1]/x"] {
+        for allowed in [
+            "http://127.0.0.1/x.png",
+            "http://localhost:3000/",
+            "http://[::1]/x",
+        ] {
             assert!(http.check_url(allowed).is_ok(), "{allowed}");
         }
-        assert!(matches!(http.check_url("gopher://x"), Err(FetchError::InvalidUrl(_))));
+        assert!(matches!(
+            http.check_url("gopher://x"),
+            Err(FetchError::InvalidUrl(_))
+        ));
     }
 
     #[tokio::test]
     async fn the_resolver_drops_non_public_addresses() {
         let name: Name = "localhost".parse().unwrap();
-        let refused = FilteringResolver { allow_private: false }.resolve(name).await;
-        assert!(refused.is_err(), "localhost resolves only to loopback addresses");
+        let refused = FilteringResolver {
+            allow_private: false,
+        }
+        .resolve(name)
+        .await;
+        assert!(
+            refused.is_err(),
+            "localhost resolves only to loopback addresses"
+        );
         let name: Name = "localhost".parse().unwrap();
-        let allowed = FilteringResolver { allow_private: true }.resolve(name).await.unwrap();
+        let allowed = FilteringResolver {
+            allow_private: true,
+        }
+        .resolve(name)
+        .await
+        .unwrap();
         assert!(allowed.into_iter().all(|a| a.ip().is_loopback()));
     }
 
@@ -284,9 +332,19 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         // `localhost.` with a trailing dot and odd case still hits the name check; an IPv6
         // literal is checked as a literal.
-        for url in [format!("http://LOCALHOST.:{port}/"), format!("http://[::1]:{port}/")] {
+        for url in [
+            format!("http://LOCALHOST.:{port}/"),
+            format!("http://[::1]:{port}/"),
+        ] {
             let err = http
-                .get_bytes(&url, 1024, OutboundLimits { timeout: Duration::from_secs(5), max_redirects: 0 })
+                .get_bytes(
+                    &url,
+                    1024,
+                    OutboundLimits {
+                        timeout: Duration::from_secs(5),
+                        max_redirects: 0,
+                    },
+                )
                 .await
                 .unwrap_err();
             assert!(matches!(err, FetchError::Blocked { .. }), "{url}: {err}");

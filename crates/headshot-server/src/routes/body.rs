@@ -26,7 +26,11 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 /// The key from a `key` header, or else `Authorization: Bearer <key>` (newer ModelsLab clients).
 pub fn header_key(headers: &HeaderMap) -> Option<String> {
-    let text = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
     text("key")
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -41,5 +45,10 @@ pub fn header_key(headers: &HeaderMap) -> Option<String> {
 
 /// Query parameters as a JSON object, so GET fetches reuse the body parser.
 pub fn query_object(query: HashMap<String, String>) -> Value {
-    Value::Object(query.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+    Value::Object(
+        query
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
 }

@@ -24,7 +24,12 @@ pub async fn fetch_by_path(
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    answer(&state, request.key.or_else(|| header_key(&headers)), parse_request_id(&id)).await
+    answer(
+        &state,
+        request.key.or_else(|| header_key(&headers)),
+        parse_request_id(&id),
+    )
+    .await
 }
 
 pub async fn fetch_by_path_get(
@@ -34,15 +39,29 @@ pub async fn fetch_by_path_get(
     headers: HeaderMap,
 ) -> Response {
     let request = FetchRequest::from_json(&query_object(query));
-    answer(&state, request.key.or_else(|| header_key(&headers)), parse_request_id(&id)).await
+    answer(
+        &state,
+        request.key.or_else(|| header_key(&headers)),
+        parse_request_id(&id),
+    )
+    .await
 }
 
-pub async fn fetch_by_body(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn fetch_by_body(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let request = match read_body(body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    answer(&state, request.key.or_else(|| header_key(&headers)), request.request_id).await
+    answer(
+        &state,
+        request.key.or_else(|| header_key(&headers)),
+        request.request_id,
+    )
+    .await
 }
 
 pub async fn fetch_by_query(
@@ -51,7 +70,12 @@ pub async fn fetch_by_query(
     headers: HeaderMap,
 ) -> Response {
     let request = FetchRequest::from_json(&query_object(query));
-    answer(&state, request.key.or_else(|| header_key(&headers)), request.request_id).await
+    answer(
+        &state,
+        request.key.or_else(|| header_key(&headers)),
+        request.request_id,
+    )
+    .await
 }
 
 /// Fetch bodies are tiny (`{"key", "request_id"}`).

@@ -31,7 +31,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(ErrorResponse::new("Unknown endpoint. Submit to /api/v6/image_editing/head_shot.")),
+        Json(ErrorResponse::new(
+            "Unknown endpoint. Submit to /api/v6/image_editing/head_shot.",
+        )),
     )
         .into_response()
 }

@@ -37,11 +37,20 @@ pub fn build_router(state: AppState) -> Router {
         router = router.route(path, post(submit::head_shot));
     }
     for path in FETCH_ID_PATHS {
-        router = router.route(path, post(fetch::fetch_by_path).get(fetch::fetch_by_path_get));
+        router = router.route(
+            path,
+            post(fetch::fetch_by_path).get(fetch::fetch_by_path_get),
+        );
     }
     router
-        .route(FETCH_BODY_PATH, post(fetch::fetch_by_body).get(fetch::fetch_by_query))
-        .route(&format!("{OUTPUTS_PATH}/{{file}}"), get(outputs::serve_output))
+        .route(
+            FETCH_BODY_PATH,
+            post(fetch::fetch_by_body).get(fetch::fetch_by_query),
+        )
+        .route(
+            &format!("{OUTPUTS_PATH}/{{file}}"),
+            get(outputs::serve_output),
+        )
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)

@@ -23,7 +23,11 @@ pub async fn serve_output(State(state): State<AppState>, Path(file): Path<String
             contents,
         )
             .into_response(),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "not found (outputs expire after a while)").into_response(),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            "not found (outputs expire after a while)",
+        )
+            .into_response(),
         Ok(Err(e)) => {
             tracing::error!(file = %name, error = %e, "reading an output failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -33,22 +33,33 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     let received = Instant::now();
     let body = read_limited(body, state.settings.max_body_bytes).await?;
     let body = parse_json(&body)?;
-    let key = FetchRequest::from_json(&body).key.or_else(|| header_key(&headers));
+    let key = FetchRequest::from_json(&body)
+        .key
+        .or_else(|| header_key(&headers));
     if !state.keys.accepts(key.as_deref()) {
         return Err(ApiError::InvalidKey);
     }
-    let request = HeadShotRequest::from_json(&body, rand::random::<u32>()).map_err(ApiError::Validation)?;
+    let request =
+        HeadShotRequest::from_json(&body, rand::random::<u32>()).map_err(ApiError::Validation)?;
     if let Some(webhook) = &request.webhook {
         // Refuse a webhook we would never deliver now, rather than failing silently later.
         state.jobs.http.check_url(webhook).map_err(|e| {
-            ApiError::Validation(ValidationErrors::single("webhook", format!("The webhook cannot be used: {e}.")))
+            ApiError::Validation(ValidationErrors::single(
+                "webhook",
+                format!("The webhook cannot be used: {e}."),
+            ))
         })?;
     }
     // Cheap early refusal under load, before downloading anything (admission below is exact).
     if state.worker.in_flight() >= state.worker.max_queue_size() {
         return Err(ApiError::QueueFull {
             max_queued: state.worker.max_queue_size(),
-            retry_after_secs: state.worker.average_job_time().as_secs_f64().ceil().max(1.0) as u64,
+            retry_after_secs: state
+                .worker
+                .average_job_time()
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64,
         });
     }
     let face_image = obtain_face_image(
@@ -65,20 +76,27 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         .map_err(|e| ApiError::Internal(format!("job id allocation panicked: {e}")))??;
     let file_prefix = ctx.outputs.new_prefix();
     let meta = request.meta(&file_prefix);
-    let format = if request.base64 { OutputFormat::Base64 } else { OutputFormat::Png };
+    let format = if request.base64 {
+        OutputFormat::Base64
+    } else {
+        OutputFormat::Png
+    };
     let meta_json = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut record = JobRecord::queued(id, meta_json, file_prefix, format, request.samples);
     record.webhook = request.webhook.clone();
     record.track_id = request.track_id.clone();
 
     // Admission first, so a refused request leaves no record behind.
-    let ticket = state.worker.submit(request.to_job(face_image)).map_err(|e| match e {
-        SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
-            max_queued: max,
-            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
-        },
-        SubmitError::ShuttingDown => ApiError::Internal(e.to_string()),
-    })?;
+    let ticket = state
+        .worker
+        .submit(request.to_job(face_image))
+        .map_err(|e| match e {
+            SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
+                max_queued: max,
+                retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            SubmitError::ShuttingDown => ApiError::Internal(e.to_string()),
+        })?;
     let eta = ticket.eta();
     {
         let jobs = ctx.jobs.clone();
@@ -87,7 +105,12 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
             .await
             .map_err(|e| ApiError::Internal(format!("storing the job record panicked: {e}")))??;
     }
-    tracing::info!(id, seed = request.seed, steps = request.num_inference_steps, "job admitted");
+    tracing::info!(
+        id,
+        seed = request.seed,
+        steps = request.num_inference_steps,
+        "job admitted"
+    );
 
     // The job finishes in the background whatever happens to this request.
     let (done_tx, done_rx) = oneshot::channel();
@@ -95,7 +118,8 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     let queued_record = record.clone();
     tokio::spawn(async move {
         let result = ticket.await;
-        metrics::histogram!("headshot_generation_seconds").record(result.generation_time.as_secs_f64());
+        metrics::histogram!("headshot_generation_seconds")
+            .record(result.generation_time.as_secs_f64());
         let (jobs, outputs) = (background.jobs.clone(), background.outputs.clone());
         let fallback = queued_record.clone();
         let finished = tokio::task::spawn_blocking(move || {
@@ -108,7 +132,9 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
                 // Never leave a record "processing" forever.
                 tracing::error!(id, error = %e, "finishing the job panicked");
                 let mut record = fallback;
-                record.mark_failed("The images could not be stored on the server. Please try again later.");
+                record.mark_failed(
+                    "The images could not be stored on the server. Please try again later.",
+                );
                 if let Err(e) = background.jobs.update(&record) {
                     tracing::error!(id, error = %e, "could not mark the job failed");
                 }
@@ -118,17 +144,30 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
         let _ = done_tx.send(finished.clone());
         if finished.webhook.is_some() {
-            let _ = deliver_webhook(&finished, &background.urls, &background.http, background.webhook).await;
+            let _ = deliver_webhook(
+                &finished,
+                &background.urls,
+                &background.http,
+                background.webhook,
+            )
+            .await;
         }
     });
 
     match tokio::time::timeout(state.settings.sync_wait, done_rx).await {
         Ok(Ok(finished)) => match finished.status {
             JobStatus::Success => {
-                tracing::info!(id, total_s = received.elapsed().as_secs_f64(), "job answered synchronously");
+                tracing::info!(
+                    id,
+                    total_s = received.elapsed().as_secs_f64(),
+                    "job answered synchronously"
+                );
                 Ok(success_body(&finished, &ctx.urls)?.into())
             }
-            _ => Err(ApiError::JobFailed { id, message: failure_message(&finished) }),
+            _ => Err(ApiError::JobFailed {
+                id,
+                message: failure_message(&finished),
+            }),
         },
         // Still running (or the background task died, which fetch will then report).
         _ => Ok(ProcessingResponse::new(

@@ -93,7 +93,8 @@ pub fn face_png() -> Vec<u8> {
 pub fn png_of_size(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 90]));
     let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
     out
 }
 
@@ -118,7 +119,10 @@ impl Internet {
             webhook_failures_left: Arc::new(AtomicUsize::new(webhook_failures)),
         };
         let router = Router::new()
-            .route("/face.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], face_png()) }))
+            .route(
+                "/face.png",
+                get(|| async { ([(header::CONTENT_TYPE, "image/png")], face_png()) }),
+            )
             .route("/big.png", get(|| async { png_of_size(1500, 1500) }))
             .route("/not-an-image.txt", get(|| async { "hello, I am text" }))
             .route("/missing.png", get(|| async { StatusCode::NOT_FOUND }))
@@ -156,7 +160,9 @@ impl Internet {
 async fn receive_webhook(State(state): State<InternetState>, body: Bytes) -> impl IntoResponse {
     let left = state.webhook_failures_left.load(Ordering::SeqCst);
     if left > 0 {
-        state.webhook_failures_left.store(left - 1, Ordering::SeqCst);
+        state
+            .webhook_failures_left
+            .store(left - 1, Ordering::SeqCst);
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let body: Value = serde_json::from_slice(&body).expect("webhook body is JSON");
@@ -240,7 +246,12 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = client().post(self.url(path)).json(body).send().await.unwrap();
+        let response = client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         decode(response).await
     }
 
@@ -267,7 +278,10 @@ impl TestServer {
 
     pub async fn fetch(&self, id: u64) -> Value {
         let (status, body) = self
-            .post(&format!("/api/v6/image_editing/fetch/{id}"), &serde_json::json!({"key": KEY}))
+            .post(
+                &format!("/api/v6/image_editing/fetch/{id}"),
+                &serde_json::json!({"key": KEY}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body
@@ -315,20 +329,50 @@ pub fn sorted(list: &[&str]) -> Vec<String> {
     v
 }
 
-pub const SUCCESS_KEYS: [&str; 7] =
-    ["generationTime", "id", "meta", "nsfw_content_detected", "output", "proxy_links", "status"];
+pub const SUCCESS_KEYS: [&str; 7] = [
+    "generationTime",
+    "id",
+    "meta",
+    "nsfw_content_detected",
+    "output",
+    "proxy_links",
+    "status",
+];
 pub const PROCESSING_KEYS: [&str; 10] = [
-    "eta", "fetch_result", "future_links", "id", "message", "meta", "output", "proxy_links", "status",
+    "eta",
+    "fetch_result",
+    "future_links",
+    "id",
+    "message",
+    "meta",
+    "output",
+    "proxy_links",
+    "status",
     "tip",
 ];
 pub const META_KEYS: [&str; 15] = [
-    "base64", "face_image", "file_prefix", "guidance_scale", "height", "negative_prompt",
-    "num_inference_steps", "outdir", "prompt", "safety_checker", "safety_checker_type", "samples",
-    "seed", "temp", "width",
+    "base64",
+    "face_image",
+    "file_prefix",
+    "guidance_scale",
+    "height",
+    "negative_prompt",
+    "num_inference_steps",
+    "outdir",
+    "prompt",
+    "safety_checker",
+    "safety_checker_type",
+    "samples",
+    "seed",
+    "temp",
+    "width",
 ];
 
 /// Downloads a URL we handed out; (status, bytes).
 pub async fn download(url: &str) -> (u16, Vec<u8>) {
     let response = client().get(url).send().await.unwrap();
-    (response.status().as_u16(), response.bytes().await.unwrap().to_vec())
+    (
+        response.status().as_u16(),
+        response.bytes().await.unwrap().to_vec(),
+    )
 }
