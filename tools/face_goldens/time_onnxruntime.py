@@ -10,7 +10,7 @@
 
 Median of N runs (default 20) after warm-up; prints one line per item. Threads: onnxruntime's
 default (all cores) unless ORT_THREADS is set; ORT_SPINNING=0 turns off pool spinning as
-headshot-face does by default. Run: /work/venv-ref/bin/python time_onnxruntime.py
+headshot-face does by default. Run: .venv/bin/python time_onnxruntime.py
 """
 
 import os

@@ -28,7 +28,6 @@ fn python_with_sdk() -> Result<String, String> {
     let candidates: Vec<String> = match std::env::var("HEADSHOT_E2E_PYTHON") {
         Ok(p) => vec![p],
         Err(_) => vec![
-            "/work/venv-ref/bin/python".into(),
             "python3".into(),
             "python".into(),
         ],
