@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 venv=.cache/test-venv
 if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import modelslab_py" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check modelslab-py==0.2.3
+    # modelslab-py imports requests without declaring it, so install it explicitly.
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check modelslab-py==0.2.3 requests==2.34.2
 fi
 export HEADSHOT_E2E_PYTHON="${HEADSHOT_E2E_PYTHON:-$PWD/$venv/bin/python}"
 

@@ -2,7 +2,7 @@
 //! (models/tiny.toml), driven by the official Python SDK `modelslab-py` and the documented
 //! example body (tests/e2e/sdk_headshot.py).
 //!
-//! Needs: python with `modelslab-py` (CI: `python3 -m pip install modelslab-py==0.2.3`; pick the
+//! Needs: python with `modelslab-py` (CI: `python3 -m pip install modelslab-py==0.2.3 requests`; pick the
 //! interpreter with HEADSHOT_E2E_PYTHON), and the face test assets (fetched by
 //! tools/fetch-test-assets.sh when missing). Without python/modelslab-py the test is skipped
 //! with a loud message, unless HEADSHOT_E2E_REQUIRED=1 (CI), where that is a failure.
@@ -44,7 +44,7 @@ fn python_with_sdk() -> Result<String, String> {
         }
     }
     Err(format!(
-        "none of {candidates:?} can `import modelslab_py`; install it with `python3 -m pip install modelslab-py==0.2.3`"
+        "none of {candidates:?} can `import modelslab_py`; install it with `python3 -m pip install modelslab-py==0.2.3 requests`"
     ))
 }
 

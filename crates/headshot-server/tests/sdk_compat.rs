@@ -53,7 +53,7 @@ async fn run_driver(python: &str, server: &TestServer) {
 async fn official_sdk_against_the_router() {
     let Some(python) = python_with_sdk() else {
         let why =
-            "no python with modelslab-py (install: python3 -m pip install modelslab-py==0.2.3)";
+            "no python with modelslab-py (install: python3 -m pip install modelslab-py==0.2.3 requests)";
         if std::env::var("HEADSHOT_E2E_REQUIRED").is_ok_and(|v| v == "1") {
             panic!("SDK compatibility test required but {why}");
         }
