@@ -59,6 +59,34 @@ struct Layer {
 }
 
 impl Layer {
+    /// Layer `i` of a down or up block: `resnets.{i}` (from `cin` channels), then
+    /// `attentions.{i}` when the block has cross-attention.
+    fn load(
+        vb: &VarBuilder,
+        i: usize,
+        cin: usize,
+        spec: &BlockSpec,
+        ctx: &BlockContext,
+    ) -> Result<Self> {
+        let resnet = ctx.resnet(
+            vb.pp(format!("resnets.{i}")),
+            cin,
+            spec.out_channels,
+            ctx.resnet_scale,
+        )?;
+        let attention = if spec.cross_attention {
+            Some(ctx.transformer(
+                vb.pp(format!("attentions.{i}")),
+                spec.out_channels,
+                spec.heads,
+                spec.transformer_layers,
+            )?)
+        } else {
+            None
+        };
+        Ok(Layer { resnet, attention })
+    }
+
     fn forward(&self, x: &Tensor, temb_act: &Tensor, context: &CrossContext) -> Result<Tensor> {
         let x = self.resnet.forward(x, temb_act)?;
         match &self.attention {
@@ -102,24 +130,7 @@ impl DownBlock {
                 } else {
                     spec.out_channels
                 };
-                let resnet = ctx.resnet(
-                    vb.pp(format!("resnets.{i}")),
-                    cin,
-                    spec.out_channels,
-                    ctx.resnet_scale,
-                )?;
-                let attention = if spec.cross_attention {
-                    let vb = vb.pp(format!("attentions.{i}"));
-                    Some(ctx.transformer(
-                        vb,
-                        spec.out_channels,
-                        spec.heads,
-                        spec.transformer_layers,
-                    )?)
-                } else {
-                    None
-                };
-                Ok(Layer { resnet, attention })
+                Layer::load(&vb, i, cin, spec, ctx)
             })
             .collect::<Result<Vec<_>>>()?;
         let downsample = if spec.resample {
@@ -213,24 +224,7 @@ impl UpBlock {
                 } else {
                     spec.out_channels
                 };
-                let resnet = ctx.resnet(
-                    vb.pp(format!("resnets.{i}")),
-                    cin + skip,
-                    spec.out_channels,
-                    ctx.resnet_scale,
-                )?;
-                let attention = if spec.cross_attention {
-                    let vb = vb.pp(format!("attentions.{i}"));
-                    Some(ctx.transformer(
-                        vb,
-                        spec.out_channels,
-                        spec.heads,
-                        spec.transformer_layers,
-                    )?)
-                } else {
-                    None
-                };
-                Ok(Layer { resnet, attention })
+                Layer::load(&vb, i, cin + skip, spec, ctx)
             })
             .collect::<Result<Vec<_>>>()?;
         let upsample = if spec.resample {
