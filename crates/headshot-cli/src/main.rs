@@ -13,11 +13,17 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, Parser, Subcommand};
 use headshot_core::{CensorType, RgbImage};
-use headshot_pipeline::{DTypeSpec, DeviceSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest};
+use headshot_pipeline::{
+    DTypeSpec, DeviceSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest,
+};
 use headshot_weights::{ComponentKind, Manifest, ResolveOptions};
 
 #[derive(Parser)]
-#[command(name = "headshot", version, about = "Head shot generation with SD1.5 + IP-Adapter FaceID PlusV2")]
+#[command(
+    name = "headshot",
+    version,
+    about = "Head shot generation with SD1.5 + IP-Adapter FaceID PlusV2"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,8 +129,14 @@ fn fetch_models(args: FetchArgs) -> Result<()> {
             .keys()
             .copied()
             .filter(|k| {
-                let face = matches!(k, ComponentKind::FaceDetector | ComponentKind::FaceRecognizer);
-                let safety = matches!(k, ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor);
+                let face = matches!(
+                    k,
+                    ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
+                );
+                let safety = matches!(
+                    k,
+                    ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+                );
                 !(face && args.skip_face_models) && !(safety && args.skip_safety_checker)
             })
             .collect(),
@@ -132,10 +144,19 @@ fn fetch_models(args: FetchArgs) -> Result<()> {
     let set = headshot_weights::resolve(&manifest, &options)?;
     for component in set.components.values() {
         for file in &component.files {
-            println!("{:<18} {:<10} {}", component.kind.to_string(), format!("{:?}", file.origin), file.path.display());
+            println!(
+                "{:<18} {:<10} {}",
+                component.kind.to_string(),
+                format!("{:?}", file.origin),
+                file.path.display()
+            );
         }
     }
-    eprintln!("model set {} is complete ({} components)", set.name, set.components.len());
+    eprintln!(
+        "model set {} is complete ({} components)",
+        set.name,
+        set.components.len()
+    );
     Ok(())
 }
 
@@ -158,7 +179,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
 
     let face = match (&args.face, &args.face_embedding, &args.face_crop) {
         (Some(photo), _, _) => {
-            let bytes = std::fs::read(photo).with_context(|| format!("reading the face photo {}", photo.display()))?;
+            let bytes = std::fs::read(photo)
+                .with_context(|| format!("reading the face photo {}", photo.display()))?;
             pipeline.analyze_face(&bytes)?
         }
         (None, Some(embedding), Some(crop)) => FaceInput {
@@ -184,15 +206,32 @@ fn generate(args: GenerateArgs) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let output = pipeline.render(&request, &face)?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "generated");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "generated"
+    );
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     for (i, generated) in output.images.iter().enumerate() {
         let path = args.out.join(format!("headshot-{}-{i}.png", request.seed));
-        let img = image::RgbImage::from_raw(generated.image.width, generated.image.height, generated.image.pixels.clone())
-            .context("image buffer size")?;
-        img.save(&path).with_context(|| format!("writing {}", path.display()))?;
-        println!("{}{}", path.display(), if generated.nsfw { " (flagged by the safety checker, censored)" } else { "" });
+        let img = image::RgbImage::from_raw(
+            generated.image.width,
+            generated.image.height,
+            generated.image.pixels.clone(),
+        )
+        .context("image buffer size")?;
+        img.save(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "{}{}",
+            path.display(),
+            if generated.nsfw {
+                " (flagged by the safety checker, censored)"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }
@@ -220,7 +259,11 @@ fn read_embedding(path: &Path) -> Result<Vec<f32>> {
     let t = read_tensor(path, "embedding")?;
     let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     if values.len() != 512 {
-        bail!("{}: the face embedding has {} values, expected 512 ([512] or [1, 512])", path.display(), values.len());
+        bail!(
+            "{}: the face embedding has {} values, expected 512 ([512] or [1, 512])",
+            path.display(),
+            values.len()
+        );
     }
     Ok(values)
 }

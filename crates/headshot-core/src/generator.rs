@@ -110,7 +110,9 @@ pub enum GenerationError {
     #[error("the face image could not be read: {0}")]
     UnreadableImage(String),
     /// The image decoded but no face was detected in it.
-    #[error("no face was detected in the face image; send a clear, front-facing photo of one person")]
+    #[error(
+        "no face was detected in the face image; send a clear, front-facing photo of one person"
+    )]
     NoFace,
     /// The job is well-formed on the wire but this generator cannot honour it.
     #[error("{0}")]

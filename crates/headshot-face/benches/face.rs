@@ -16,7 +16,8 @@ fn face_analysis(c: &mut Criterion) {
     let mut group = c.benchmark_group("face");
     group.sample_size(20);
     for photo in ["players", "gdp", "yaoming"] {
-        let bytes = std::fs::read(common::assets_dir().join(format!("{photo}.jpg"))).expect("photo");
+        let bytes =
+            std::fs::read(common::assets_dir().join(format!("{photo}.jpg"))).expect("photo");
         let image = decode_image(&bytes, &DecodeLimits::default()).expect("decodes");
         let faces = analyzer.analyze_all(&image).expect("detection runs");
         let first = faces.first().expect("the photo has a face").clone();
@@ -25,13 +26,25 @@ fn face_analysis(c: &mut Criterion) {
             b.iter(|| decode_image(black_box(&bytes), &DecodeLimits::default()).expect("decodes"))
         });
         group.bench_function(format!("detect/{photo}"), |b| {
-            b.iter(|| analyzer.analyze_all(black_box(&image)).expect("detection runs"))
+            b.iter(|| {
+                analyzer
+                    .analyze_all(black_box(&image))
+                    .expect("detection runs")
+            })
         });
         group.bench_function(format!("embed_one_face/{photo}"), |b| {
-            b.iter(|| analyzer.embed(black_box(&image), &first).expect("embedding runs"))
+            b.iter(|| {
+                analyzer
+                    .embed(black_box(&image), &first)
+                    .expect("embedding runs")
+            })
         });
         group.bench_function(format!("analyze_largest/{photo}"), |b| {
-            b.iter(|| analyzer.analyze_largest(black_box(&bytes)).expect("has a face"))
+            b.iter(|| {
+                analyzer
+                    .analyze_largest(black_box(&bytes))
+                    .expect("has a face")
+            })
         });
     }
     group.finish();

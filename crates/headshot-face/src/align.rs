@@ -42,7 +42,9 @@ pub fn template_for_size(size: u32) -> Option<[[f32; 2]; 5]> {
 pub fn estimate_similarity(src: &[[f32; 2]; 5], dst: &[[f32; 2]; 5]) -> Option<Affine> {
     let n = src.len() as f64;
     let mean = |points: &[[f32; 2]; 5]| {
-        let (sx, sy) = points.iter().fold((0.0, 0.0), |(sx, sy), p| (sx + f64::from(p[0]), sy + f64::from(p[1])));
+        let (sx, sy) = points.iter().fold((0.0, 0.0), |(sx, sy), p| {
+            (sx + f64::from(p[0]), sy + f64::from(p[1]))
+        });
         (sx / n, sy / n)
     };
     let (src_mx, src_my) = mean(src);
@@ -93,7 +95,11 @@ pub fn warp_affine(src: &RgbImage, m: &Affine, out_w: u32, out_h: u32) -> RgbIma
             return [0.0; 3];
         }
         let i = ((y * w + x) * 3) as usize;
-        [f32::from(src.pixels[i]), f32::from(src.pixels[i + 1]), f32::from(src.pixels[i + 2])]
+        [
+            f32::from(src.pixels[i]),
+            f32::from(src.pixels[i + 1]),
+            f32::from(src.pixels[i + 2]),
+        ]
     };
     let mut pixels = vec![0u8; out_w as usize * out_h as usize * 3];
     for y in 0..out_h {
@@ -121,7 +127,11 @@ pub fn warp_affine(src: &RgbImage, m: &Affine, out_w: u32, out_h: u32) -> RgbIma
             }
         }
     }
-    RgbImage { width: out_w, height: out_h, pixels }
+    RgbImage {
+        width: out_w,
+        height: out_h,
+        pixels,
+    }
 }
 
 /// `cv2.invertAffineTransform`; a singular matrix maps everything to the origin, like OpenCV.
@@ -140,20 +150,35 @@ mod tests {
 
     fn apply(m: &Affine, p: [f32; 2]) -> [f64; 2] {
         let (x, y) = (f64::from(p[0]), f64::from(p[1]));
-        [m[0][0] * x + m[0][1] * y + m[0][2], m[1][0] * x + m[1][1] * y + m[1][2]]
+        [
+            m[0][0] * x + m[0][1] * y + m[0][2],
+            m[1][0] * x + m[1][1] * y + m[1][2],
+        ]
     }
 
     #[test]
     fn recovers_a_known_similarity() {
         // dst = 1.7 * R(30deg) * src + (12, -4)
         let (s, a) = (1.7f64, 30f64.to_radians());
-        let src = [[10.0, 20.0], [40.0, 22.0], [25.0, 35.0], [14.0, 50.0], [38.0, 49.0]];
+        let src = [
+            [10.0, 20.0],
+            [40.0, 22.0],
+            [25.0, 35.0],
+            [14.0, 50.0],
+            [38.0, 49.0],
+        ];
         let dst = src.map(|[x, y]| {
             let (x, y) = (f64::from(x), f64::from(y));
-            [(s * (a.cos() * x - a.sin() * y) + 12.0) as f32, (s * (a.sin() * x + a.cos() * y) - 4.0) as f32]
+            [
+                (s * (a.cos() * x - a.sin() * y) + 12.0) as f32,
+                (s * (a.sin() * x + a.cos() * y) - 4.0) as f32,
+            ]
         });
         let m = estimate_similarity(&src, &dst).expect("non-degenerate");
-        assert!((m[0][0] - s * a.cos()).abs() < 1e-5 && (m[1][0] - s * a.sin()).abs() < 1e-5, "{m:?}");
+        assert!(
+            (m[0][0] - s * a.cos()).abs() < 1e-5 && (m[1][0] - s * a.sin()).abs() < 1e-5,
+            "{m:?}"
+        );
         for (p, q) in src.iter().zip(&dst) {
             let r = apply(&m, *p);
             assert!((r[0] - f64::from(q[0])).abs() < 1e-3 && (r[1] - f64::from(q[1])).abs() < 1e-3);
@@ -186,16 +211,27 @@ mod tests {
 
     #[test]
     fn identity_warp_copies_and_outside_is_black() {
-        let src = RgbImage { width: 3, height: 2, pixels: (0..18).map(|v| v * 10).collect() };
+        let src = RgbImage {
+            width: 3,
+            height: 2,
+            pixels: (0..18).map(|v| v * 10).collect(),
+        };
         let id = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
         assert_eq!(warp_affine(&src, &id, 3, 2), src);
         let shifted = [[1.0, 0.0, 10.0], [0.0, 1.0, 0.0]];
-        assert!(warp_affine(&src, &shifted, 3, 2).pixels.iter().all(|&v| v == 0));
+        assert!(warp_affine(&src, &shifted, 3, 2)
+            .pixels
+            .iter()
+            .all(|&v| v == 0));
     }
 
     #[test]
     fn half_pixel_shift_blends_neighbours() {
-        let src = RgbImage { width: 2, height: 1, pixels: vec![0, 0, 0, 100, 200, 255] };
+        let src = RgbImage {
+            width: 2,
+            height: 1,
+            pixels: vec![0, 0, 0, 100, 200, 255],
+        };
         // dst(x) = src(x + 0.5): forward map is x - 0.5.
         let m = [[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]];
         let out = warp_affine(&src, &m, 1, 1);

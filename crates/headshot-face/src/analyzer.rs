@@ -112,7 +112,13 @@ impl FaceAnalyzer {
         };
         let detector = OrtModel::load(&paths.detector, "face detector (SCRFD)", &settings)?;
         let recognizer = OrtModel::load(&paths.recognizer, "face recogniser (ArcFace)", &settings)?;
-        Self::from_backends(Box::new(detector), &paths.detector, Box::new(recognizer), &paths.recognizer, options)
+        Self::from_backends(
+            Box::new(detector),
+            &paths.detector,
+            Box::new(recognizer),
+            &paths.recognizer,
+            options,
+        )
     }
 
     fn from_backends(
@@ -122,9 +128,12 @@ impl FaceAnalyzer {
         recognizer_path: &std::path::Path,
         options: &FaceAnalyzerOptions,
     ) -> Result<Self, FaceError> {
-        let layout_err = |path: &std::path::Path, reason: String| FaceError::ModelLayout { path: path.to_path_buf(), reason };
-        let detector_layout =
-            ScrfdLayout::from_output_count(detector.output_count()).map_err(|r| layout_err(detector_path, r))?;
+        let layout_err = |path: &std::path::Path, reason: String| FaceError::ModelLayout {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let detector_layout = ScrfdLayout::from_output_count(detector.output_count())
+            .map_err(|r| layout_err(detector_path, r))?;
         // insightface: a fixed model input size wins over det_size.
         let dim = |dims: &[Option<usize>], axis: usize| dims.get(axis).copied().flatten();
         let dims = detector.input_dims();
@@ -137,7 +146,10 @@ impl FaceAnalyzer {
         if detector_input.0 < max_stride || detector_input.1 < max_stride {
             return Err(layout_err(
                 detector_path,
-                format!("detector input {}x{} is smaller than its largest stride {max_stride}", detector_input.0, detector_input.1),
+                format!(
+                    "detector input {}x{} is smaller than its largest stride {max_stride}",
+                    detector_input.0, detector_input.1
+                ),
             ));
         }
 
@@ -146,7 +158,10 @@ impl FaceAnalyzer {
             (Some(h), Some(w)) if h == w => h as u32,
             (None, None) => 112,
             other => {
-                return Err(layout_err(recognizer_path, format!("expected a square ArcFace input, found {other:?}")))
+                return Err(layout_err(
+                    recognizer_path,
+                    format!("expected a square ArcFace input, found {other:?}"),
+                ))
             }
         };
         if norm_crop_transform(&crate::align::ARCFACE_TEMPLATE_112, recognizer_size).is_none() {
@@ -158,10 +173,20 @@ impl FaceAnalyzer {
         if recognizer.output_count() != 1 {
             return Err(layout_err(
                 recognizer_path,
-                format!("expected one embedding output, found {}", recognizer.output_count()),
+                format!(
+                    "expected one embedding output, found {}",
+                    recognizer.output_count()
+                ),
             ));
         }
-        Ok(Self { detector, detector_layout, detector_input, recognizer, recognizer_size, options: options.clone() })
+        Ok(Self {
+            detector,
+            detector_layout,
+            detector_input,
+            recognizer,
+            recognizer_size,
+            options: options.clone(),
+        })
     }
 
     /// Detector input size in use (width, height).
@@ -172,9 +197,15 @@ impl FaceAnalyzer {
     /// All faces in the image, sorted by detection score (highest first), after NMS —
     /// insightface's `FaceAnalysis.get` order.
     pub fn analyze_all(&self, image: &DecodedImage) -> Result<Vec<DetectedFace>, FaceError> {
-        if image.width == 0 || image.height == 0 || image.pixels.len() != image.width as usize * image.height as usize * 3 {
+        if image.width == 0
+            || image.height == 0
+            || image.pixels.len() != image.width as usize * image.height as usize * 3
+        {
             return Err(FaceError::UnreadableImage {
-                reason: format!("the RGB buffer does not match its size {}x{}", image.width, image.height),
+                reason: format!(
+                    "the RGB buffer does not match its size {}x{}",
+                    image.width, image.height
+                ),
             });
         }
         let (input_w, input_h) = self.detector_input;
@@ -189,15 +220,26 @@ impl FaceAnalyzer {
             self.options.detection_threshold,
             self.options.nms_threshold,
         )
-        .map_err(|reason| FaceError::Inference { model: "face detector (SCRFD)", reason })?;
+        .map_err(|reason| FaceError::Inference {
+            model: "face detector (SCRFD)",
+            reason,
+        })?;
         Ok(detections
             .into_iter()
-            .map(|d| DetectedFace { bbox: d.bbox, score: d.score, keypoints: d.keypoints })
+            .map(|d| DetectedFace {
+                bbox: d.bbox,
+                score: d.score,
+                keypoints: d.keypoints,
+            })
             .collect())
     }
 
     /// Aligns `face` at 112 and 224 px and computes its identity embedding.
-    pub fn embed(&self, image: &DecodedImage, face: &DetectedFace) -> Result<AnalyzedFace, FaceError> {
+    pub fn embed(
+        &self,
+        image: &DecodedImage,
+        face: &DetectedFace,
+    ) -> Result<AnalyzedFace, FaceError> {
         let crop = |size: u32| -> Result<RgbImage, FaceError> {
             // Coincident keypoints admit no similarity transform: nothing usable was found.
             let transform = norm_crop_transform(&face.keypoints, size).ok_or(FaceError::NoFace)?;
@@ -255,11 +297,22 @@ impl FaceAnalyzer {
             }
         }
         let outputs = self.recognizer.run(tensor, [1, 3, size, size])?;
-        let raw = outputs.into_iter().next().map(|o| o.data).unwrap_or_default();
+        let raw = outputs
+            .into_iter()
+            .next()
+            .map(|o| o.data)
+            .unwrap_or_default();
         if raw.is_empty() {
-            return Err(FaceError::Inference { model: "face recogniser (ArcFace)", reason: "empty output".into() });
+            return Err(FaceError::Inference {
+                model: "face recogniser (ArcFace)",
+                reason: "empty output".into(),
+            });
         }
-        let norm = raw.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        let norm = raw
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
         if !norm.is_finite() || norm <= 0.0 {
             return Err(FaceError::Inference {
                 model: "face recogniser (ArcFace)",
@@ -292,14 +345,28 @@ mod tests {
         }
         fn run(&self, input: Vec<f32>, shape: [usize; 4]) -> Result<Vec<OutputTensor>, FaceError> {
             assert_eq!(input.len(), shape.iter().product::<usize>());
-            Ok(self.outputs.iter().map(|&n| OutputTensor { data: vec![self.fill; n] }).collect())
+            Ok(self
+                .outputs
+                .iter()
+                .map(|&n| OutputTensor {
+                    data: vec![self.fill; n],
+                })
+                .collect())
         }
     }
 
     /// SCRFD-shaped outputs for a `size` x `size` input, 2 anchors per cell.
     fn scrfd_outputs(size: usize) -> Vec<usize> {
-        let anchors: Vec<usize> = [8, 16, 32].iter().map(|s| (size / s) * (size / s) * 2).collect();
-        anchors.iter().copied().chain(anchors.iter().map(|a| a * 4)).chain(anchors.iter().map(|a| a * 10)).collect()
+        let anchors: Vec<usize> = [8, 16, 32]
+            .iter()
+            .map(|s| (size / s) * (size / s) * 2)
+            .collect();
+        anchors
+            .iter()
+            .copied()
+            .chain(anchors.iter().map(|a| a * 4))
+            .chain(anchors.iter().map(|a| a * 10))
+            .collect()
     }
 
     fn build(detector: FakeModel, recognizer: FakeModel) -> Result<FaceAnalyzer, FaceError> {
@@ -313,12 +380,20 @@ mod tests {
     }
 
     fn arcface() -> FakeModel {
-        FakeModel { dims: vec![None, Some(3), Some(112), Some(112)], outputs: vec![512], fill: 0.5 }
+        FakeModel {
+            dims: vec![None, Some(3), Some(112), Some(112)],
+            outputs: vec![512],
+            fill: 0.5,
+        }
     }
 
     #[test]
     fn detector_without_keypoints_is_rejected() {
-        let detector = FakeModel { dims: vec![None, Some(3), None, None], outputs: vec![1; 6], fill: 0.0 };
+        let detector = FakeModel {
+            dims: vec![None, Some(3), None, None],
+            outputs: vec![1; 6],
+            fill: 0.0,
+        };
         match build(detector, arcface()) {
             Err(FaceError::ModelLayout { path, reason }) => {
                 assert_eq!(path, Path::new("det.onnx"));
@@ -330,47 +405,111 @@ mod tests {
 
     #[test]
     fn recognizer_needs_one_output_and_a_square_input() {
-        let detector = || FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.0 };
-        let two_outputs = FakeModel { outputs: vec![512, 512], ..arcface() };
-        assert!(matches!(build(detector(), two_outputs), Err(FaceError::ModelLayout { .. })));
-        let odd = FakeModel { dims: vec![None, Some(3), Some(100), Some(112)], ..arcface() };
-        assert!(matches!(build(detector(), odd), Err(FaceError::ModelLayout { .. })));
+        let detector = || FakeModel {
+            dims: vec![None, Some(3), None, None],
+            outputs: scrfd_outputs(640),
+            fill: 0.0,
+        };
+        let two_outputs = FakeModel {
+            outputs: vec![512, 512],
+            ..arcface()
+        };
+        assert!(matches!(
+            build(detector(), two_outputs),
+            Err(FaceError::ModelLayout { .. })
+        ));
+        let odd = FakeModel {
+            dims: vec![None, Some(3), Some(100), Some(112)],
+            ..arcface()
+        };
+        assert!(matches!(
+            build(detector(), odd),
+            Err(FaceError::ModelLayout { .. })
+        ));
     }
 
     #[test]
     fn fixed_detector_size_wins_over_the_option() {
-        let detector = FakeModel { dims: vec![Some(1), Some(3), Some(320), Some(320)], outputs: scrfd_outputs(320), fill: 0.0 };
+        let detector = FakeModel {
+            dims: vec![Some(1), Some(3), Some(320), Some(320)],
+            outputs: scrfd_outputs(320),
+            fill: 0.0,
+        };
         let analyzer = build(detector, arcface()).expect("valid layout");
         assert_eq!(analyzer.detector_input_size(), (320, 320));
-        let dynamic = FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.0 };
-        assert_eq!(build(dynamic, arcface()).expect("valid").detector_input_size(), (640, 640));
+        let dynamic = FakeModel {
+            dims: vec![None, Some(3), None, None],
+            outputs: scrfd_outputs(640),
+            fill: 0.0,
+        };
+        assert_eq!(
+            build(dynamic, arcface())
+                .expect("valid")
+                .detector_input_size(),
+            (640, 640)
+        );
     }
 
     #[test]
     fn no_detection_above_threshold_is_no_face() {
-        let detector = FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.1 };
+        let detector = FakeModel {
+            dims: vec![None, Some(3), None, None],
+            outputs: scrfd_outputs(640),
+            fill: 0.1,
+        };
         let analyzer = build(detector, arcface()).expect("valid layout");
-        let image = RgbImage { width: 50, height: 40, pixels: vec![90; 50 * 40 * 3] };
+        let image = RgbImage {
+            width: 50,
+            height: 40,
+            pixels: vec![90; 50 * 40 * 3],
+        };
         assert!(analyzer.analyze_all(&image).expect("runs").is_empty());
-        assert!(matches!(analyzer.analyze_largest_decoded(&image), Err(FaceError::NoFace)));
-        let broken = RgbImage { width: 50, height: 40, pixels: vec![0; 10] };
-        assert!(matches!(analyzer.analyze_all(&broken), Err(FaceError::UnreadableImage { .. })));
+        assert!(matches!(
+            analyzer.analyze_largest_decoded(&image),
+            Err(FaceError::NoFace)
+        ));
+        let broken = RgbImage {
+            width: 50,
+            height: 40,
+            pixels: vec![0; 10],
+        };
+        assert!(matches!(
+            analyzer.analyze_all(&broken),
+            Err(FaceError::UnreadableImage { .. })
+        ));
     }
 
     #[test]
     fn embedding_is_normalised_and_crops_have_their_sizes() {
-        let detector = FakeModel { dims: vec![None, Some(3), None, None], outputs: scrfd_outputs(640), fill: 0.0 };
+        let detector = FakeModel {
+            dims: vec![None, Some(3), None, None],
+            outputs: scrfd_outputs(640),
+            fill: 0.0,
+        };
         let analyzer = build(detector, arcface()).expect("valid layout");
-        let image = RgbImage { width: 200, height: 200, pixels: vec![128; 200 * 200 * 3] };
+        let image = RgbImage {
+            width: 200,
+            height: 200,
+            pixels: vec![128; 200 * 200 * 3],
+        };
         let face = DetectedFace {
             bbox: [60.0, 50.0, 140.0, 160.0],
             score: 0.9,
-            keypoints: [[80.0, 90.0], [120.0, 90.0], [100.0, 115.0], [85.0, 135.0], [115.0, 135.0]],
+            keypoints: [
+                [80.0, 90.0],
+                [120.0, 90.0],
+                [100.0, 115.0],
+                [85.0, 135.0],
+                [115.0, 135.0],
+            ],
         };
         let analyzed = analyzer.embed(&image, &face).expect("embeds");
         let norm: f32 = analyzed.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-6);
-        assert_eq!((analyzed.aligned_112.width, analyzed.aligned_224.width), (112, 224));
+        assert_eq!(
+            (analyzed.aligned_112.width, analyzed.aligned_224.width),
+            (112, 224)
+        );
         // The face lies well inside the photo, so the crop centre is photo grey, not border black.
         let centre = (56 * 112 + 56) * 3;
         assert_eq!(analyzed.aligned_112.pixels[centre], 128);

@@ -34,7 +34,11 @@ pub struct DecodeLimits {
 impl Default for DecodeLimits {
     /// 12000 px per side (beyond any phone camera) and 512 MiB of pixel buffers.
     fn default() -> Self {
-        Self { max_width: 12_000, max_height: 12_000, max_alloc_bytes: 512 * 1024 * 1024 }
+        Self {
+            max_width: 12_000,
+            max_height: 12_000,
+            max_alloc_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -50,7 +54,9 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     // The decoders are not expected to panic, but user bytes must never take the worker down.
     match catch_unwind(AssertUnwindSafe(|| decode_checked(bytes, limits))) {
         Ok(result) => result,
-        Err(_) => Err(unreadable("the decoder rejected the data (internal decoder failure)")),
+        Err(_) => Err(unreadable(
+            "the decoder rejected the data (internal decoder failure)",
+        )),
     }
 }
 
@@ -70,19 +76,30 @@ fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, F
     reader.limits(decoder_limits);
 
     let format = reader.format();
-    let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, limits))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(e, limits))?;
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
     // The decoder's own buffer plus the RGB copy we make from it.
-    let needed_bytes = decoder.total_bytes().saturating_add(u64::from(width) * u64::from(height) * 3);
+    let needed_bytes = decoder
+        .total_bytes()
+        .saturating_add(u64::from(width) * u64::from(height) * 3);
     if needed_bytes > limits.max_alloc_bytes {
-        return Err(FaceError::ImageNeedsTooMuchMemory { needed_bytes, limit_bytes: limits.max_alloc_bytes });
+        return Err(FaceError::ImageNeedsTooMuchMemory {
+            needed_bytes,
+            limit_bytes: limits.max_alloc_bytes,
+        });
     }
     if width == 0 || height == 0 {
-        return Err(unreadable(format!("the image has no pixels ({width}x{height})")));
+        return Err(unreadable(format!(
+            "the image has no pixels ({width}x{height})"
+        )));
     }
     // A malformed EXIF block should not make an otherwise good photo unreadable.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = if format == Some(ImageFormat::Jpeg) {
         // Same pixels as cv2.imread (libjpeg-turbo); see jpeg.rs.
         drop(decoder);
@@ -97,7 +114,11 @@ fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, F
     tracing::debug!(width, height, ?orientation, "decoded image");
     let rgb = image.into_rgb8();
     let (width, height) = rgb.dimensions();
-    Ok(RgbImage { width, height, pixels: rgb.into_raw() })
+    Ok(RgbImage {
+        width,
+        height,
+        pixels: rgb.into_raw(),
+    })
 }
 
 fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), FaceError> {
@@ -126,12 +147,18 @@ fn map_image_error(err: ImageError, limits: &DecodeLimits) -> FaceError {
             _ => unreadable(format!("the image exceeds a decoding limit: {e}")),
         },
         ImageError::Unsupported(e) => unreadable(format!("unsupported image: {e}")),
-        ImageError::Decoding(e) => unreadable(format!("the image data is corrupt or truncated: {e}")),
-        ImageError::IoError(e) => unreadable(format!("the image data ended early or is corrupt: {e}")),
+        ImageError::Decoding(e) => {
+            unreadable(format!("the image data is corrupt or truncated: {e}"))
+        }
+        ImageError::IoError(e) => {
+            unreadable(format!("the image data ended early or is corrupt: {e}"))
+        }
         other => unreadable(other.to_string()),
     }
 }
 
 fn unreadable(reason: impl Into<String>) -> FaceError {
-    FaceError::UnreadableImage { reason: reason.into() }
+    FaceError::UnreadableImage {
+        reason: reason.into(),
+    }
 }

@@ -57,9 +57,15 @@ pub(crate) fn preprocess(image: &RgbImage, input_w: usize, input_h: usize) -> De
     // `int(...)` truncation as in Python; at least one pixel so extreme aspect ratios still run
     // (the reference would crash in cv2.resize there).
     let (new_w, new_h) = if im_ratio > model_ratio {
-        (((input_h as f64 / im_ratio) as usize).clamp(1, input_w), input_h)
+        (
+            ((input_h as f64 / im_ratio) as usize).clamp(1, input_w),
+            input_h,
+        )
     } else {
-        (input_w, ((input_w as f64 * im_ratio) as usize).clamp(1, input_h))
+        (
+            input_w,
+            ((input_w as f64 * im_ratio) as usize).clamp(1, input_h),
+        )
     };
     let det_scale = new_h as f64 / img_h as f64;
     let resized = resize_bilinear_u8(&image.pixels, img_w, img_h, 3, new_w, new_h);
@@ -76,7 +82,12 @@ pub(crate) fn preprocess(image: &RgbImage, input_w: usize, input_h: usize) -> De
             }
         }
     }
-    DetectorInput { tensor, width: input_w, height: input_h, det_scale }
+    DetectorInput {
+        tensor,
+        width: input_w,
+        height: input_h,
+        det_scale,
+    }
 }
 
 /// One detection in original image coordinates.
@@ -99,14 +110,22 @@ pub(crate) fn postprocess(
 ) -> Result<Vec<Detection>, String> {
     let levels = layout.strides.len();
     if outputs.len() != 3 * levels {
-        return Err(format!("expected {} outputs, got {}", 3 * levels, outputs.len()));
+        return Err(format!(
+            "expected {} outputs, got {}",
+            3 * levels,
+            outputs.len()
+        ));
     }
     let scale = input.det_scale as f32;
     let mut candidates: Vec<(usize, Detection)> = Vec::new();
     for (level, &stride) in layout.strides.iter().enumerate() {
         let (grid_h, grid_w) = (input.height / stride, input.width / stride);
         let anchors = grid_h * grid_w * layout.anchors_per_cell;
-        let (scores, boxes, kps) = (outputs[level], outputs[level + levels], outputs[level + 2 * levels]);
+        let (scores, boxes, kps) = (
+            outputs[level],
+            outputs[level + levels],
+            outputs[level + 2 * levels],
+        );
         if scores.len() != anchors || boxes.len() != anchors * 4 || kps.len() != anchors * 10 {
             return Err(format!(
                 "stride {stride}: expected {anchors} anchors (scores {anchors}, boxes {}, keypoints {}), got {}, {}, {}",
@@ -135,9 +154,19 @@ pub(crate) fn postprocess(
             ];
             let k = &kps[anchor * 10..anchor * 10 + 10];
             let keypoints = std::array::from_fn(|i| {
-                [(cx + k[2 * i] * stride_f) / scale, (cy + k[2 * i + 1] * stride_f) / scale]
+                [
+                    (cx + k[2 * i] * stride_f) / scale,
+                    (cy + k[2 * i + 1] * stride_f) / scale,
+                ]
             });
-            candidates.push((candidates.len(), Detection { bbox, score, keypoints }));
+            candidates.push((
+                candidates.len(),
+                Detection {
+                    bbox,
+                    score,
+                    keypoints,
+                },
+            ));
         }
     }
     // numpy: `scores.argsort()[::-1]`; its sort is stable on these sizes, so equal scores come
@@ -183,14 +212,26 @@ mod tests {
     use super::*;
 
     fn det(bbox: [f32; 4], score: f32) -> Detection {
-        Detection { bbox, score, keypoints: [[0.0; 2]; 5] }
+        Detection {
+            bbox,
+            score,
+            keypoints: [[0.0; 2]; 5],
+        }
     }
 
     #[test]
     fn layouts_follow_insightface() {
-        assert_eq!(ScrfdLayout::from_output_count(9).unwrap().strides, vec![8, 16, 32]);
-        assert_eq!(ScrfdLayout::from_output_count(15).unwrap().anchors_per_cell, 1);
-        assert!(ScrfdLayout::from_output_count(6).unwrap_err().contains("keypoints"));
+        assert_eq!(
+            ScrfdLayout::from_output_count(9).unwrap().strides,
+            vec![8, 16, 32]
+        );
+        assert_eq!(
+            ScrfdLayout::from_output_count(15).unwrap().anchors_per_cell,
+            1
+        );
+        assert!(ScrfdLayout::from_output_count(6)
+            .unwrap_err()
+            .contains("keypoints"));
         assert!(ScrfdLayout::from_output_count(2).is_err());
     }
 
@@ -198,8 +239,8 @@ mod tests {
     fn nms_drops_overlaps_above_threshold_only() {
         let boxes = vec![
             det([0.0, 0.0, 9.0, 9.0], 0.9),
-            det([1.0, 1.0, 10.0, 10.0], 0.8),  // IoU 81/119 = 0.68 -> dropped
-            det([6.0, 0.0, 15.0, 9.0], 0.7),   // IoU 40/160 = 0.25 with the first -> kept
+            det([1.0, 1.0, 10.0, 10.0], 0.8), // IoU 81/119 = 0.68 -> dropped
+            det([6.0, 0.0, 15.0, 9.0], 0.7),  // IoU 40/160 = 0.25 with the first -> kept
             det([20.0, 20.0, 30.0, 30.0], 0.6),
         ];
         let kept: Vec<f32> = nms(boxes, 0.4).iter().map(|d| d.score).collect();
@@ -209,7 +250,11 @@ mod tests {
     #[test]
     fn preprocess_pastes_top_left_and_normalises() {
         // 4x2 white image into an 8x8 input: resized to 8x4, bottom half stays black.
-        let image = RgbImage { width: 4, height: 2, pixels: vec![255; 4 * 2 * 3] };
+        let image = RgbImage {
+            width: 4,
+            height: 2,
+            pixels: vec![255; 4 * 2 * 3],
+        };
         let input = preprocess(&image, 8, 8);
         assert_eq!(input.det_scale, 2.0);
         let white = (255.0 - 127.5) / 128.0;
@@ -225,7 +270,12 @@ mod tests {
     fn postprocess_decodes_anchor_distances() {
         // A 32x32 input with strides 8/16/32 and 2 anchors: grids 4x4, 2x2, 1x1.
         let layout = ScrfdLayout::from_output_count(9).unwrap();
-        let input = DetectorInput { tensor: vec![], width: 32, height: 32, det_scale: 0.5 };
+        let input = DetectorInput {
+            tensor: vec![],
+            width: 32,
+            height: 32,
+            det_scale: 0.5,
+        };
         let counts = [32usize, 8, 2];
         let mut scores: Vec<Vec<f32>> = counts.iter().map(|&n| vec![0.1; n]).collect();
         let mut boxes: Vec<Vec<f32>> = counts.iter().map(|&n| vec![0.0; n * 4]).collect();
@@ -233,7 +283,12 @@ mod tests {
         // Stride 16, cell (x=1, y=0), second anchor: index 3; centre (16, 0).
         scores[1][3] = 0.9;
         boxes[1][12..16].copy_from_slice(&[1.0, 0.0, 0.5, 2.0]);
-        let outputs: Vec<&[f32]> = scores.iter().chain(&boxes).chain(&kps).map(|v| v.as_slice()).collect();
+        let outputs: Vec<&[f32]> = scores
+            .iter()
+            .chain(&boxes)
+            .chain(&kps)
+            .map(|v| v.as_slice())
+            .collect();
         let found = postprocess(&outputs, &layout, &input, 0.5, 0.4).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].bbox, [0.0, 0.0, 48.0, 64.0]);

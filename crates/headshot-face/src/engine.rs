@@ -63,16 +63,23 @@ fn environment(settings: &OrtSettings) -> Result<ort::environment::Environment, 
         .library
         .clone()
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .ok_or_else(|| FaceError::RuntimeLoad { reason: "ORT_DYLIB_PATH is not set".to_string() })?;
+        .ok_or_else(|| FaceError::RuntimeLoad {
+            reason: "ORT_DYLIB_PATH is not set".to_string(),
+        })?;
     if !library.is_file() {
-        return Err(FaceError::RuntimeLoad { reason: format!("{} does not exist", library.display()) });
+        return Err(FaceError::RuntimeLoad {
+            reason: format!("{} does not exist", library.display()),
+        });
     }
     let builder = ort::init_from(&library).map_err(|e| FaceError::RuntimeLoad {
         reason: format!("{}: {e}", library.display()),
     })?;
-    let env = builder.with_name("headshot-face").build().map_err(|e| FaceError::RuntimeLoad {
-        reason: format!("{}: {e}", library.display()),
-    })?;
+    let env = builder
+        .with_name("headshot-face")
+        .build()
+        .map_err(|e| FaceError::RuntimeLoad {
+            reason: format!("{}: {e}", library.display()),
+        })?;
     tracing::info!(library = %library.display(), "loaded ONNX Runtime");
     *guard = Some(env.clone());
     Ok(env)
@@ -88,26 +95,42 @@ pub(crate) struct OrtModel {
 }
 
 impl OrtModel {
-    pub(crate) fn load(path: &Path, name: &'static str, settings: &OrtSettings) -> Result<Self, FaceError> {
+    pub(crate) fn load(
+        path: &Path,
+        name: &'static str,
+        settings: &OrtSettings,
+    ) -> Result<Self, FaceError> {
         if !path.is_file() {
-            return Err(FaceError::ModelLoad { path: path.to_path_buf(), reason: "the file does not exist".into() });
+            return Err(FaceError::ModelLoad {
+                path: path.to_path_buf(),
+                reason: "the file does not exist".into(),
+            });
         }
         let env = environment(settings)?;
-        let load_err = |reason: String| FaceError::ModelLoad { path: path.to_path_buf(), reason };
+        let load_err = |reason: String| FaceError::ModelLoad {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut builder = Session::builder(&env)
             .map_err(|e| load_err(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| load_err(e.to_string()))?;
         if let Some(threads) = settings.intra_threads {
-            builder = builder.with_intra_threads(threads).map_err(|e| load_err(e.to_string()))?;
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|e| load_err(e.to_string()))?;
         }
         // Spinning pool threads keep burning CPU after a run; with two sessions used one after
         // the other (and candle beside them) that slows everything else down.
-        builder = builder.with_intra_op_spinning(settings.spinning).map_err(|e| load_err(e.to_string()))?;
+        builder = builder
+            .with_intra_op_spinning(settings.spinning)
+            .map_err(|e| load_err(e.to_string()))?;
         if settings.use_cuda {
             builder = with_cuda(builder).map_err(load_err)?;
         }
-        let session = builder.commit_from_file(path).map_err(|e| load_err(e.to_string()))?;
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| load_err(e.to_string()))?;
 
         let inputs = session.inputs();
         if inputs.len() != 1 {
@@ -119,7 +142,12 @@ impl OrtModel {
         let input_dims: Vec<Option<usize>> = inputs[0]
             .dtype()
             .tensor_shape()
-            .map(|shape| shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect())
+            .map(|shape| {
+                shape
+                    .iter()
+                    .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
+                    .collect()
+            })
             .unwrap_or_default();
         if input_dims.len() != 4 || input_dims[1].is_some_and(|c| c != 3) {
             return Err(FaceError::ModelLayout {
@@ -129,7 +157,12 @@ impl OrtModel {
         }
         let output_count = session.outputs().len();
         tracing::info!(model = name, path = %path.display(), ?input_dims, output_count, "loaded face model");
-        Ok(Self { name, session: Mutex::new(session), input_dims, output_count })
+        Ok(Self {
+            name,
+            session: Mutex::new(session),
+            input_dims,
+            output_count,
+        })
     }
 }
 
@@ -137,7 +170,9 @@ impl OrtModel {
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
 ) -> Result<ort::session::builder::SessionBuilder, String> {
-    builder.with_execution_providers([ort::ep::CUDA::default().build()]).map_err(|e| e.to_string())
+    builder
+        .with_execution_providers([ort::ep::CUDA::default().build()])
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -157,14 +192,27 @@ impl FaceModelBackend for OrtModel {
     }
 
     fn run(&self, input: Vec<f32>, shape: [usize; 4]) -> Result<Vec<OutputTensor>, FaceError> {
-        let fail = |reason: String| FaceError::Inference { model: self.name, reason };
-        let tensor = Tensor::from_array((shape.map(|d| d as i64).to_vec(), input)).map_err(|e| fail(e.to_string()))?;
-        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outputs = session.run(ort::inputs![tensor]).map_err(|e| fail(e.to_string()))?;
+        let fail = |reason: String| FaceError::Inference {
+            model: self.name,
+            reason,
+        };
+        let tensor = Tensor::from_array((shape.map(|d| d as i64).to_vec(), input))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outputs = session
+            .run(ort::inputs![tensor])
+            .map_err(|e| fail(e.to_string()))?;
         let mut result = Vec::with_capacity(outputs.len());
         for index in 0..outputs.len() {
-            let (_shape, data) = outputs[index].try_extract_tensor::<f32>().map_err(|e| fail(e.to_string()))?;
-            result.push(OutputTensor { data: data.to_vec() });
+            let (_shape, data) = outputs[index]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| fail(e.to_string()))?;
+            result.push(OutputTensor {
+                data: data.to_vec(),
+            });
         }
         Ok(result)
     }

@@ -15,7 +15,12 @@ pub enum FaceError {
         "the image is {width}x{height} pixels, larger than the limit of {max_width}x{max_height}; \
          send a smaller photo"
     )]
-    ImageTooLarge { width: u32, height: u32, max_width: u32, max_height: u32 },
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
 
     /// Decoding would need more memory than allowed (e.g. a decompression bomb).
     #[error(

@@ -38,10 +38,17 @@ pub(crate) fn decode_jpeg(bytes: &[u8]) -> Result<JpegPixels, String> {
 }
 
 fn decode_unchecked(bytes: &[u8]) -> Result<JpegPixels, String> {
-    let decompress = Decompress::with_err(error_manager()).from_mem(bytes).map_err(|e| e.to_string())?;
-    let is_cmyk = matches!(decompress.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
+    let decompress = Decompress::with_err(error_manager())
+        .from_mem(bytes)
+        .map_err(|e| e.to_string())?;
+    let is_cmyk = matches!(
+        decompress.color_space(),
+        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
+    );
     if is_cmyk {
-        let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK).map_err(|e| e.to_string())?;
+        let mut started = decompress
+            .to_colorspace(ColorSpace::JCS_CMYK)
+            .map_err(|e| e.to_string())?;
         let (width, height) = (started.width() as u32, started.height() as u32);
         let cmyk: Vec<[u8; 4]> = started.read_scanlines().map_err(|e| e.to_string())?;
         started.finish().map_err(|e| e.to_string())?;
@@ -105,9 +112,12 @@ extern "C-unwind" fn fail_with_message(cinfo: &mut jpeg_common_struct) {
 extern "C-unwind" fn on_message(cinfo: &mut jpeg_common_struct, level: c_int) {
     // Level -1 is a warning. Premature end of data means a truncated upload; other warnings
     // (e.g. stray bytes before a marker) are common in real photos and OpenCV ignores them.
-    let is_eof = unsafe { cinfo.err.as_ref() }.is_some_and(|err| err.msg_code == JWRN_JPEG_EOF as c_int);
+    let is_eof =
+        unsafe { cinfo.err.as_ref() }.is_some_and(|err| err.msg_code == JWRN_JPEG_EOF as c_int);
     if level < 0 && is_eof {
-        resume_unwind(Box::new("the JPEG data is truncated (premature end of file)".to_string()));
+        resume_unwind(Box::new(
+            "the JPEG data is truncated (premature end of file)".to_string(),
+        ));
     }
 }
 

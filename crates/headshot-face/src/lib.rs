@@ -25,7 +25,9 @@ mod error;
 mod jpeg;
 mod resize;
 
-pub use align::{estimate_similarity, norm_crop_transform, warp_affine, Affine, ARCFACE_TEMPLATE_112};
+pub use align::{
+    estimate_similarity, norm_crop_transform, warp_affine, Affine, ARCFACE_TEMPLATE_112,
+};
 pub use analyzer::{AnalyzedFace, DetectedFace, FaceAnalyzer, FaceAnalyzerOptions, FaceModelPaths};
 pub use decode::{decode_image, DecodeLimits, DecodedImage};
 pub use error::FaceError;

@@ -113,8 +113,16 @@ fn axis_taps(src_len: usize, dst_len: usize, clamp_fraction: bool) -> Vec<Tap> {
             let w1 = (fraction * COEF_SCALE).round_ties_even() as i32;
             // Negative rows (first output rows when upscaling) read row 0 twice.
             let index = index.max(0) as usize;
-            let next = if clamp_fraction { index + 1 } else { (floor as i64 + 1).max(0) as usize };
-            Tap { index, next, weights: [w0, w1] }
+            let next = if clamp_fraction {
+                index + 1
+            } else {
+                (floor as i64 + 1).max(0) as usize
+            };
+            Tap {
+                index,
+                next,
+                weights: [w0, w1],
+            }
         })
         .collect()
 }

@@ -18,13 +18,16 @@ fn png_bytes(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
-
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -46,7 +49,10 @@ fn png_bomb_header(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, no filter, no interlace
     png.extend(png_chunk(b"IHDR", &ihdr));
-    png.extend(png_chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
     png.extend(png_chunk(b"IEND", &[]));
     png
 }
@@ -54,7 +60,10 @@ fn png_bomb_header(width: u32, height: u32) -> Vec<u8> {
 /// The real yaoming.jpg with its SOF0 frame header patched to claim `width` x `height`.
 fn jpeg_bomb_header(width: u16, height: u16) -> Vec<u8> {
     let mut jpeg = yaoming_jpeg();
-    let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).expect("baseline SOF0 marker");
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xff, 0xc0])
+        .expect("baseline SOF0 marker");
     // FFC0, length (2), precision (1), height (2), width (2)
     jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
     jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
@@ -86,7 +95,12 @@ fn expect_unreadable(result: Result<headshot_face::DecodedImage, FaceError>, wha
 
 fn expect_too_large(result: Result<headshot_face::DecodedImage, FaceError>, what: &str) {
     match result {
-        Err(FaceError::ImageTooLarge { width, height, max_width, .. }) => {
+        Err(FaceError::ImageTooLarge {
+            width,
+            height,
+            max_width,
+            ..
+        }) => {
             assert_eq!((width, height), (30_000, 30_000), "{what}");
             assert_eq!(max_width, DecodeLimits::default().max_width);
         }
@@ -111,7 +125,10 @@ fn non_images_are_unreadable() {
         ("png magic only", b"\x89PNG\r\n\x1a\n".to_vec()),
     ] {
         let message = expect_unreadable(decode_image(&bytes, &DecodeLimits::default()), what);
-        assert!(message.starts_with("the image could not be read"), "{what}: {message}");
+        assert!(
+            message.starts_with("the image could not be read"),
+            "{what}: {message}"
+        );
     }
 }
 
@@ -119,28 +136,49 @@ fn non_images_are_unreadable() {
 fn truncated_jpeg_and_png_are_unreadable() {
     let jpeg = yaoming_jpeg();
     for cut in [jpeg.len() / 3, jpeg.len() / 2, jpeg.len() - 100] {
-        let message = expect_unreadable(decode_image(&jpeg[..cut], &DecodeLimits::default()), "truncated jpeg");
-        assert!(message.contains("truncated") || message.contains("corrupt"), "{message}");
+        let message = expect_unreadable(
+            decode_image(&jpeg[..cut], &DecodeLimits::default()),
+            "truncated jpeg",
+        );
+        assert!(
+            message.contains("truncated") || message.contains("corrupt"),
+            "{message}"
+        );
     }
     let png = png_bytes(64, 48);
     for cut in [20, png.len() / 2, png.len() - 13] {
-        expect_unreadable(decode_image(&png[..cut], &DecodeLimits::default()), "truncated png");
+        expect_unreadable(
+            decode_image(&png[..cut], &DecodeLimits::default()),
+            "truncated png",
+        );
     }
 }
 
 #[test]
 fn header_bombs_are_rejected_before_allocating() {
     let limits = DecodeLimits::default();
-    expect_too_large(decode_image(&png_bomb_header(30_000, 30_000), &limits), "png bomb");
-    expect_too_large(decode_image(&jpeg_bomb_header(30_000, 30_000), &limits), "jpeg bomb");
-    expect_too_large(decode_image(&bmp_bomb_header(30_000, 30_000), &limits), "bmp bomb");
+    expect_too_large(
+        decode_image(&png_bomb_header(30_000, 30_000), &limits),
+        "png bomb",
+    );
+    expect_too_large(
+        decode_image(&jpeg_bomb_header(30_000, 30_000), &limits),
+        "jpeg bomb",
+    );
+    expect_too_large(
+        decode_image(&bmp_bomb_header(30_000, 30_000), &limits),
+        "bmp bomb",
+    );
 }
 
 #[test]
 fn allocation_limit_is_enforced() {
     // 10000x10000 passes the dimension limit but needs ~600 MB: over the default 512 MiB.
     match decode_image(&png_bomb_header(10_000, 10_000), &DecodeLimits::default()) {
-        Err(FaceError::ImageNeedsTooMuchMemory { needed_bytes, limit_bytes }) => {
+        Err(FaceError::ImageNeedsTooMuchMemory {
+            needed_bytes,
+            limit_bytes,
+        }) => {
             assert!(needed_bytes > limit_bytes);
         }
         other => panic!("expected ImageNeedsTooMuchMemory, got {other:?}"),
@@ -149,9 +187,19 @@ fn allocation_limit_is_enforced() {
 
 #[test]
 fn custom_dimension_limits_apply() {
-    let limits = DecodeLimits { max_width: 100, max_height: 100, ..DecodeLimits::default() };
+    let limits = DecodeLimits {
+        max_width: 100,
+        max_height: 100,
+        ..DecodeLimits::default()
+    };
     match decode_image(&yaoming_jpeg(), &limits) {
-        Err(err @ FaceError::ImageTooLarge { width: 233, height: 287, .. }) => {
+        Err(
+            err @ FaceError::ImageTooLarge {
+                width: 233,
+                height: 287,
+                ..
+            },
+        ) => {
             assert!(err.to_string().contains("100x100"), "{err}");
         }
         other => panic!("expected ImageTooLarge, got {other:?}"),
@@ -172,7 +220,11 @@ fn analyzer_turns_bad_bytes_into_errors() {
     ];
     for (what, bytes) in cases {
         match analyzer.analyze_largest(&bytes) {
-            Err(FaceError::UnreadableImage { .. } | FaceError::ImageTooLarge { .. } | FaceError::NoFace) => {}
+            Err(
+                FaceError::UnreadableImage { .. }
+                | FaceError::ImageTooLarge { .. }
+                | FaceError::NoFace,
+            ) => {}
             other => panic!("{what}: expected an input error, got {other:?}"),
         }
     }
@@ -210,7 +262,10 @@ fn every_prefix_and_bit_flip_of_a_photo_is_handled() {
                 corrupted[index] ^= (state >> 24) as u8 | 1;
             }
             if let Ok(image) = decode_image(&corrupted, &DecodeLimits::default()) {
-                assert_eq!(image.pixels.len(), image.width as usize * image.height as usize * 3);
+                assert_eq!(
+                    image.pixels.len(),
+                    image.width as usize * image.height as usize * 3
+                );
             }
         }
     }

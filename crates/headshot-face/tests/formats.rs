@@ -12,7 +12,12 @@ fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
 
 fn gradient_rgba(width: u32, height: u32) -> image::RgbaImage {
     image::RgbaImage::from_fn(width, height, |x, y| {
-        image::Rgba([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8, (x * 3 % 256) as u8])
+        image::Rgba([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x + y) % 256) as u8,
+            (x * 3 % 256) as u8,
+        ])
     })
 }
 
@@ -20,11 +25,21 @@ fn gradient_rgba(width: u32, height: u32) -> image::RgbaImage {
 fn lossless_formats_round_trip_and_drop_alpha() {
     let rgba = gradient_rgba(37, 23);
     let rgb = DynamicImage::ImageRgba8(rgba.clone()).to_rgb8();
-    for format in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::WebP] {
+    for format in [
+        ImageFormat::Png,
+        ImageFormat::Bmp,
+        ImageFormat::Tiff,
+        ImageFormat::WebP,
+    ] {
         let bytes = encode(&DynamicImage::ImageRgba8(rgba.clone()), format);
-        let decoded = decode_image(&bytes, &DecodeLimits::default()).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let decoded = decode_image(&bytes, &DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
         assert_eq!((decoded.width, decoded.height), (37, 23), "{format:?}");
-        assert_eq!(decoded.pixels, rgb.as_raw().as_slice(), "{format:?}: alpha must be dropped");
+        assert_eq!(
+            decoded.pixels,
+            rgb.as_raw().as_slice(),
+            "{format:?}: alpha must be dropped"
+        );
     }
 }
 
@@ -33,8 +48,15 @@ fn grayscale_is_replicated_to_three_channels() {
     let gray = image::GrayImage::from_fn(16, 9, |x, y| image::Luma([(x * 13 + y * 7) as u8]));
     for format in [ImageFormat::Png, ImageFormat::Jpeg] {
         let bytes = encode(&DynamicImage::ImageLuma8(gray.clone()), format);
-        let decoded = decode_image(&bytes, &DecodeLimits::default()).unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        assert!(decoded.pixels.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]), "{format:?}");
+        let decoded = decode_image(&bytes, &DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert!(
+            decoded
+                .pixels
+                .chunks_exact(3)
+                .all(|p| p[0] == p[1] && p[1] == p[2]),
+            "{format:?}"
+        );
         if format == ImageFormat::Png {
             let expected: Vec<u8> = gray.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
             assert_eq!(decoded.pixels, expected);
@@ -44,7 +66,9 @@ fn grayscale_is_replicated_to_three_channels() {
 
 #[test]
 fn sixteen_bit_png_is_reduced_to_eight_bits() {
-    let wide = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(8, 4, |x, _| image::Rgb([x as u16 * 8000, 65535, 0]));
+    let wide = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(8, 4, |x, _| {
+        image::Rgb([x as u16 * 8000, 65535, 0])
+    });
     let bytes = encode(&DynamicImage::ImageRgb16(wide), ImageFormat::Png);
     let decoded = decode_image(&bytes, &DecodeLimits::default()).expect("16-bit PNG decodes");
     assert_eq!(decoded.pixels.len(), 8 * 4 * 3);
@@ -65,7 +89,12 @@ fn jpeg_matches_its_source_closely() {
     let rgb = DynamicImage::ImageRgba8(gradient_rgba(64, 48)).to_rgb8();
     let bytes = encode(&DynamicImage::ImageRgb8(rgb.clone()), ImageFormat::Jpeg);
     let decoded = decode_image(&bytes, &DecodeLimits::default()).expect("JPEG decodes");
-    let mean_error = decoded.pixels.iter().zip(rgb.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+    let mean_error = decoded
+        .pixels
+        .iter()
+        .zip(rgb.as_raw())
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
         / decoded.pixels.len() as f64;
     assert!(mean_error < 12.0, "mean abs error {mean_error}");
 }

@@ -63,7 +63,11 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -71,7 +75,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
     assert_eq!((a.width, a.height), (b.width, b.height));
-    a.pixels.iter().zip(&b.pixels).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+    a.pixels
+        .iter()
+        .zip(&b.pixels)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Our face matching a golden one: the best-IoU detection (order can differ on score ties).
@@ -85,36 +94,77 @@ fn best_match<'a>(ours: &'a [DetectedFace], golden: &GoldenFace) -> &'a Detected
 fn every_golden_image_matches_insightface() {
     let analyzer = common::analyzer();
     let goldens = goldens();
-    assert!(goldens.images.len() >= 8, "goldens cover the photos and their variants");
+    assert!(
+        goldens.images.len() >= 8,
+        "goldens cover the photos and their variants"
+    );
     let mut report = Vec::new();
     for golden in &goldens.images {
         let bytes = std::fs::read(image_path(golden)).expect("golden input image exists");
         let image = decode_image(&bytes, &DecodeLimits::default()).expect("golden input decodes");
-        assert_eq!((image.width, image.height), (golden.width, golden.height), "{}: decoded size", golden.name);
+        assert_eq!(
+            (image.width, image.height),
+            (golden.width, golden.height),
+            "{}: decoded size",
+            golden.name
+        );
 
         let faces = analyzer.analyze_all(&image).expect("detection runs");
-        assert_eq!(faces.len(), golden.faces.len(), "{}: number of faces", golden.name);
+        assert_eq!(
+            faces.len(),
+            golden.faces.len(),
+            "{}: number of faces",
+            golden.name
+        );
 
         let (mut worst_iou, mut worst_kp, mut worst_cos, mut worst_crop) = (1f32, 0f32, 1f64, 0u8);
         for (index, want) in golden.faces.iter().enumerate() {
             let got = best_match(&faces, want);
             let overlap = iou(&got.bbox, &want.bbox);
-            assert!(overlap >= 0.99, "{} face {index}: bbox IoU {overlap} ({:?} vs {:?})", golden.name, got.bbox, want.bbox);
-            assert!((got.score - want.score).abs() < 0.01, "{} face {index}: score {} vs {}", golden.name, got.score, want.score);
+            assert!(
+                overlap >= 0.99,
+                "{} face {index}: bbox IoU {overlap} ({:?} vs {:?})",
+                golden.name,
+                got.bbox,
+                want.bbox
+            );
+            assert!(
+                (got.score - want.score).abs() < 0.01,
+                "{} face {index}: score {} vs {}",
+                golden.name,
+                got.score,
+                want.score
+            );
             let kp_err = got
                 .keypoints
                 .iter()
                 .zip(&want.kps)
                 .map(|(a, b)| (a[0] - b[0]).hypot(a[1] - b[1]))
                 .fold(0f32, f32::max);
-            assert!(kp_err <= 1.0, "{} face {index}: keypoints off by {kp_err} px", golden.name);
+            assert!(
+                kp_err <= 1.0,
+                "{} face {index}: keypoints off by {kp_err} px",
+                golden.name
+            );
 
             let analyzed = analyzer.embed(&image, got).expect("embedding runs");
             assert_eq!(analyzed.embedding.len(), 512);
-            let norm: f64 = analyzed.embedding.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
-            assert!((norm - 1.0).abs() < 1e-4, "embedding is L2-normalised, norm {norm}");
+            let norm: f64 = analyzed
+                .embedding
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(
+                (norm - 1.0).abs() < 1e-4,
+                "embedding is L2-normalised, norm {norm}"
+            );
             let cos = cosine(&analyzed.embedding, &want.embedding);
-            assert!(cos >= 0.995, "{} face {index}: embedding cosine {cos}", golden.name);
+            assert!(
+                cos >= 0.995,
+                "{} face {index}: embedding cosine {cos}",
+                golden.name
+            );
 
             for (crop_name, ours, size) in [
                 (&want.aligned_112, &analyzed.aligned_112, 112),
@@ -123,7 +173,11 @@ fn every_golden_image_matches_insightface() {
                 if let Some(name) = crop_name {
                     assert_eq!((ours.width, ours.height), (size, size));
                     let diff = max_abs_diff(ours, &read_png(name));
-                    assert!(diff <= 2, "{} face {index}: aligned {size} crop differs by {diff}/255", golden.name);
+                    assert!(
+                        diff <= 2,
+                        "{} face {index}: aligned {size} crop differs by {diff}/255",
+                        golden.name
+                    );
                     worst_crop = worst_crop.max(diff);
                 }
             }
@@ -147,7 +201,9 @@ fn largest_face_is_selected_by_area() {
     let image = decode_image(&bytes, &DecodeLimits::default()).expect("decodes");
     let faces = analyzer.analyze_all(&image).expect("detection runs");
     let largest_area = faces.iter().map(DetectedFace::area).fold(0f32, f32::max);
-    let chosen = analyzer.analyze_largest(&bytes).expect("players.jpg has faces");
+    let chosen = analyzer
+        .analyze_largest(&bytes)
+        .expect("players.jpg has faces");
     let chosen_area = (chosen.bbox[2] - chosen.bbox[0]) * (chosen.bbox[3] - chosen.bbox[1]);
     assert_eq!(chosen_area, largest_area);
     assert_eq!(chosen.aligned_224.width, 224);
@@ -156,7 +212,8 @@ fn largest_face_is_selected_by_area() {
 
 #[test]
 fn photo_without_a_face_is_a_no_face_error() {
-    let bytes = std::fs::read(common::goldens_dir().join("gradient_noface.png")).expect("gradient image");
+    let bytes =
+        std::fs::read(common::goldens_dir().join("gradient_noface.png")).expect("gradient image");
     match common::analyzer().analyze_largest(&bytes) {
         Err(FaceError::NoFace) => {}
         other => panic!("expected NoFace, got {other:?}"),

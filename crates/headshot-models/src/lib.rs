@@ -1,6 +1,9 @@
 //! Our candle model code: plain modules with `load(VarBuilder, &Config)` and `forward`.
-//! No I/O beyond reading tensors handed in, no hub, no threads.
+//! No I/O beyond reading tensors handed in, no hub; the only threads are the CPU kernels'
+//! (gemm's and our attention's, on the rayon pool candle already uses).
 
+// softmax(q kᵀ) v: a fused kernel on the CPU, candle ops elsewhere.
+pub mod attention;
 // SD1.5 UNet with decoupled cross-attention (IP-Adapter) and fused LoRA.
 pub mod unet;
 // Loading the IP-Adapter file (torch .bin or .safetensors) and fusing its LoRA.

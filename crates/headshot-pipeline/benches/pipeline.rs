@@ -18,11 +18,20 @@ fn tiny_pipeline() -> Pipeline {
 }
 
 fn face() -> FaceInput {
-    let mut id_embedding: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let mut id_embedding: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
     let norm = id_embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
     id_embedding.iter_mut().for_each(|v| *v /= norm);
     let pixels = (0..224 * 224 * 3).map(|i| (i % 251) as u8).collect();
-    FaceInput { id_embedding, aligned_224: RgbImage { width: 224, height: 224, pixels } }
+    FaceInput {
+        id_embedding,
+        aligned_224: RgbImage {
+            width: 224,
+            height: 224,
+            pixels,
+        },
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,7 +57,11 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("tiny_cpu");
     group.sample_size(10);
     for size in sizes {
-        let request = RenderRequest { width: size, height: size, ..base.clone() };
+        let request = RenderRequest {
+            width: size,
+            height: size,
+            ..base.clone()
+        };
         group.bench_function(format!("job_{size}x{size}_21_steps_cfg"), |b| {
             b.iter(|| pipeline.render(&request, &face).expect("render"))
         });

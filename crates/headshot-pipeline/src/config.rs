@@ -62,9 +62,9 @@ impl FromStr for DeviceSpec {
         let s = s.trim().to_ascii_lowercase();
         let (kind, index) = match s.split_once(':') {
             Some((kind, index)) => {
-                let index = index
-                    .parse::<usize>()
-                    .map_err(|_| format!("device index in \"{s}\" is not a number; use e.g. cuda:0"))?;
+                let index = index.parse::<usize>().map_err(|_| {
+                    format!("device index in \"{s}\" is not a number; use e.g. cuda:0")
+                })?;
                 (kind.to_string(), index)
             }
             None => (s.clone(), 0),
@@ -73,7 +73,9 @@ impl FromStr for DeviceSpec {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(index)),
             "metal" | "mps" => Ok(DeviceSpec::Metal(index)),
-            _ => Err(format!("unknown device \"{s}\"; use cpu, cuda, cuda:N, metal or metal:N")),
+            _ => Err(format!(
+                "unknown device \"{s}\"; use cpu, cuda, cuda:N, metal or metal:N"
+            )),
         }
     }
 }
@@ -195,7 +197,10 @@ mod tests {
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert_eq!(DeviceSpec::Cuda(3).to_string(), "cuda:3");
         assert_eq!("fp16".parse::<DTypeSpec>(), Ok(DTypeSpec::F16));
-        assert_eq!("bf16".parse::<DTypeSpec>().map(|d| d.dtype()), Ok(DType::BF16));
+        assert_eq!(
+            "bf16".parse::<DTypeSpec>().map(|d| d.dtype()),
+            Ok(DType::BF16)
+        );
         assert!("int8".parse::<DTypeSpec>().is_err());
     }
 }

@@ -36,12 +36,17 @@ pub enum PipelineError {
 
     /// A model failed while running (shape mismatch, out of memory, ...).
     #[error("{stage} failed: {message}")]
-    Run { stage: &'static str, message: String },
+    Run {
+        stage: &'static str,
+        message: String,
+    },
 }
 
 impl PipelineError {
     /// `map_err` helper for a failing run stage.
-    pub(crate) fn run<E: std::fmt::Display>(stage: &'static str) -> impl FnOnce(E) -> PipelineError {
+    pub(crate) fn run<E: std::fmt::Display>(
+        stage: &'static str,
+    ) -> impl FnOnce(E) -> PipelineError {
         move |e| PipelineError::Run {
             stage,
             message: e.to_string(),

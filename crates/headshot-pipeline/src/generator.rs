@@ -15,7 +15,10 @@ impl Pipeline {
         for &(index, req) in requests {
             let key = req.batch_key();
             let images = req.samples as usize;
-            match open.iter_mut().find(|(k, _, n)| *k == key && n + images <= max_images) {
+            match open
+                .iter_mut()
+                .find(|(k, _, n)| *k == key && n + images <= max_images)
+            {
                 Some((_, members, n)) => {
                     members.push(index);
                     *n += images;
@@ -23,7 +26,8 @@ impl Pipeline {
                 None => open.push((key, vec![index], images)),
             }
             // Close groups that are full so later jobs start new ones.
-            let (full, rest): (Vec<_>, Vec<_>) = open.into_iter().partition(|(_, _, n)| *n >= max_images);
+            let (full, rest): (Vec<_>, Vec<_>) =
+                open.into_iter().partition(|(_, _, n)| *n >= max_images);
             done.extend(full.into_iter().map(|(_, members, _)| members));
             open = rest;
         }
@@ -40,8 +44,12 @@ impl Generator for Pipeline {
             .unwrap_or_else(|| Err(GenerationError::Internal("no result for the job".into())))
     }
 
-    fn generate_batch(&self, jobs: &[GenerationJob]) -> Vec<Result<GenerationOutput, GenerationError>> {
-        let mut results: Vec<Option<Result<GenerationOutput, GenerationError>>> = vec![None; jobs.len()];
+    fn generate_batch(
+        &self,
+        jobs: &[GenerationJob],
+    ) -> Vec<Result<GenerationOutput, GenerationError>> {
+        let mut results: Vec<Option<Result<GenerationOutput, GenerationError>>> =
+            vec![None; jobs.len()];
         let mut ready: Vec<(usize, RenderRequest, FaceInput)> = Vec::new();
         for (index, job) in jobs.iter().enumerate() {
             let request = RenderRequest::from_job(job);
@@ -54,17 +62,21 @@ impl Generator for Pipeline {
             }
         }
 
-        let requests: Vec<(usize, &RenderRequest)> = ready.iter().map(|(i, r, _)| (*i, r)).collect();
+        let requests: Vec<(usize, &RenderRequest)> =
+            ready.iter().map(|(i, r, _)| (*i, r)).collect();
         for group in Self::plan_batches(&requests, self.limits.max_batch_images.max(1)) {
             let members: Vec<&(usize, RenderRequest, FaceInput)> = group
                 .iter()
                 .filter_map(|index| ready.iter().find(|(i, _, _)| i == index))
                 .collect();
-            let batch: Vec<(&RenderRequest, &FaceInput)> = members.iter().map(|(_, r, f)| (r, f)).collect();
+            let batch: Vec<(&RenderRequest, &FaceInput)> =
+                members.iter().map(|(_, r, f)| (r, f)).collect();
             match self.render_batch(&batch) {
                 Ok(outputs) => {
                     for ((index, _, _), output) in members.iter().zip(outputs) {
-                        results[*index] = Some(Ok(GenerationOutput { images: output.images }));
+                        results[*index] = Some(Ok(GenerationOutput {
+                            images: output.images,
+                        }));
                     }
                 }
                 Err(err) => {
@@ -78,7 +90,9 @@ impl Generator for Pipeline {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(GenerationError::Internal("job was not scheduled".into()))))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(GenerationError::Internal("job was not scheduled".into())))
+            })
             .collect()
     }
 
@@ -120,7 +134,10 @@ mod tests {
         ];
         let list: Vec<(usize, &RenderRequest)> = reqs.iter().enumerate().collect();
         let groups = Pipeline::plan_batches(&list, 4);
-        assert_eq!(groups, vec![vec![0, 1], vec![2, 6], vec![3], vec![4], vec![5]]);
+        assert_eq!(
+            groups,
+            vec![vec![0, 1], vec![2, 6], vec![3], vec![4], vec![5]]
+        );
         let images = |g: &Vec<usize>| g.iter().map(|&i| reqs[i].samples).sum::<u32>();
         assert!(groups.iter().all(|g| images(g) <= 4));
     }

@@ -38,18 +38,26 @@ fn var_builder(
         unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
             .map_err(PipelineError::load(component.kind, first))
     } else {
-        VarBuilder::from_pth(first, dtype, device).map_err(PipelineError::load(component.kind, first))
+        VarBuilder::from_pth(first, dtype, device)
+            .map_err(PipelineError::load(component.kind, first))
     }
 }
 
-fn read_text(component: &ResolvedComponent, name: &str) -> Result<(String, std::path::PathBuf), PipelineError> {
+fn read_text(
+    component: &ResolvedComponent,
+    name: &str,
+) -> Result<(String, std::path::PathBuf), PipelineError> {
     let path = component.file(name)?.to_path_buf();
-    let text = std::fs::read_to_string(&path).map_err(PipelineError::load(component.kind, &path))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(PipelineError::load(component.kind, &path))?;
     Ok((text, path))
 }
 
 /// The folder holding a component's `name` file (tokenizers read a folder).
-fn folder_of(component: &ResolvedComponent, name: &str) -> Result<std::path::PathBuf, PipelineError> {
+fn folder_of(
+    component: &ResolvedComponent,
+    name: &str,
+) -> Result<std::path::PathBuf, PipelineError> {
     let path = component.file(name)?;
     Ok(path.parent().unwrap_or(Path::new(".")).to_path_buf())
 }
@@ -67,7 +75,10 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T, PipelineError>) -> Result<
     let start = Instant::now();
     tracing::info!("loading {what}");
     let out = f()?;
-    tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "loaded {what}");
+    tracing::info!(
+        elapsed_ms = start.elapsed().as_millis() as u64,
+        "loaded {what}"
+    );
     Ok(out)
 }
 
@@ -86,9 +97,14 @@ impl Pipeline {
                         ComponentKind::ALL
                             .into_iter()
                             .filter(|k| {
-                                let face = matches!(k, ComponentKind::FaceDetector | ComponentKind::FaceRecognizer);
-                                let safety =
-                                    matches!(k, ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor);
+                                let face = matches!(
+                                    k,
+                                    ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
+                                );
+                                let safety = matches!(
+                                    k,
+                                    ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+                                );
                                 !(face && skip_face) && !(safety && skip_safety)
                             })
                             .collect(),
@@ -101,7 +117,10 @@ impl Pipeline {
         Self::load_resolved(&set, config)
     }
 
-    fn load_resolved(set: &ResolvedModelSet, config: &PipelineConfig) -> Result<Pipeline, PipelineError> {
+    fn load_resolved(
+        set: &ResolvedModelSet,
+        config: &PipelineConfig,
+    ) -> Result<Pipeline, PipelineError> {
         let start = Instant::now();
         let device = config.device.open()?;
         let dtype = config.dtype.dtype();
@@ -116,14 +135,17 @@ impl Pipeline {
         let text_encoder = timed("text encoder", || {
             let c = set.get(ComponentKind::TextEncoder)?;
             let cfg_path = c.file("config.json")?;
-            let cfg = ClipTextConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
-            ClipTextEncoder::load(var_builder(c, dtype, &device)?, &cfg).map_err(PipelineError::load(c.kind, cfg_path))
+            let cfg = ClipTextConfig::from_file(cfg_path)
+                .map_err(PipelineError::load(c.kind, cfg_path))?;
+            ClipTextEncoder::load(var_builder(c, dtype, &device)?, &cfg)
+                .map_err(PipelineError::load(c.kind, cfg_path))
         })?;
 
         let image_encoder = timed("image encoder", || {
             let c = set.get(ComponentKind::ImageEncoder)?;
             let cfg_path = c.file("config.json")?;
-            let cfg = ClipVisionConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let cfg = ClipVisionConfig::from_file(cfg_path)
+                .map_err(PipelineError::load(c.kind, cfg_path))?;
             let vb = var_builder(c, dtype, &device)?.pp("vision_model");
             ClipVisionTransformer::load_for(vb, &cfg, ClipVisionOutputs::PenultimateOnly)
                 .map_err(PipelineError::load(c.kind, cfg_path))
@@ -135,33 +157,46 @@ impl Pipeline {
             ClipImageProcessor::new(clip_defaults(size))
         };
 
-        let (projection, unet) = timed("IP-Adapter, face projection and UNet (fusing the LoRA)", || {
-            let ip = set.get(ComponentKind::IpAdapter)?;
-            let ip_path = ip.weights()?[0];
-            let weights = IpAdapterWeights::load(ip_path).map_err(PipelineError::load(ip.kind, ip_path))?;
-            let projection = FaceIdPlusProjection::load_inferred(weights.image_proj_var_builder(dtype, &device))
+        let (projection, unet) = timed(
+            "IP-Adapter, face projection and UNet (fusing the LoRA)",
+            || {
+                let ip = set.get(ComponentKind::IpAdapter)?;
+                let ip_path = ip.weights()?[0];
+                let weights = IpAdapterWeights::load(ip_path)
+                    .map_err(PipelineError::load(ip.kind, ip_path))?;
+                let projection = FaceIdPlusProjection::load_inferred(
+                    weights.image_proj_var_builder(dtype, &device),
+                )
                 .map_err(PipelineError::load(ip.kind, ip_path))?;
 
-            let c = set.get(ComponentKind::Unet)?;
-            let cfg_path = c.file("config.json")?;
-            let cfg = UNetConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
-            let attachment = IpAdapterAttachment {
-                weights: &weights,
-                num_tokens: projection.config().num_tokens,
-                scale: config.adapter_scale,
-            };
-            let unet = UNet2DConditionModel::load(var_builder(c, dtype, &device)?, &cfg, Some(attachment))
+                let c = set.get(ComponentKind::Unet)?;
+                let cfg_path = c.file("config.json")?;
+                let cfg = UNetConfig::from_file(cfg_path)
+                    .map_err(PipelineError::load(c.kind, cfg_path))?;
+                let attachment = IpAdapterAttachment {
+                    weights: &weights,
+                    num_tokens: projection.config().num_tokens,
+                    scale: config.adapter_scale,
+                };
+                let unet = UNet2DConditionModel::load(
+                    var_builder(c, dtype, &device)?,
+                    &cfg,
+                    Some(attachment),
+                )
                 .map_err(PipelineError::load(c.kind, cfg_path))?;
-            // `weights` (the adapter's raw tensors) is dropped here: the LoRA is fused and the
-            // id projections are owned by the UNet.
-            Ok((projection, unet))
-        })?;
+                // `weights` (the adapter's raw tensors) is dropped here: the LoRA is fused and the
+                // id projections are owned by the UNet.
+                Ok((projection, unet))
+            },
+        )?;
 
         let (vae, vae_scaling_factor, vae_scale_factor) = timed("VAE decoder", || {
             let c = set.get(ComponentKind::Vae)?;
             let cfg_path = c.file("config.json")?;
-            let cfg = VaeConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
-            let vae = VaeDecoder::load(var_builder(c, dtype, &device)?, &cfg).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let cfg =
+                VaeConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+            let vae = VaeDecoder::load(var_builder(c, dtype, &device)?, &cfg)
+                .map_err(PipelineError::load(c.kind, cfg_path))?;
             let scale_factor = 1usize << cfg.block_out_channels.len().saturating_sub(1);
             Ok((vae, cfg.scaling_factor, scale_factor))
         })?;
@@ -174,23 +209,30 @@ impl Pipeline {
             text
         };
 
-        let safety = match (config.load_safety_checker, set.optional(ComponentKind::SafetyChecker)) {
+        let safety = match (
+            config.load_safety_checker,
+            set.optional(ComponentKind::SafetyChecker),
+        ) {
             (true, Some(c)) => Some(timed("safety checker", || {
                 let cfg_path = c.file("config.json")?;
-                let cfg = SafetyCheckerConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
+                let cfg = SafetyCheckerConfig::from_file(cfg_path)
+                    .map_err(PipelineError::load(c.kind, cfg_path))?;
                 let checker = SafetyChecker::load(var_builder(c, dtype, &device)?, &cfg)
                     .map_err(PipelineError::load(c.kind, cfg_path))?;
                 let processor = match set.optional(ComponentKind::FeatureExtractor) {
                     Some(fe) => {
                         let path = fe.file("preprocessor_config.json")?;
-                        ClipImageProcessor::from_config_file(path).map_err(PipelineError::load(fe.kind, path))?
+                        ClipImageProcessor::from_config_file(path)
+                            .map_err(PipelineError::load(fe.kind, path))?
                     }
                     None => ClipImageProcessor::new(clip_defaults(224)),
                 };
                 Ok((checker, processor))
             })?),
             (true, None) => {
-                tracing::warn!("the model set has no safety_checker; jobs asking for it will be refused");
+                tracing::warn!(
+                    "the model set has no safety_checker; jobs asking for it will be refused"
+                );
                 None
             }
             (false, _) => None,
@@ -204,7 +246,10 @@ impl Pipeline {
                     detector: det,
                     recognizer: rec,
                 };
-                Ok(headshot_face::FaceAnalyzer::load(&paths, &config.face_options)?)
+                Ok(headshot_face::FaceAnalyzer::load(
+                    &paths,
+                    &config.face_options,
+                )?)
             })?)
         } else {
             None
@@ -226,12 +271,16 @@ impl Pipeline {
             safety,
             face,
             limits: config.limits.clone(),
-            uncond_clip_features: Tensor::zeros(1, DType::F32, &Device::Cpu).map_err(PipelineError::run("setup"))?,
+            uncond_clip_features: Tensor::zeros(1, DType::F32, &Device::Cpu)
+                .map_err(PipelineError::run("setup"))?,
         };
         // The unconditional CLIP input is constant (an all-zero normalised pixel tensor):
         // encode it once here instead of once per job.
         pipeline.uncond_clip_features = pipeline.zero_image_features()?;
-        tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "pipeline ready");
+        tracing::info!(
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "pipeline ready"
+        );
         Ok(pipeline)
     }
 

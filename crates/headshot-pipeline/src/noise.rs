@@ -23,7 +23,9 @@ pub fn initial_latents(
 ) -> candle_core::Result<Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let len = samples * channels * height * width;
-    let values: Vec<f32> = (0..len).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+    let values: Vec<f32> = (0..len)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
     Tensor::from_vec(values, (samples, channels, height, width), device)
 }
 
@@ -44,6 +46,9 @@ mod tests {
         // Roughly standard normal.
         let mean = b_v.iter().sum::<f32>() / b_v.len() as f32;
         let var = b_v.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / b_v.len() as f32;
-        assert!(mean.abs() < 0.15 && (var - 1.0).abs() < 0.2, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.15 && (var - 1.0).abs() < 0.2,
+            "mean {mean} var {var}"
+        );
     }
 }

@@ -124,7 +124,10 @@ impl Pipeline {
         let limits = &self.limits;
         let invalid = |m: String| Err(PipelineError::InvalidInput(m));
         if req.width == 0 || req.height == 0 || req.width % 8 != 0 || req.height % 8 != 0 {
-            return invalid(format!("width and height must be positive multiples of 8, got {}x{}", req.width, req.height));
+            return invalid(format!(
+                "width and height must be positive multiples of 8, got {}x{}",
+                req.width, req.height
+            ));
         }
         if req.width > limits.max_width || req.height > limits.max_height {
             return invalid(format!(
@@ -133,10 +136,16 @@ impl Pipeline {
             ));
         }
         if req.steps == 0 || req.steps > limits.max_steps {
-            return invalid(format!("num_inference_steps must be 1..={}, got {}", limits.max_steps, req.steps));
+            return invalid(format!(
+                "num_inference_steps must be 1..={}, got {}",
+                limits.max_steps, req.steps
+            ));
         }
         if req.samples == 0 || req.samples > limits.max_samples {
-            return invalid(format!("samples must be 1..={}, got {}", limits.max_samples, req.samples));
+            return invalid(format!(
+                "samples must be 1..={}, got {}",
+                limits.max_samples, req.samples
+            ));
         }
         if req.samples as usize > limits.max_batch_images {
             return invalid(format!(
@@ -183,13 +192,15 @@ impl Pipeline {
 
     /// `last_hidden_state` of the text encoder for one prompt: `[1, 77, D]` in the model dtype.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor, PipelineError> {
-        let ids = self
-            .tokenizer
-            .encode(prompt)
-            .map_err(|e| PipelineError::InvalidInput(format!("the prompt could not be tokenised: {e}")))?;
+        let ids = self.tokenizer.encode(prompt).map_err(|e| {
+            PipelineError::InvalidInput(format!("the prompt could not be tokenised: {e}"))
+        })?;
         let len = ids.len();
-        let ids = Tensor::from_vec(ids, (1, len), &self.device).map_err(PipelineError::run("tokenizer"))?;
-        self.text_encoder.forward(&ids).map_err(PipelineError::run("text encoder"))
+        let ids = Tensor::from_vec(ids, (1, len), &self.device)
+            .map_err(PipelineError::run("tokenizer"))?;
+        self.text_encoder
+            .forward(&ids)
+            .map_err(PipelineError::run("text encoder"))
     }
 
     /// `hidden_states[-2]` of the image encoder for the aligned face crop: `[1, 257, H]`.
@@ -197,7 +208,11 @@ impl Pipeline {
         let pixels = self
             .face_processor
             .preprocess(std::slice::from_ref(aligned_224), &self.device)
-            .map_err(|e| PipelineError::InvalidInput(format!("the face crop could not be prepared for CLIP: {e}")))?
+            .map_err(|e| {
+                PipelineError::InvalidInput(format!(
+                    "the face crop could not be prepared for CLIP: {e}"
+                ))
+            })?
             .to_dtype(self.dtype)
             .map_err(PipelineError::run("image encoder"))?;
         self.image_encoder
@@ -211,7 +226,12 @@ impl Pipeline {
     }
 
     /// FaceID-PlusV2 id tokens `[1, 4, D]` for an id embedding and CLIP features.
-    pub fn id_tokens(&self, id_embedding: &Tensor, clip_features: &Tensor, s_scale: f64) -> Result<Tensor, PipelineError> {
+    pub fn id_tokens(
+        &self,
+        id_embedding: &Tensor,
+        clip_features: &Tensor,
+        s_scale: f64,
+    ) -> Result<Tensor, PipelineError> {
         self.projection
             .forward(id_embedding, clip_features, s_scale)
             .map_err(PipelineError::run("face projection"))
@@ -226,14 +246,20 @@ impl Pipeline {
             )));
         }
         if face.id_embedding.iter().any(|v| !v.is_finite()) {
-            return Err(PipelineError::InvalidInput("the face id embedding contains NaN or infinity".into()));
+            return Err(PipelineError::InvalidInput(
+                "the face id embedding contains NaN or infinity".into(),
+            ));
         }
         Tensor::from_slice(&face.id_embedding, (1, expected), &self.device)
             .and_then(|t| t.to_dtype(self.dtype))
             .map_err(PipelineError::run("face projection"))
     }
 
-    fn condition(&self, req: &RenderRequest, face: &FaceInput) -> Result<Conditioning, PipelineError> {
+    fn condition(
+        &self,
+        req: &RenderRequest,
+        face: &FaceInput,
+    ) -> Result<Conditioning, PipelineError> {
         let n = req.samples as usize;
         let cfg = req.uses_cfg();
         let prompt_embeds = self.encode_prompt(&req.prompt)?;
@@ -249,7 +275,9 @@ impl Pipeline {
         let cond_context = context(&prompt_embeds, &id_tokens_cond)?;
         let (negative_prompt_embeds, id_tokens_uncond, uncond_context) = if cfg {
             let negative = self.encode_prompt(&req.negative_prompt)?;
-            let zeros = id.zeros_like().map_err(PipelineError::run("conditioning"))?;
+            let zeros = id
+                .zeros_like()
+                .map_err(PipelineError::run("conditioning"))?;
             let tokens = self.id_tokens(&zeros, &self.uncond_clip_features, req.s_scale)?;
             let ctx = context(&negative, &tokens)?;
             (Some(negative), Some(tokens), Some(ctx))
@@ -258,8 +286,17 @@ impl Pipeline {
         };
         let shape = self.latent_shape(req);
         let latents = match &req.initial_latents {
-            Some(latents) => latents.to_device(&self.device).and_then(|l| l.to_dtype(DType::F32)),
-            None => noise::initial_latents(req.seed, shape[0], shape[1], shape[2], shape[3], &self.device),
+            Some(latents) => latents
+                .to_device(&self.device)
+                .and_then(|l| l.to_dtype(DType::F32)),
+            None => noise::initial_latents(
+                req.seed,
+                shape[0],
+                shape[1],
+                shape[2],
+                shape[3],
+                &self.device,
+            ),
         }
         .map_err(run)?;
         Ok(Conditioning {
@@ -274,14 +311,21 @@ impl Pipeline {
     }
 
     /// Renders one job from an analysed face.
-    pub fn render(&self, req: &RenderRequest, face: &FaceInput) -> Result<RenderOutput, PipelineError> {
+    pub fn render(
+        &self,
+        req: &RenderRequest,
+        face: &FaceInput,
+    ) -> Result<RenderOutput, PipelineError> {
         let mut out = self.render_batch(&[(req, face)])?;
         Ok(out.remove(0))
     }
 
     /// Renders compatible jobs (same `batch_key`) in one UNet batch, each with its own prompt,
     /// guidance, `s_scale`, seed and face. Results are in input order.
-    pub fn render_batch(&self, jobs: &[(&RenderRequest, &FaceInput)]) -> Result<Vec<RenderOutput>, PipelineError> {
+    pub fn render_batch(
+        &self,
+        jobs: &[(&RenderRequest, &FaceInput)],
+    ) -> Result<Vec<RenderOutput>, PipelineError> {
         let Some((first, _)) = jobs.first() else {
             return Ok(Vec::new());
         };
@@ -317,22 +361,34 @@ impl Pipeline {
         let cond_ctx: Vec<&Tensor> = conds.iter().map(|c| &c.cond_context).collect();
         let mut context = Tensor::cat(&cond_ctx, 0).map_err(PipelineError::run("conditioning"))?;
         if cfg {
-            let uncond_ctx: Vec<&Tensor> = conds.iter().filter_map(|c| c.uncond_context.as_ref()).collect();
+            let uncond_ctx: Vec<&Tensor> = conds
+                .iter()
+                .filter_map(|c| c.uncond_context.as_ref())
+                .collect();
             let uncond = Tensor::cat(&uncond_ctx, 0).map_err(PipelineError::run("conditioning"))?;
-            context = Tensor::cat(&[&uncond, &context], 0).map_err(PipelineError::run("conditioning"))?;
+            context =
+                Tensor::cat(&[&uncond, &context], 0).map_err(PipelineError::run("conditioning"))?;
         }
-        let context = context.to_dtype(self.dtype).map_err(PipelineError::run("conditioning"))?;
+        let context = context
+            .to_dtype(self.dtype)
+            .map_err(PipelineError::run("conditioning"))?;
         let initial: Vec<&Tensor> = conds.iter().map(|c| &c.latents).collect();
         let mut latents = Tensor::cat(&initial, 0).map_err(PipelineError::run("conditioning"))?;
         // Per-image guidance scale, broadcast over [C, h, w].
         let guidance: Vec<f32> = jobs
             .iter()
-            .flat_map(|(req, _)| std::iter::repeat_n(req.guidance_scale as f32, req.samples as usize))
+            .flat_map(|(req, _)| {
+                std::iter::repeat_n(req.guidance_scale as f32, req.samples as usize)
+            })
             .collect();
-        let guidance = Tensor::from_vec(guidance, (total, 1, 1, 1), &self.device).map_err(PipelineError::run("guidance"))?;
+        let guidance = Tensor::from_vec(guidance, (total, 1, 1, 1), &self.device)
+            .map_err(PipelineError::run("guidance"))?;
 
-        let mut scheduler = DdimScheduler::from_config_json(&self.scheduler_config).map_err(PipelineError::run("scheduler"))?;
-        let timesteps = scheduler.set_timesteps(steps).map_err(PipelineError::run("scheduler"))?;
+        let mut scheduler = DdimScheduler::from_config_json(&self.scheduler_config)
+            .map_err(PipelineError::run("scheduler"))?;
+        let timesteps = scheduler
+            .set_timesteps(steps)
+            .map_err(PipelineError::run("scheduler"))?;
         let mut after_step0 = None;
         for (i, &t) in timesteps.iter().enumerate() {
             let model_in = if cfg {
@@ -340,7 +396,9 @@ impl Pipeline {
             } else {
                 latents.clone()
             };
-            let model_in = model_in.to_dtype(self.dtype).map_err(PipelineError::run("unet"))?;
+            let model_in = model_in
+                .to_dtype(self.dtype)
+                .map_err(PipelineError::run("unet"))?;
             let eps = self
                 .unet
                 .forward(&model_in, t as f64, &context)
@@ -348,14 +406,24 @@ impl Pipeline {
                 .to_dtype(DType::F32)
                 .map_err(PipelineError::run("unet"))?;
             let eps = if cfg {
-                let uncond = eps.narrow(0, 0, total).map_err(PipelineError::run("guidance"))?;
-                let cond = eps.narrow(0, total, total).map_err(PipelineError::run("guidance"))?;
+                let uncond = eps
+                    .narrow(0, 0, total)
+                    .map_err(PipelineError::run("guidance"))?;
+                let cond = eps
+                    .narrow(0, total, total)
+                    .map_err(PipelineError::run("guidance"))?;
                 let diff = (cond - &uncond).map_err(PipelineError::run("guidance"))?;
-                (uncond + diff.broadcast_mul(&guidance).map_err(PipelineError::run("guidance"))?).map_err(PipelineError::run("guidance"))?
+                (uncond
+                    + diff
+                        .broadcast_mul(&guidance)
+                        .map_err(PipelineError::run("guidance"))?)
+                .map_err(PipelineError::run("guidance"))?
             } else {
                 eps
             };
-            latents = scheduler.step(&eps, t, &latents).map_err(PipelineError::run("scheduler"))?;
+            latents = scheduler
+                .step(&eps, t, &latents)
+                .map_err(PipelineError::run("scheduler"))?;
             if i == 0 {
                 after_step0 = Some(latents.clone());
             }
@@ -370,17 +438,29 @@ impl Pipeline {
         let mut offset = 0;
         for ((req, _), cond) in jobs.iter().zip(conds) {
             let n = req.samples as usize;
-            let take = |t: &Tensor| t.narrow(0, offset, n).map_err(PipelineError::run("collecting results")).and_then(|t| to_cpu_f32(&t));
+            let take = |t: &Tensor| {
+                t.narrow(0, offset, n)
+                    .map_err(PipelineError::run("collecting results"))
+                    .and_then(|t| to_cpu_f32(&t))
+            };
             let id_tokens = match &cond.id_tokens_uncond {
                 Some(uncond) => Tensor::cat(
                     &[
-                        &uncond.repeat((n, 1, 1)).map_err(PipelineError::run("collecting results"))?,
-                        &cond.id_tokens_cond.repeat((n, 1, 1)).map_err(PipelineError::run("collecting results"))?,
+                        &uncond
+                            .repeat((n, 1, 1))
+                            .map_err(PipelineError::run("collecting results"))?,
+                        &cond
+                            .id_tokens_cond
+                            .repeat((n, 1, 1))
+                            .map_err(PipelineError::run("collecting results"))?,
                     ],
                     0,
                 )
                 .map_err(PipelineError::run("collecting results"))?,
-                None => cond.id_tokens_cond.repeat((n, 1, 1)).map_err(PipelineError::run("collecting results"))?,
+                None => cond
+                    .id_tokens_cond
+                    .repeat((n, 1, 1))
+                    .map_err(PipelineError::run("collecting results"))?,
             };
             let image = take(&images)?;
             let rgb = images_u8[offset..offset + n].to_vec();
@@ -389,7 +469,11 @@ impl Pipeline {
                 images: generated,
                 trace: RenderTrace {
                     prompt_embeds: to_cpu_f32(&cond.prompt_embeds)?,
-                    negative_prompt_embeds: cond.negative_prompt_embeds.as_ref().map(to_cpu_f32).transpose()?,
+                    negative_prompt_embeds: cond
+                        .negative_prompt_embeds
+                        .as_ref()
+                        .map(to_cpu_f32)
+                        .transpose()?,
                     id_tokens: to_cpu_f32(&id_tokens)?,
                     initial_latents: to_cpu_f32(&cond.latents)?,
                     latents_after_step0: take(&after_step0)?,
@@ -410,8 +494,14 @@ impl Pipeline {
             .map_err(run)?;
         // The whole batch at once: our VAE's mid-block attention keeps samples apart (tested
         // against per-sample decodes in headshot-models).
-        let decoded = self.vae.decode(&scaled).map_err(PipelineError::run("vae"))?;
-        ((decoded.to_dtype(DType::F32).map_err(PipelineError::run("vae"))? / 2.0)
+        let decoded = self
+            .vae
+            .decode(&scaled)
+            .map_err(PipelineError::run("vae"))?;
+        ((decoded
+            .to_dtype(DType::F32)
+            .map_err(PipelineError::run("vae"))?
+            / 2.0)
             .and_then(|x| x + 0.5)
             .and_then(|x| x.clamp(0f32, 1f32))
             .and_then(|x| x.permute((0, 2, 3, 1)))
@@ -420,16 +510,26 @@ impl Pipeline {
     }
 
     /// Runs the safety checker on the images when asked and censors the flagged ones.
-    fn apply_safety(&self, images: Vec<RgbImage>, censor: Option<CensorType>) -> Result<Vec<GeneratedImage>, PipelineError> {
+    fn apply_safety(
+        &self,
+        images: Vec<RgbImage>,
+        censor: Option<CensorType>,
+    ) -> Result<Vec<GeneratedImage>, PipelineError> {
         let (Some(censor), Some((checker, processor))) = (censor, &self.safety) else {
-            return Ok(images.into_iter().map(|image| GeneratedImage { image, nsfw: false }).collect());
+            return Ok(images
+                .into_iter()
+                .map(|image| GeneratedImage { image, nsfw: false })
+                .collect());
         };
         let pixels = processor
             .preprocess(&images, &self.device)
             .and_then(|p| Ok(p.to_dtype(self.dtype)?))
             .map_err(PipelineError::run("safety checker"))?;
-        let verdicts = checker.check(&pixels).map_err(PipelineError::run("safety checker"))?;
-        crate::censor::apply_safety(images, &verdicts, censor).map_err(PipelineError::run("censoring"))
+        let verdicts = checker
+            .check(&pixels)
+            .map_err(PipelineError::run("safety checker"))?;
+        crate::censor::apply_safety(images, &verdicts, censor)
+            .map_err(PipelineError::run("censoring"))
     }
 }
 

@@ -10,10 +10,15 @@ use headshot_pipeline::{FaceInput, RenderRequest};
 
 fn face(seed: u32) -> FaceInput {
     // A deterministic unit vector; any 512-d embedding is valid input to the projection.
-    let mut id_embedding: Vec<f32> = (0..512u32).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 - 500.0) / 500.0).collect();
+    let mut id_embedding: Vec<f32> = (0..512u32)
+        .map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 - 500.0) / 500.0)
+        .collect();
     let norm = id_embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
     id_embedding.iter_mut().for_each(|v| *v /= norm);
-    FaceInput { id_embedding, aligned_224: golden_face_crop() }
+    FaceInput {
+        id_embedding,
+        aligned_224: golden_face_crop(),
+    }
 }
 
 /// Small and short, so the test is about plumbing, not UNet cost.
@@ -40,10 +45,19 @@ fn same_seed_same_image_other_seed_other_image() {
     let a = p.render(&request(5, 7.5, 1.0, 1, ""), &f).unwrap();
     let b = p.render(&request(5, 7.5, 1.0, 1, ""), &f).unwrap();
     let c = p.render(&request(6, 7.5, 1.0, 1, ""), &f).unwrap();
-    assert_eq!(a.images[0].image, b.images[0].image, "same seed must give the same pixels");
+    assert_eq!(
+        a.images[0].image, b.images[0].image,
+        "same seed must give the same pixels"
+    );
     assert_eq!(max_abs_diff(&a.trace.image, &b.trace.image), 0.0);
-    assert_ne!(a.images[0].image, c.images[0].image, "another seed must give another image");
-    assert_eq!((a.images[0].image.width, a.images[0].image.height), (128, 192));
+    assert_ne!(
+        a.images[0].image, c.images[0].image,
+        "another seed must give another image"
+    );
+    assert_eq!(
+        (a.images[0].image.width, a.images[0].image.height),
+        (128, 192)
+    );
 }
 
 #[test]
@@ -58,11 +72,23 @@ fn batched_jobs_match_single_jobs() {
     assert_eq!(together.len(), 2);
     let da = max_abs_diff(&alone_a.trace.image, &together[0].trace.image);
     let db = max_abs_diff(&alone_b.trace.image, &together[1].trace.image);
-    let la = max_abs_diff(&alone_a.trace.final_latents, &together[0].trace.final_latents);
-    let lb = max_abs_diff(&alone_b.trace.final_latents, &together[1].trace.final_latents);
+    let la = max_abs_diff(
+        &alone_a.trace.final_latents,
+        &together[0].trace.final_latents,
+    );
+    let lb = max_abs_diff(
+        &alone_b.trace.final_latents,
+        &together[1].trace.final_latents,
+    );
     println!("batched vs single: image {da:.2e} / {db:.2e}, latents {la:.2e} / {lb:.2e}");
-    assert!(da <= 2e-3 && db <= 2e-3, "batched images differ from single ones: {da}, {db}");
-    assert!(la <= 1e-3 && lb <= 1e-3, "batched latents differ from single ones: {la}, {lb}");
+    assert!(
+        da <= 2e-3 && db <= 2e-3,
+        "batched images differ from single ones: {da}, {db}"
+    );
+    assert!(
+        la <= 1e-3 && lb <= 1e-3,
+        "batched latents differ from single ones: {la}, {lb}"
+    );
     assert_eq!(together[1].images.len(), 2);
     // The two samples of job b start from different noise.
     assert_ne!(together[1].images[0].image, together[1].images[1].image);
@@ -74,16 +100,29 @@ fn incompatible_or_oversized_batches_are_refused() {
     let f = face(3);
     let cfg = request(1, 7.5, 1.0, 1, "");
     let no_cfg = request(1, 1.0, 1.0, 1, "");
-    let err = p.render_batch(&[(&cfg, &f), (&no_cfg, &f)]).unwrap_err().to_string();
+    let err = p
+        .render_batch(&[(&cfg, &f), (&no_cfg, &f)])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("same size, steps and CFG"), "{err}");
     let mut odd = request(1, 7.5, 1.0, 1, "");
     odd.width = 100;
     let err = p.render(&odd, &f).unwrap_err().to_string();
     assert!(err.contains("multiples of 8"), "{err}");
     let mut bad_latents = request(1, 7.5, 1.0, 1, "");
-    bad_latents.initial_latents = Some(candle_core::Tensor::zeros((1, 4, 8, 8), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap());
+    bad_latents.initial_latents = Some(
+        candle_core::Tensor::zeros(
+            (1, 4, 8, 8),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap(),
+    );
     let err = p.render(&bad_latents, &f).unwrap_err().to_string();
-    assert!(err.contains("initial latents must be [1, 4, 24, 16]"), "{err}");
+    assert!(
+        err.contains("initial latents must be [1, 4, 24, 16]"),
+        "{err}"
+    );
     let mut short_embedding = f.clone();
     short_embedding.id_embedding.truncate(100);
     let err = p.render(&cfg, &short_embedding).unwrap_err().to_string();

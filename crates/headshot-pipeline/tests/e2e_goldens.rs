@@ -14,17 +14,29 @@ fn check_case(name: &str) {
     let golden = Golden::read(name);
     let request = golden.e2e_request();
     let face = golden.e2e_face();
-    let out = pipeline.render(&request, &face).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let out = pipeline
+        .render(&request, &face)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let trace = &out.trace;
 
     let text = max_abs_diff(&trace.prompt_embeds, golden.tensor("prompt_embeds"));
-    let negative = match (&trace.negative_prompt_embeds, golden.tensors.get("negative_prompt_embeds")) {
+    let negative = match (
+        &trace.negative_prompt_embeds,
+        golden.tensors.get("negative_prompt_embeds"),
+    ) {
         (Some(ours), Some(theirs)) => max_abs_diff(ours, theirs),
         (None, None) => 0.0,
-        (ours, theirs) => panic!("{name}: negative embeddings present: ours {}, golden {}", ours.is_some(), theirs.is_some()),
+        (ours, theirs) => panic!(
+            "{name}: negative embeddings present: ours {}, golden {}",
+            ours.is_some(),
+            theirs.is_some()
+        ),
     };
     let id_tokens = max_abs_diff(&trace.id_tokens, golden.tensor("id_tokens"));
-    let step0 = max_abs_diff(&trace.latents_after_step0, golden.tensor("latents_after_step0"));
+    let step0 = max_abs_diff(
+        &trace.latents_after_step0,
+        golden.tensor("latents_after_step0"),
+    );
     let final_latents = max_abs_diff(&trace.final_latents, golden.tensor("final_latents"));
     let image = max_abs_diff(&trace.image, golden.tensor("image"));
     println!(
@@ -32,16 +44,31 @@ fn check_case(name: &str) {
          final_latents {final_latents:.2e} image {image:.2e}"
     );
     assert!(text < 1e-4, "{name}: prompt embeddings differ by {text}");
-    assert!(negative < 1e-4, "{name}: negative prompt embeddings differ by {negative}");
+    assert!(
+        negative < 1e-4,
+        "{name}: negative prompt embeddings differ by {negative}"
+    );
     assert!(id_tokens < 1e-4, "{name}: id tokens differ by {id_tokens}");
-    assert!(step0 < 1e-4, "{name}: latents after the first step differ by {step0}");
-    assert!(final_latents < 2e-3, "{name}: final latents differ by {final_latents}");
-    assert!(image <= IMAGE_TOL, "{name}: final image differs by {image} (> {IMAGE_TOL})");
+    assert!(
+        step0 < 1e-4,
+        "{name}: latents after the first step differ by {step0}"
+    );
+    assert!(
+        final_latents < 2e-3,
+        "{name}: final latents differ by {final_latents}"
+    );
+    assert!(
+        image <= IMAGE_TOL,
+        "{name}: final image differs by {image} (> {IMAGE_TOL})"
+    );
 
     // The 8-bit images are the float image quantised.
     assert_eq!(out.images.len(), request.samples as usize);
     for img in &out.images {
-        assert_eq!((img.image.width, img.image.height), (request.width, request.height));
+        assert_eq!(
+            (img.image.width, img.image.height),
+            (request.width, request.height)
+        );
         assert!(!img.nsfw);
     }
 }

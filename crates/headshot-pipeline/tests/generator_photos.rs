@@ -40,8 +40,12 @@ fn photo_to_images_and_error_kinds() {
         assert_eq!(img.image.pixels.len(), 128 * 128 * 3);
     }
 
-    let no_face = std::fs::read(workspace().join("tests/fixtures/goldens/face/gradient_noface.png")).unwrap();
-    assert_eq!(p.generate(&job(no_face, 1, 1)), Err(GenerationError::NoFace));
+    let no_face =
+        std::fs::read(workspace().join("tests/fixtures/goldens/face/gradient_noface.png")).unwrap();
+    assert_eq!(
+        p.generate(&job(no_face, 1, 1)),
+        Err(GenerationError::NoFace)
+    );
 
     match p.generate(&job(b"definitely not an image".to_vec(), 1, 1)) {
         Err(GenerationError::UnreadableImage(_)) => {}
@@ -50,7 +54,10 @@ fn photo_to_images_and_error_kinds() {
 
     let mut too_big = job(photo("yaoming.jpg"), 1, 1);
     too_big.width = 4096;
-    assert!(matches!(p.generate(&too_big), Err(GenerationError::InvalidInput(_))));
+    assert!(matches!(
+        p.generate(&too_big),
+        Err(GenerationError::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -64,7 +71,10 @@ fn generate_batch_keeps_order_and_isolates_failures() {
     let results = p.generate_batch(&jobs);
     assert_eq!(results.len(), 3);
     assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-    assert!(matches!(results[1], Err(GenerationError::UnreadableImage(_))));
+    assert!(matches!(
+        results[1],
+        Err(GenerationError::UnreadableImage(_))
+    ));
     // A job's image does not depend on what it was batched with (up to float rounding: at most
     // one 8-bit step).
     let alone = p.generate(&jobs[0]).unwrap();
@@ -77,5 +87,8 @@ fn generate_batch_keeps_order_and_isolates_failures() {
         .map(|(a, b)| a.abs_diff(*b))
         .max()
         .unwrap();
-    assert!(max_step <= 1, "batched image differs from the single one by {max_step}/255");
+    assert!(
+        max_step <= 1,
+        "batched image differs from the single one by {max_step}/255"
+    );
 }

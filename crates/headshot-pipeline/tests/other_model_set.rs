@@ -63,7 +63,11 @@ fn write(path: &Path, text: &str) {
 fn build_model_set(root: &Path) {
     let dev = Device::Cpu;
     let fixtures = common::workspace().join("tests/fixtures/tiny/sd15");
-    for file in ["tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"] {
+    for file in [
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+    ] {
         std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
         std::fs::copy(fixtures.join(file), root.join(file)).unwrap();
     }
@@ -73,28 +77,41 @@ fn build_model_set(root: &Path) {
     ClipTextEncoder::load(VarBuilder::from_varmap(&vm, DType::F32, &dev), &cfg).unwrap();
     randomise(&vm);
     write(&root.join("text_encoder/config.json"), TEXT_CONFIG);
-    vm.save(root.join("text_encoder/model.safetensors")).unwrap();
+    vm.save(root.join("text_encoder/model.safetensors"))
+        .unwrap();
 
     let vm = VarMap::new();
     let vision = ClipVisionConfig::from_json_str(VISION_CONFIG, Path::new("vision")).unwrap();
-    ClipVisionTransformer::load(VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("vision_model"), &vision).unwrap();
+    ClipVisionTransformer::load(
+        VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("vision_model"),
+        &vision,
+    )
+    .unwrap();
     randomise(&vm);
     write(&root.join("image_encoder/config.json"), VISION_CONFIG);
-    vm.save(root.join("image_encoder/model.safetensors")).unwrap();
+    vm.save(root.join("image_encoder/model.safetensors"))
+        .unwrap();
 
     let vm = VarMap::new();
     let unet_cfg = UNetConfig::from_json_str(UNET_CONFIG).unwrap();
-    UNet2DConditionModel::load(VarBuilder::from_varmap(&vm, DType::F32, &dev), &unet_cfg, None).unwrap();
+    UNet2DConditionModel::load(
+        VarBuilder::from_varmap(&vm, DType::F32, &dev),
+        &unet_cfg,
+        None,
+    )
+    .unwrap();
     randomise(&vm);
     write(&root.join("unet/config.json"), UNET_CONFIG);
-    vm.save(root.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    vm.save(root.join("unet/diffusion_pytorch_model.safetensors"))
+        .unwrap();
 
     let vm = VarMap::new();
     let vae_cfg = VaeConfig::from_json_str(VAE_CONFIG, Path::new("vae")).unwrap();
     VaeDecoder::load(VarBuilder::from_varmap(&vm, DType::F32, &dev), &vae_cfg).unwrap();
     randomise(&vm);
     write(&root.join("vae/config.json"), VAE_CONFIG);
-    vm.save(root.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    vm.save(root.join("vae/diffusion_pytorch_model.safetensors"))
+        .unwrap();
 
     // The adapter: a 2-token FaceID-Plus projection over 48-wide CLIP features, and for every
     // attention layer a rank-2 LoRA (plus to_k_ip/to_v_ip on cross-attention), as safetensors.
@@ -116,13 +133,30 @@ fn build_model_set(root: &Path) {
     let small = |shape: (usize, usize)| Tensor::randn(0f32, 0.05, shape, &dev).unwrap();
     for site in attention_layer_sites(&unet_cfg).unwrap() {
         let n = site.index;
-        for (name, input) in [("q", site.hidden), ("k", site.context_dim), ("v", site.context_dim), ("out", site.hidden)] {
-            adapter.insert(format!("ip_adapter.{n}.to_{name}_lora.down.weight"), small((2, input)));
-            adapter.insert(format!("ip_adapter.{n}.to_{name}_lora.up.weight"), small((site.hidden, 2)));
+        for (name, input) in [
+            ("q", site.hidden),
+            ("k", site.context_dim),
+            ("v", site.context_dim),
+            ("out", site.hidden),
+        ] {
+            adapter.insert(
+                format!("ip_adapter.{n}.to_{name}_lora.down.weight"),
+                small((2, input)),
+            );
+            adapter.insert(
+                format!("ip_adapter.{n}.to_{name}_lora.up.weight"),
+                small((site.hidden, 2)),
+            );
         }
         if site.cross {
-            adapter.insert(format!("ip_adapter.{n}.to_k_ip.weight"), small((site.hidden, 32)));
-            adapter.insert(format!("ip_adapter.{n}.to_v_ip.weight"), small((site.hidden, 32)));
+            adapter.insert(
+                format!("ip_adapter.{n}.to_k_ip.weight"),
+                small((site.hidden, 32)),
+            );
+            adapter.insert(
+                format!("ip_adapter.{n}.to_v_ip.weight"),
+                small((site.hidden, 32)),
+            );
         }
     }
     std::fs::create_dir_all(root.join("adapter")).unwrap();
@@ -131,17 +165,35 @@ fn build_model_set(root: &Path) {
     let mut manifest = String::from("name = \"other\"\n[sources.set]\nlocal = \".\"\n");
     for (key, folder, files) in [
         ("tokenizer", "tokenizer", r#""vocab.json", "merges.txt""#),
-        ("text_encoder", "text_encoder", r#""config.json", "model.safetensors""#),
-        ("unet", "unet", r#""config.json", "diffusion_pytorch_model.safetensors""#),
-        ("vae", "vae", r#""config.json", "diffusion_pytorch_model.safetensors""#),
+        (
+            "text_encoder",
+            "text_encoder",
+            r#""config.json", "model.safetensors""#,
+        ),
+        (
+            "unet",
+            "unet",
+            r#""config.json", "diffusion_pytorch_model.safetensors""#,
+        ),
+        (
+            "vae",
+            "vae",
+            r#""config.json", "diffusion_pytorch_model.safetensors""#,
+        ),
         ("scheduler", "scheduler", r#""scheduler_config.json""#),
-        ("image_encoder", "image_encoder", r#""config.json", "model.safetensors""#),
+        (
+            "image_encoder",
+            "image_encoder",
+            r#""config.json", "model.safetensors""#,
+        ),
         ("ip_adapter", "adapter", r#""faceid.safetensors""#),
         // Not loaded (load_face_analyzer = false), but every manifest names them.
         ("face_detector", "faces", r#""det.onnx""#),
         ("face_recognizer", "faces", r#""rec.onnx""#),
     ] {
-        manifest.push_str(&format!("[components.{key}]\nsource = \"set\"\nfolder = \"{folder}\"\nfiles = [{files}]\n"));
+        manifest.push_str(&format!(
+            "[components.{key}]\nsource = \"set\"\nfolder = \"{folder}\"\nfiles = [{files}]\n"
+        ));
     }
     write(&root.join("other.toml"), &manifest);
 }
@@ -176,14 +228,26 @@ fn a_differently_sized_model_set_loads_and_renders() {
     let out = pipeline.render(&request(1.0), &face).unwrap();
     // 2 pixels per latent cell with this VAE.
     assert_eq!(out.trace.initial_latents.dims(), &[2, 4, 16, 24]);
-    assert_eq!(out.trace.id_tokens.dims(), &[4, 2, 32], "[uncond x2, cond x2] x 2 tokens x width 32");
+    assert_eq!(
+        out.trace.id_tokens.dims(),
+        &[4, 2, 32],
+        "[uncond x2, cond x2] x 2 tokens x width 32"
+    );
     assert_eq!(out.trace.prompt_embeds.dims(), &[1, 77, 32]);
     assert_eq!(out.images.len(), 2);
     for img in &out.images {
         assert_eq!((img.image.width, img.image.height), (48, 32));
     }
-    let values = out.trace.image.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(values.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+    let values = out
+        .trace
+        .image
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(values
+        .iter()
+        .all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
 
     // s_scale reaches the id tokens of this set too.
     let other = pipeline.render(&request(0.0), &face).unwrap();

@@ -27,10 +27,7 @@ fn repo_root() -> PathBuf {
 fn python_with_sdk() -> Result<String, String> {
     let candidates: Vec<String> = match std::env::var("HEADSHOT_E2E_PYTHON") {
         Ok(p) => vec![p],
-        Err(_) => vec![
-            "python3".into(),
-            "python".into(),
-        ],
+        Err(_) => vec!["python3".into(), "python".into()],
     };
     for python in &candidates {
         let ok = Command::new(python)

@@ -13,10 +13,7 @@ use common::*;
 fn python_with_sdk() -> Option<String> {
     let candidates: Vec<String> = match std::env::var("HEADSHOT_E2E_PYTHON") {
         Ok(p) => vec![p],
-        Err(_) => vec![
-            "python3".into(),
-            "python".into(),
-        ],
+        Err(_) => vec!["python3".into(), "python".into()],
     };
     candidates.into_iter().find(|python| {
         Command::new(python)

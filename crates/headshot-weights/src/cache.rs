@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 /// `HF_HUB_CACHE`, `HUGGINGFACE_HUB_CACHE`, `$HF_HOME/hub`, `$XDG_CACHE_HOME/huggingface/hub`,
 /// `~/.cache/huggingface/hub`.
 pub fn default_cache_dir() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
         return dir;
     }
@@ -28,7 +32,12 @@ pub fn default_cache_dir() -> PathBuf {
 /// True when the environment asks for no network access (`HF_HUB_OFFLINE=1`, like the Python tools).
 pub fn offline_from_env() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -46,14 +55,22 @@ pub fn cached_commit(cache_dir: &Path, repo: &str, revision: &str) -> Option<Str
     if is_commit_hash(revision) {
         return Some(revision.to_ascii_lowercase());
     }
-    let refs = cache_dir.join(repo_folder(repo)).join("refs").join(revision);
+    let refs = cache_dir
+        .join(repo_folder(repo))
+        .join("refs")
+        .join(revision);
     let commit = std::fs::read_to_string(refs).ok()?;
     let commit = commit.trim();
     is_commit_hash(commit).then(|| commit.to_string())
 }
 
 /// The cached copy of `path_in_repo` at `revision`, if present (a dangling symlink counts as absent).
-pub fn cached_file(cache_dir: &Path, repo: &str, revision: &str, path_in_repo: &str) -> Option<PathBuf> {
+pub fn cached_file(
+    cache_dir: &Path,
+    repo: &str,
+    revision: &str,
+    path_in_repo: &str,
+) -> Option<PathBuf> {
     let commit = cached_commit(cache_dir, repo, revision)?;
     let file = cache_dir
         .join(repo_folder(repo))
@@ -96,7 +113,11 @@ mod tests {
         let snap = dir.path().join("models--o--n/snapshots").join(&commit);
         std::fs::create_dir_all(&snap).unwrap();
         #[cfg(unix)]
-        std::os::unix::fs::symlink(dir.path().join("models--o--n/blobs/missing"), snap.join("w.bin")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("models--o--n/blobs/missing"),
+            snap.join("w.bin"),
+        )
+        .unwrap();
         assert!(cached_file(dir.path(), "o/n", &commit, "w.bin").is_none());
     }
 }

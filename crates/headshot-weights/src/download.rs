@@ -43,13 +43,23 @@ mod imp {
             Ok(self.client.as_ref().expect("set above"))
         }
 
-        pub fn download(&mut self, repo: &str, revision: &str, path_in_repo: &str) -> Result<PathBuf, String> {
+        pub fn download(
+            &mut self,
+            repo: &str,
+            revision: &str,
+            path_in_repo: &str,
+        ) -> Result<PathBuf, String> {
             let show_progress = self.progress;
             let (owner, name) = repo
                 .split_once('/')
                 .ok_or_else(|| format!("repo \"{repo}\" is not owner/name"))?;
             let client = self.client()?;
-            tracing::info!(repo, revision, file = path_in_repo, "downloading from the Hugging Face Hub");
+            tracing::info!(
+                repo,
+                revision,
+                file = path_in_repo,
+                "downloading from the Hugging Face Hub"
+            );
             let bar = BarHandler::new(format!("{repo}/{path_in_repo}"), show_progress);
             let finish = bar.bar.clone();
             let result = client
@@ -76,10 +86,16 @@ mod imp {
 
     impl BarHandler {
         fn new(label: String, visible: bool) -> BarHandler {
-            let bar = if visible { ProgressBar::new(0) } else { ProgressBar::hidden() };
+            let bar = if visible {
+                ProgressBar::new(0)
+            } else {
+                ProgressBar::hidden()
+            };
             bar.set_style(
-                ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_message(label);
             BarHandler {
@@ -134,7 +150,12 @@ mod imp {
             Downloader
         }
 
-        pub fn download(&mut self, repo: &str, _revision: &str, path_in_repo: &str) -> Result<PathBuf, String> {
+        pub fn download(
+            &mut self,
+            repo: &str,
+            _revision: &str,
+            path_in_repo: &str,
+        ) -> Result<PathBuf, String> {
             Err(format!(
                 "cannot fetch {repo}/{path_in_repo}: built without the `download` feature"
             ))

@@ -11,7 +11,9 @@ pub mod manifest;
 pub mod resolve;
 
 pub use error::WeightsError;
-pub use manifest::{expand_env, ComponentEntry, ComponentKind, ComponentSpec, Manifest, SourceSpec};
+pub use manifest::{
+    expand_env, ComponentEntry, ComponentKind, ComponentSpec, Manifest, SourceSpec,
+};
 pub use resolve::{
     resolve, resolve_manifest_file, FileOrigin, ResolveOptions, ResolvedComponent, ResolvedFile,
     ResolvedModelSet,

@@ -80,7 +80,10 @@ impl ComponentKind {
     /// Components the manifest must name. The safety checker and its feature extractor are
     /// optional (a deployment may run without the checker).
     pub fn is_required(self) -> bool {
-        !matches!(self, ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor)
+        !matches!(
+            self,
+            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+        )
     }
 }
 
@@ -258,9 +261,9 @@ fn component_entry(
         ));
     }
     for file in &spec.files {
-        let escapes = Path::new(file).components().any(|c| {
-            !matches!(c, std::path::Component::Normal(_))
-        });
+        let escapes = Path::new(file)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)));
         if file.is_empty() || escapes {
             return Err(format!(
                 "[components.{kind}] file \"{file}\" must be a relative path inside the folder (no '..', no leading '/')"
@@ -269,7 +272,8 @@ fn component_entry(
     }
     let local = match &source.local {
         Some(raw) => {
-            let expanded = expand_env(raw).map_err(|e| format!("[components.{kind}] local: {e}"))?;
+            let expanded =
+                expand_env(raw).map_err(|e| format!("[components.{kind}] local: {e}"))?;
             Some(base_dir.join(expanded))
         }
         None => None,
@@ -381,7 +385,10 @@ files = ["rec.onnx"]
     fn missing_required_component_is_named() {
         let text = MINIMAL.replace("[components.unet]", "[components.unused_unet_typo]");
         let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("unknown component [components.unused_unet_typo]"), "{err}");
+        assert!(
+            err.contains("unknown component [components.unused_unet_typo]"),
+            "{err}"
+        );
         let text = MINIMAL.replace(
             "[components.unet]\nsource = \"base\"\nfolder = \"unet\"\nfiles = [\"config.json\", \"diffusion_pytorch_model.safetensors\"]\n",
             "",
@@ -393,9 +400,12 @@ files = ["rec.onnx"]
 
     #[test]
     fn rejects_bad_sources_and_paths() {
-        let err = parse(&MINIMAL.replace("source = \"base\"\nfolder = \"unet\"", "source = \"nope\"\nfolder = \"unet\""))
-            .unwrap_err()
-            .to_string();
+        let err = parse(&MINIMAL.replace(
+            "source = \"base\"\nfolder = \"unet\"",
+            "source = \"nope\"\nfolder = \"unet\"",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("no [sources.nope]"), "{err}");
         let err = parse(&MINIMAL.replace("\"adapter.bin\"", "\"../adapter.bin\""))
             .unwrap_err()
@@ -414,7 +424,10 @@ files = ["rec.onnx"]
     #[test]
     fn expands_environment_variables_with_defaults() {
         std::env::set_var("HEADSHOT_WEIGHTS_TEST_DIR", "/from/env");
-        assert_eq!(expand_env("${HEADSHOT_WEIGHTS_TEST_DIR}/x").unwrap(), "/from/env/x");
+        assert_eq!(
+            expand_env("${HEADSHOT_WEIGHTS_TEST_DIR}/x").unwrap(),
+            "/from/env/x"
+        );
         assert_eq!(
             expand_env("${HEADSHOT_WEIGHTS_TEST_UNSET_VAR:-../assets}/y").unwrap(),
             "../assets/y"

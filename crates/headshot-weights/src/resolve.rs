@@ -142,7 +142,10 @@ impl ResolvedModelSet {
 }
 
 /// Resolves every component of `manifest` (or `options.only`).
-pub fn resolve(manifest: &Manifest, options: &ResolveOptions) -> Result<ResolvedModelSet, WeightsError> {
+pub fn resolve(
+    manifest: &Manifest,
+    options: &ResolveOptions,
+) -> Result<ResolvedModelSet, WeightsError> {
     let mut components = BTreeMap::new();
     let mut downloader = crate::download::Downloader::new(options);
     for (kind, entry) in &manifest.components {
@@ -153,7 +156,13 @@ pub fn resolve(manifest: &Manifest, options: &ResolveOptions) -> Result<Resolved
         }
         let mut files = Vec::with_capacity(entry.files.len());
         for name in &entry.files {
-            files.push(resolve_file(manifest, entry, name, options, &mut downloader)?);
+            files.push(resolve_file(
+                manifest,
+                entry,
+                name,
+                options,
+                &mut downloader,
+            )?);
         }
         tracing::debug!(component = %kind, files = files.len(), "resolved component");
         components.insert(
@@ -216,7 +225,8 @@ fn resolve_file(
         .as_deref()
         .expect("a manifest entry has a repo or a local folder (checked when parsing)");
     let path_in_repo = entry.repo_path(name);
-    if let Some(path) = cache::cached_file(&options.cache_dir, repo, &entry.revision, &path_in_repo) {
+    if let Some(path) = cache::cached_file(&options.cache_dir, repo, &entry.revision, &path_in_repo)
+    {
         return Ok(found(path, FileOrigin::Cache));
     }
     let not_cached = |why: &str| WeightsError::NotCached {
@@ -229,7 +239,9 @@ fn resolve_file(
         why: why.to_string(),
     };
     if !options.allow_download {
-        return Err(not_cached("offline: HF_HUB_OFFLINE is set or downloads were disabled"));
+        return Err(not_cached(
+            "offline: HF_HUB_OFFLINE is set or downloads were disabled",
+        ));
     }
     if !crate::download::AVAILABLE {
         return Err(not_cached(
@@ -265,10 +277,22 @@ mod tests {
         text.push_str(&format!("[sources.base]\nlocal = \"{root}\"\n"));
         for (key, folder, files) in [
             ("tokenizer", "tokenizer", "\"vocab.json\", \"merges.txt\""),
-            ("text_encoder", "text_encoder", "\"config.json\", \"model.safetensors\""),
-            ("unet", "unet", "\"config.json\", \"a.safetensors\", \"b.safetensors\""),
+            (
+                "text_encoder",
+                "text_encoder",
+                "\"config.json\", \"model.safetensors\"",
+            ),
+            (
+                "unet",
+                "unet",
+                "\"config.json\", \"a.safetensors\", \"b.safetensors\"",
+            ),
             ("scheduler", "scheduler", "\"scheduler_config.json\""),
-            ("image_encoder", "image_encoder", "\"config.json\", \"model.safetensors\""),
+            (
+                "image_encoder",
+                "image_encoder",
+                "\"config.json\", \"model.safetensors\"",
+            ),
             ("ip_adapter", "ip", "\"adapter.bin\""),
             ("face_detector", "faces", "\"det.onnx\""),
             ("face_recognizer", "faces", "\"rec.onnx\""),
@@ -313,12 +337,20 @@ mod tests {
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(repo.join("blobs/111"), snap.join("config.json")).unwrap();
-            std::os::unix::fs::symlink(repo.join("blobs/222"), snap.join("diffusion_pytorch_model.safetensors")).unwrap();
+            std::os::unix::fs::symlink(
+                repo.join("blobs/222"),
+                snap.join("diffusion_pytorch_model.safetensors"),
+            )
+            .unwrap();
         }
         #[cfg(not(unix))]
         {
             std::fs::copy(repo.join("blobs/111"), snap.join("config.json")).unwrap();
-            std::fs::copy(repo.join("blobs/222"), snap.join("diffusion_pytorch_model.safetensors")).unwrap();
+            std::fs::copy(
+                repo.join("blobs/222"),
+                snap.join("diffusion_pytorch_model.safetensors"),
+            )
+            .unwrap();
         }
     }
 
@@ -345,20 +377,38 @@ mod tests {
         let set = resolve_manifest_file(&manifest_path, &options(&cache, false)).unwrap();
         let unet = set.get(ComponentKind::Unet).unwrap();
         assert_eq!(unet.files[0].origin, FileOrigin::Local);
-        assert_eq!(std::fs::read_to_string(unet.file("config.json").unwrap()).unwrap(), "unet/config.json");
+        assert_eq!(
+            std::fs::read_to_string(unet.file("config.json").unwrap()).unwrap(),
+            "unet/config.json"
+        );
         assert_eq!(unet.weights().unwrap().len(), 2, "both safetensors shards");
         let ip = set.get(ComponentKind::IpAdapter).unwrap();
         assert!(ip.weights().unwrap()[0].ends_with("ip/adapter.bin"));
 
         let vae = set.get(ComponentKind::Vae).unwrap();
         assert!(vae.files.iter().all(|f| f.origin == FileOrigin::Cache));
-        assert_eq!(std::fs::read_to_string(vae.file("config.json").unwrap()).unwrap(), "{\"vae\": true}");
-        assert_eq!(std::fs::read_to_string(vae.weights().unwrap()[0]).unwrap(), "weights");
+        assert_eq!(
+            std::fs::read_to_string(vae.file("config.json").unwrap()).unwrap(),
+            "{\"vae\": true}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(vae.weights().unwrap()[0]).unwrap(),
+            "weights"
+        );
 
-        let err = set.get(ComponentKind::SafetyChecker).unwrap_err().to_string();
-        assert!(err.contains("safety_checker") && err.contains("t.toml"), "{err}");
+        let err = set
+            .get(ComponentKind::SafetyChecker)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("safety_checker") && err.contains("t.toml"),
+            "{err}"
+        );
         let err = unet.file("missing.json").unwrap_err().to_string();
-        assert!(err.contains("missing.json") && err.contains("a.safetensors"), "{err}");
+        assert!(
+            err.contains("missing.json") && err.contains("a.safetensors"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -373,9 +423,15 @@ mod tests {
         write(&manifest_path, &manifest_text("set"));
 
         let err = resolve_manifest_file(&manifest_path, &options(&cache, true)).unwrap_err();
-        assert!(matches!(err, WeightsError::LocalFileMissing { .. }), "{err:?}");
+        assert!(
+            matches!(err, WeightsError::LocalFileMissing { .. }),
+            "{err:?}"
+        );
         let text = err.to_string();
-        assert!(text.contains("t.toml") && text.contains("ip_adapter") && text.contains("adapter.bin"), "{text}");
+        assert!(
+            text.contains("t.toml") && text.contains("ip_adapter") && text.contains("adapter.bin"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -390,7 +446,14 @@ mod tests {
         let err = resolve_manifest_file(&manifest_path, &options(&empty_cache, false)).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, WeightsError::NotCached { .. }), "{err:?}");
-        for needle in ["t.toml", "`vae`", "vae/config.json", "owner/vae@main", "fetch-models", "offline"] {
+        for needle in [
+            "t.toml",
+            "`vae`",
+            "vae/config.json",
+            "owner/vae@main",
+            "fetch-models",
+            "offline",
+        ] {
             assert!(text.contains(needle), "missing {needle:?} in: {text}");
         }
     }

@@ -19,12 +19,19 @@ fn every_committed_manifest_is_valid() {
         let manifest = Manifest::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
         for kind in ComponentKind::ALL {
             if kind.is_required() {
-                assert!(manifest.component(kind).is_some(), "{}: {kind}", path.display());
+                assert!(
+                    manifest.component(kind).is_some(),
+                    "{}: {kind}",
+                    path.display()
+                );
             }
         }
         seen += 1;
     }
-    assert!(seen >= 3, "expected tiny, sd15-faceid-plusv2 and buffalo_s manifests, saw {seen}");
+    assert!(
+        seen >= 3,
+        "expected tiny, sd15-faceid-plusv2 and buffalo_s manifests, saw {seen}"
+    );
 }
 
 #[test]
@@ -34,9 +41,15 @@ fn real_manifest_names_the_reference_repos() {
     assert_eq!(repo(ComponentKind::Vae), "stabilityai/sd-vae-ft-mse");
     assert_eq!(repo(ComponentKind::IpAdapter), "h94/IP-Adapter-FaceID");
     let ip = manifest.component(ComponentKind::IpAdapter).unwrap();
-    assert_eq!(ip.repo_path(&ip.files[0]), "ip-adapter-faceid-plusv2_sd15.bin");
+    assert_eq!(
+        ip.repo_path(&ip.files[0]),
+        "ip-adapter-faceid-plusv2_sd15.bin"
+    );
     let enc = manifest.component(ComponentKind::ImageEncoder).unwrap();
-    assert_eq!(enc.repo_path("model.safetensors"), "models/image_encoder/model.safetensors");
+    assert_eq!(
+        enc.repo_path("model.safetensors"),
+        "models/image_encoder/model.safetensors"
+    );
     let det = manifest.component(ComponentKind::FaceDetector).unwrap();
     assert_eq!(det.repo_path(&det.files[0]), "buffalo_l/det_10g.onnx");
 }
@@ -52,7 +65,12 @@ fn tiny_manifest_resolves_to_committed_fixtures_without_network() {
         only: Some(
             ComponentKind::ALL
                 .into_iter()
-                .filter(|k| !matches!(k, ComponentKind::FaceDetector | ComponentKind::FaceRecognizer))
+                .filter(|k| {
+                    !matches!(
+                        k,
+                        ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
+                    )
+                })
                 .collect(),
         ),
     };
@@ -65,5 +83,9 @@ fn tiny_manifest_resolves_to_committed_fixtures_without_network() {
         }
     }
     let vae = set.get(ComponentKind::Vae).unwrap();
-    assert!(vae.file("config.json").unwrap().to_string_lossy().contains("vae-ft-mse"));
+    assert!(vae
+        .file("config.json")
+        .unwrap()
+        .to_string_lossy()
+        .contains("vae-ft-mse"));
 }

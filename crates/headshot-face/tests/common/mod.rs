@@ -9,14 +9,23 @@ use std::sync::OnceLock;
 use headshot_face::{FaceAnalyzer, FaceAnalyzerOptions, FaceModelPaths};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 pub fn goldens_dir() -> PathBuf {
     repo_root().join("tests/fixtures/goldens/face")
 }
 
-const ASSET_FILES: [&str; 5] = ["scrfd_500m_bnkps.onnx", "w600k_mbf.onnx", "players.jpg", "gdp.jpg", "yaoming.jpg"];
+const ASSET_FILES: [&str; 5] = [
+    "scrfd_500m_bnkps.onnx",
+    "w600k_mbf.onnx",
+    "players.jpg",
+    "gdp.jpg",
+    "yaoming.jpg",
+];
 
 /// The asset folder, fetched with tools/fetch-test-assets.sh on first use.
 pub fn assets_dir() -> &'static Path {
@@ -25,7 +34,8 @@ pub fn assets_dir() -> &'static Path {
         let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/test-assets"));
-        let complete = ASSET_FILES.iter().all(|f| dir.join(f).is_file()) && find_onnxruntime(&dir).is_some();
+        let complete =
+            ASSET_FILES.iter().all(|f| dir.join(f).is_file()) && find_onnxruntime(&dir).is_some();
         if !complete {
             let script = repo_root().join("tools/fetch-test-assets.sh");
             let status = Command::new("bash")
@@ -48,7 +58,11 @@ pub fn find_onnxruntime(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -56,7 +70,10 @@ pub fn find_onnxruntime(dir: &Path) -> Option<PathBuf> {
 
 pub fn model_paths() -> FaceModelPaths {
     let dir = assets_dir();
-    FaceModelPaths { detector: dir.join("scrfd_500m_bnkps.onnx"), recognizer: dir.join("w600k_mbf.onnx") }
+    FaceModelPaths {
+        detector: dir.join("scrfd_500m_bnkps.onnx"),
+        recognizer: dir.join("w600k_mbf.onnx"),
+    }
 }
 
 pub fn options() -> FaceAnalyzerOptions {
@@ -70,5 +87,7 @@ pub fn options() -> FaceAnalyzerOptions {
 /// One analyzer for all tests of a binary (loading sessions is the slow part).
 pub fn analyzer() -> &'static FaceAnalyzer {
     static ANALYZER: OnceLock<FaceAnalyzer> = OnceLock::new();
-    ANALYZER.get_or_init(|| FaceAnalyzer::load(&model_paths(), &options()).unwrap_or_else(|e| panic!("{e}")))
+    ANALYZER.get_or_init(|| {
+        FaceAnalyzer::load(&model_paths(), &options()).unwrap_or_else(|e| panic!("{e}"))
+    })
 }

@@ -75,29 +75,6 @@ fn ip_linear(weight: &Tensor, vb: &VarBuilder) -> Result<Linear> {
     ))
 }
 
-/// Largest score matrix materialised at once (elements): 64x64 latents give 4096x4096 scores
-/// per head, over 1 GiB for a CFG batch in f32, so queries are processed in slices.
-const MAX_SCORE_ELEMENTS: usize = 1 << 25;
-
-/// softmax(q k^T) v over query slices so the score matrix stays under `MAX_SCORE_ELEMENTS`.
-fn attend_chunked(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let (batch_heads, queries, _) = q.dims3()?;
-    let keys = k.dim(1)?;
-    let k_t = k.t()?;
-    let per_query = (batch_heads * keys).max(1);
-    let chunk = (MAX_SCORE_ELEMENTS / per_query).clamp(1, queries.max(1));
-    if chunk >= queries {
-        return candle_nn::ops::softmax_last_dim(&q.matmul(&k_t)?)?.matmul(v);
-    }
-    let mut outputs = Vec::with_capacity(queries.div_ceil(chunk));
-    for start in (0..queries).step_by(chunk) {
-        let len = chunk.min(queries - start);
-        let scores = q.narrow(1, start, len)?.matmul(&k_t)?;
-        outputs.push(candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)?);
-    }
-    Tensor::cat(&outputs, 1)
-}
-
 /// diffusers `Attention` (no biases on q/k/v, bias on `to_out.0`), optionally with the
 /// IP-Adapter's `to_k_ip` / `to_v_ip` for decoupled cross-attention.
 #[derive(Debug, Clone)]
@@ -166,18 +143,9 @@ impl Attention {
             .reshape((batch, l, self.heads * d))
     }
 
-    /// softmax(q k^T) v for already split heads; `q` is pre-scaled by 1/sqrt(d).
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let dtype = q.dtype();
-        if self.upcast && dtype != DType::F32 {
-            let (q, k, v) = (
-                q.to_dtype(DType::F32)?,
-                k.to_dtype(DType::F32)?,
-                v.to_dtype(DType::F32)?,
-            );
-            return attend_chunked(&q, &k, &v)?.to_dtype(dtype);
-        }
-        attend_chunked(q, k, v)
+        let scale = (self.head_dim as f64).powf(-0.5);
+        crate::attention::scaled_dot_product(q, k, v, scale, self.upcast)
     }
 
     /// Heads of `context` projected by `to_k`/`to_v` (or the IP projections).
@@ -191,8 +159,7 @@ impl Attention {
     /// Self-attention when `context` is `None`.
     pub fn forward(&self, x: &Tensor, context: Option<&CrossContext>) -> Result<Tensor> {
         let batch = x.dim(0)?;
-        let q = (self.split_heads(&self.to_q.forward(x)?)? * (self.head_dim as f64).powf(-0.5))?
-            .contiguous()?;
+        let q = self.split_heads(&self.to_q.forward(x)?)?.contiguous()?;
         let text = context.map(|c| &c.text).unwrap_or(x);
         let (k, v) = self.keys_values(&self.to_k, &self.to_v, text)?;
         let mut z = self.attend(&q, &k, &v)?;

@@ -43,29 +43,44 @@ impl Golden {
     pub fn read(name: &str) -> Golden {
         let path = goldens().join(format!("{name}.safetensors"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
         let meta = header.metadata().clone().unwrap_or_default();
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .expect("golden tensors")
             .into_iter()
             .map(|(k, v)| {
-                let v = if v.dtype().is_float() { v.to_dtype(DType::F32).unwrap() } else { v };
+                let v = if v.dtype().is_float() {
+                    v.to_dtype(DType::F32).unwrap()
+                } else {
+                    v
+                };
                 (k, v)
             })
             .collect();
-        Golden { name: name.to_string(), tensors, meta }
+        Golden {
+            name: name.to_string(),
+            tensors,
+            meta,
+        }
     }
 
     pub fn tensor(&self, key: &str) -> &Tensor {
-        self.tensors.get(key).unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
     }
 
     pub fn meta(&self, key: &str) -> &str {
-        self.meta.get(key).unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
+        self.meta
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
     }
 
     pub fn meta_num<T: std::str::FromStr>(&self, key: &str) -> T {
-        self.meta(key).parse().unwrap_or_else(|_| panic!("{}: metadata {key} is not a number", self.name))
+        self.meta(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: metadata {key} is not a number", self.name))
     }
 
     /// The job of an end-to-end golden, with its initial latents injected.
@@ -88,7 +103,12 @@ impl Golden {
     /// The analysed face of the end-to-end goldens: their id embedding and face_224.png's pixels.
     pub fn e2e_face(&self) -> FaceInput {
         FaceInput {
-            id_embedding: self.tensor("id_embeds").flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            id_embedding: self
+                .tensor("id_embeds")
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
             aligned_224: golden_face_crop(),
         }
     }
@@ -108,7 +128,16 @@ pub fn golden_face_crop() -> RgbImage {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 pub const E2E_CASES: [&str; 8] = [
@@ -141,7 +170,11 @@ pub fn test_assets() -> &'static std::path::Path {
                 .env("HEADSHOT_TEST_ASSETS", &dir)
                 .status()
                 .unwrap_or_else(|e| panic!("could not run {}: {e}", script.display()));
-            assert!(status.success(), "{} failed ({status}); it needs python3 -m pip and PyPI", script.display());
+            assert!(
+                status.success(),
+                "{} failed ({status}); it needs python3 -m pip and PyPI",
+                script.display()
+            );
         }
         dir
     })
@@ -151,7 +184,11 @@ pub fn onnxruntime_library(dir: &std::path::Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -169,6 +206,7 @@ pub fn tiny_with_faces() -> &'static Pipeline {
         config.resolve.progress = false;
         config.face_options.onnxruntime_library = onnxruntime_library(assets);
         config.face_options.intra_threads = Some(2);
-        Pipeline::load(&config).unwrap_or_else(|e| panic!("loading the tiny pipeline with face models: {e}"))
+        Pipeline::load(&config)
+            .unwrap_or_else(|e| panic!("loading the tiny pipeline with face models: {e}"))
     })
 }
