@@ -4,6 +4,8 @@
 
 // softmax(q kᵀ) v: a fused kernel on the CPU, candle ops elsewhere.
 pub mod attention;
+// 2-D convolution: our tiled kernel on the CPU, candle's elsewhere.
+pub mod conv;
 // SD1.5 UNet with decoupled cross-attention (IP-Adapter) and fused LoRA.
 pub mod unet;
 // Loading the IP-Adapter file (torch .bin or .safetensors) and fusing its LoRA.

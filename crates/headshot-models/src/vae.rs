@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
@@ -188,11 +188,9 @@ impl SpatialSelfAttention {
         let k = self.to_k.forward(&tokens)?;
         let v = self.to_v.forward(&tokens)?;
         let scale = (self.channels as f64).powf(-0.5);
-        let scores = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * scale)?;
-        let in_dtype = scores.dtype();
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(in_dtype)?;
-        let out = self.to_out.forward(&probs.matmul(&v)?)?;
+        // One head over every latent position; the softmax runs in f32 like diffusers'.
+        let attended = crate::attention::scaled_dot_product(&q, &k, &v, scale, true)?;
+        let out = self.to_out.forward(&attended)?;
         let out = out.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
         out + xs
     }

@@ -4,8 +4,8 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{group_norm, layer_norm, linear, GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use super::resnet::conv;
+use crate::conv::Conv2d;
 use crate::ip_adapter::{AttentionAdapterLayer, LayerLora, LoraPair};
-use candle_nn::Conv2d;
 
 /// Cross-attention context, split once per UNet call.
 #[derive(Debug, Clone)]

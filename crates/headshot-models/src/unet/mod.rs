@@ -12,7 +12,9 @@ mod embeddings;
 mod resnet;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{group_norm, Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{group_norm, GroupNorm, VarBuilder};
+
+use crate::conv::Conv2d;
 
 pub use attention::CrossContext;
 pub use config::{BlockKind, BlockPlan, PerBlock, UNetConfig};

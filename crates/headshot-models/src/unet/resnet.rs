@@ -1,7 +1,9 @@
 //! ResnetBlock2D and the resolution changes between blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{group_norm, linear, GroupNorm, Linear, VarBuilder};
+
+use crate::conv::Conv2d;
 
 pub(crate) fn conv(
     vb: VarBuilder,
@@ -11,12 +13,7 @@ pub(crate) fn conv(
     stride: usize,
     padding: usize,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    conv2d(cin, cout, kernel, cfg, vb)
+    Conv2d::load(vb, cin, cout, kernel, stride, padding, true)
 }
 
 /// diffusers `ResnetBlock2D` with the default time-embedding handling (added after conv1).
