@@ -1,21 +1,19 @@
 //! VAE decoder of an `AutoencoderKL` (`vae/config.json` + `diffusion_pytorch_model.safetensors`):
 //! `post_quant_conv` then diffusers' `Decoder`. The encoder half is never loaded.
 //!
-//! The ResNet and up-sampling blocks are candle-transformers' Stable Diffusion blocks (their math
-//! and key names match diffusers'). The mid-block attention is ours: candle's `AttentionBlock`
-//! mixes the samples of a batch (a batch-2 decode differs from two batch-1 decodes by up to 0.3
-//! on the tiny fixture), and we need both the current `to_q/to_k/to_v/to_out.0` keys and the
-//! legacy `query/key/value/proj_attn` ones. The decoder around them is ours because candle only
-//! exposes the full encoder + decoder model.
+//! The ResNet and up-sampling blocks are the UNet's (without a time embedding), so both run on
+//! our CPU convolution. The mid-block attention is ours too: candle-transformers'
+//! `AttentionBlock` mixes the samples of a batch (a batch-2 decode differs from two batch-1
+//! decodes by up to 0.3 on the tiny fixture), and we need both the current
+//! `to_q/to_k/to_v/to_out.0` keys and the legacy `query/key/value/proj_attn` ones.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    UpDecoderBlock2D, UpDecoderBlock2DConfig,
-};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
+
+use crate::conv::Conv2d;
+use crate::unet::resnet::{ResnetBlock2D, Upsample2D};
 use serde::Deserialize;
 
 /// diffusers' VAE blocks use this GroupNorm epsilon throughout the decoder.
@@ -206,13 +204,8 @@ struct MidBlock {
 
 impl MidBlock {
     fn load(vb: VarBuilder, channels: usize, groups: usize, add_attention: bool) -> Result<Self> {
-        let resnet_cfg = ResnetBlock2DConfig {
-            out_channels: Some(channels),
-            temb_channels: None,
-            groups,
-            eps: VAE_NORM_EPS,
-            ..Default::default()
-        };
+        let resnet =
+            |vb| ResnetBlock2D::load(vb, channels, channels, None, groups, VAE_NORM_EPS, 1.0);
         let attention = if add_attention {
             Some(SpatialSelfAttention::load(
                 vb.pp("attentions.0"),
@@ -223,9 +216,9 @@ impl MidBlock {
             None
         };
         Ok(Self {
-            first: ResnetBlock2D::new(vb.pp("resnets.0"), channels, resnet_cfg)?,
+            first: resnet(vb.pp("resnets.0"))?,
             attention,
-            second: ResnetBlock2D::new(vb.pp("resnets.1"), channels, resnet_cfg)?,
+            second: resnet(vb.pp("resnets.1"))?,
         })
     }
 
@@ -239,13 +232,60 @@ impl MidBlock {
     }
 }
 
+/// diffusers' `UpDecoderBlock2D`: resnets (the first changes the width), then an optional
+/// nearest-neighbour x2 up-sampling with a 3x3 convolution.
+#[derive(Debug)]
+struct UpDecoderBlock {
+    resnets: Vec<ResnetBlock2D>,
+    upsampler: Option<Upsample2D>,
+}
+
+impl UpDecoderBlock {
+    fn load(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        layers: usize,
+        groups: usize,
+        upsample: bool,
+    ) -> Result<Self> {
+        let resnets = (0..layers)
+            .map(|i| {
+                let cin = if i == 0 { in_channels } else { out_channels };
+                let vb = vb.pp("resnets").pp(i);
+                ResnetBlock2D::load(vb, cin, out_channels, None, groups, VAE_NORM_EPS, 1.0)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let upsampler = if upsample {
+            Some(Upsample2D::load(vb.pp("upsamplers.0"), out_channels)?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, upsampler })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for resnet in &self.resnets {
+            xs = resnet.forward(&xs, None)?;
+        }
+        match &self.upsampler {
+            Some(upsampler) => {
+                let (_, _, h, w) = xs.dims4()?;
+                upsampler.forward(&xs, 2 * h, 2 * w)
+            }
+            None => Ok(xs),
+        }
+    }
+}
+
 /// `post_quant_conv` + `decoder.*` of an `AutoencoderKL`.
 #[derive(Debug)]
 pub struct VaeDecoder {
     post_quant_conv: Option<Conv2d>,
     conv_in: Conv2d,
     mid_block: MidBlock,
-    up_blocks: Vec<UpDecoderBlock2D>,
+    up_blocks: Vec<UpDecoderBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     config: VaeConfig,
@@ -260,29 +300,28 @@ impl VaeDecoder {
             candle_core::bail!("VAE config has no block_out_channels")
         };
         let groups = cfg.norm_num_groups;
-        let same = Conv2dConfig::default();
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let post_quant_conv = if cfg.use_post_quant_conv {
-            Some(candle_nn::conv2d(
+            Some(Conv2d::load(
+                vb.pp("post_quant_conv"),
                 cfg.latent_channels,
                 cfg.latent_channels,
                 1,
-                same,
-                vb.pp("post_quant_conv"),
+                1,
+                0,
+                true,
             )?)
         } else {
             None
         };
         let dec = vb.pp("decoder");
-        let conv_in = candle_nn::conv2d(
+        let conv_in = Conv2d::load(
+            dec.pp("conv_in"),
             cfg.latent_channels,
             last_channels,
             3,
-            padded,
-            dec.pp("conv_in"),
+            1,
+            1,
+            true,
         )?;
         let mid_block = MidBlock::load(
             dec.pp("mid_block"),
@@ -296,18 +335,13 @@ impl VaeDecoder {
         let mut up_blocks = Vec::with_capacity(reversed.len());
         let mut in_channels = last_channels;
         for (i, &out_channels) in reversed.iter().enumerate() {
-            let block_cfg = UpDecoderBlock2DConfig {
-                num_layers: cfg.layers_per_block + 1,
-                resnet_eps: VAE_NORM_EPS,
-                resnet_groups: groups,
-                output_scale_factor: 1.0,
-                add_upsample: i + 1 < reversed.len(),
-            };
-            up_blocks.push(UpDecoderBlock2D::new(
+            up_blocks.push(UpDecoderBlock::load(
                 dec.pp("up_blocks").pp(i),
                 in_channels,
                 out_channels,
-                block_cfg,
+                cfg.layers_per_block + 1,
+                groups,
+                i + 1 < reversed.len(),
             )?);
             in_channels = out_channels;
         }
@@ -317,12 +351,14 @@ impl VaeDecoder {
             VAE_NORM_EPS,
             dec.pp("conv_norm_out"),
         )?;
-        let conv_out = candle_nn::conv2d(
+        let conv_out = Conv2d::load(
+            dec.pp("conv_out"),
             first_channels,
             cfg.out_channels,
             3,
-            padded,
-            dec.pp("conv_out"),
+            1,
+            1,
+            true,
         )?;
         tracing::debug!(channels = ?cfg.block_out_channels, "loaded VAE decoder");
         Ok(Self {

@@ -24,7 +24,7 @@ impl BlockContext<'_> {
             vb,
             cin,
             cout,
-            self.temb_channels,
+            Some(self.temb_channels),
             self.groups,
             self.eps,
             scale,
@@ -88,7 +88,7 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, temb_act: &Tensor, context: &CrossContext) -> Result<Tensor> {
-        let x = self.resnet.forward(x, temb_act)?;
+        let x = self.resnet.forward(x, Some(temb_act))?;
         match &self.attention {
             Some(attn) => attn.forward(&x, context),
             None => Ok(x),
@@ -196,9 +196,9 @@ impl MidBlock {
     }
 
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor, context: &CrossContext) -> Result<Tensor> {
-        let x = self.first.forward(x, temb_act)?;
+        let x = self.first.forward(x, Some(temb_act))?;
         let x = self.attention.forward(&x, context)?;
-        self.second.forward(&x, temb_act)
+        self.second.forward(&x, Some(temb_act))
     }
 }
 

@@ -9,7 +9,7 @@ mod attention;
 mod blocks;
 mod config;
 mod embeddings;
-mod resnet;
+pub(crate) mod resnet;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{group_norm, GroupNorm, VarBuilder};

@@ -16,12 +16,13 @@ pub(crate) fn conv(
     Conv2d::load(vb, cin, cout, kernel, stride, padding, true)
 }
 
-/// diffusers `ResnetBlock2D` with the default time-embedding handling (added after conv1).
+/// diffusers `ResnetBlock2D` with the default time-embedding handling (added after conv1);
+/// the VAE's blocks have no time embedding.
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Linear,
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
@@ -34,7 +35,7 @@ impl ResnetBlock2D {
         vb: VarBuilder,
         in_channels: usize,
         out_channels: usize,
-        temb_channels: usize,
+        temb_channels: Option<usize>,
         groups: usize,
         eps: f64,
         output_scale_factor: f64,
@@ -54,7 +55,10 @@ impl ResnetBlock2D {
         Ok(Self {
             norm1: group_norm(groups, in_channels, eps, vb.pp("norm1"))?,
             conv1: conv(vb.pp("conv1"), in_channels, out_channels, 3, 1, 1)?,
-            time_emb_proj: linear(temb_channels, out_channels, vb.pp("time_emb_proj"))?,
+            time_emb_proj: match temb_channels {
+                Some(temb) => Some(linear(temb, out_channels, vb.pp("time_emb_proj"))?),
+                None => None,
+            },
             norm2: group_norm(groups, out_channels, eps, vb.pp("norm2"))?,
             conv2: conv(vb.pp("conv2"), out_channels, out_channels, 3, 1, 1)?,
             conv_shortcut,
@@ -62,15 +66,18 @@ impl ResnetBlock2D {
         })
     }
 
-    /// `temb_act` is SiLU(timestep embedding), `[1 or B, temb]`, computed once per step by the UNet.
-    pub fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
+    /// `temb_act` is SiLU(timestep embedding), `[1 or B, temb]`, computed once per step by the
+    /// UNet; `None` for the VAE.
+    pub fn forward(&self, x: &Tensor, temb_act: Option<&Tensor>) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let t = self
-            .time_emb_proj
-            .forward(temb_act)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
+        let h = match (&self.time_emb_proj, temb_act) {
+            (Some(proj), Some(temb)) => {
+                h.broadcast_add(&proj.forward(temb)?.unsqueeze(2)?.unsqueeze(3)?)?
+            }
+            (None, None) => h,
+            (Some(_), None) => candle_core::bail!("this resnet block needs a time embedding"),
+            (None, Some(_)) => candle_core::bail!("this resnet block has no time_emb_proj"),
+        };
         let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
