@@ -8,7 +8,7 @@
 //! page faults and scalar `expf`. Other devices use candle ops over query slices.
 
 mod cpu_kernel;
-mod exp;
+mod softmax;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};

@@ -2,10 +2,14 @@
 //! No I/O beyond reading tensors handed in, no hub; the only threads are the CPU kernels'
 //! (gemm's and our attention's, on the rayon pool candle already uses).
 
+// Vectorisable exp/SiLU and the SIMD dispatch our CPU kernels share.
+mod fast_math;
 // softmax(q kᵀ) v: a fused kernel on the CPU, candle ops elsewhere.
 pub mod attention;
 // 2-D convolution: our tiled kernel on the CPU, candle's elsewhere.
 pub mod conv;
+// GroupNorm (+ SiLU) fused on the CPU.
+pub mod group_norm;
 // SD1.5 UNet with decoupled cross-attention (IP-Adapter) and fused LoRA.
 pub mod unet;
 // Loading the IP-Adapter file (torch .bin or .safetensors) and fusing its LoRA.

@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::conv::Conv2d;
+use crate::group_norm::GroupNorm;
 use crate::unet::resnet::{ResnetBlock2D, Upsample2D};
 use serde::Deserialize;
 
@@ -165,7 +166,7 @@ impl SpatialSelfAttention {
             Ok(Linear::new(weight, Some(vb.get(channels, "bias")?)))
         };
         Ok(Self {
-            group_norm: candle_nn::group_norm(groups, channels, VAE_NORM_EPS, vb.pp("group_norm"))?,
+            group_norm: GroupNorm::load(vb.pp("group_norm"), groups, channels, VAE_NORM_EPS)?,
             to_q: linear(names[0])?,
             to_k: linear(names[1])?,
             to_v: linear(names[2])?,
@@ -345,11 +346,11 @@ impl VaeDecoder {
             )?);
             in_channels = out_channels;
         }
-        let conv_norm_out = candle_nn::group_norm(
+        let conv_norm_out = GroupNorm::load(
+            dec.pp("conv_norm_out"),
             groups,
             first_channels,
             VAE_NORM_EPS,
-            dec.pp("conv_norm_out"),
         )?;
         let conv_out = Conv2d::load(
             dec.pp("conv_out"),
@@ -402,7 +403,7 @@ impl VaeDecoder {
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = candle_nn::ops::silu(&self.conv_norm_out.forward(&xs)?)?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 

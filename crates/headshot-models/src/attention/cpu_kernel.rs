@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::exp::softmax_rows;
+use super::softmax::softmax_rows;
 
 /// Shapes of one call: `q: [heads, queries, head_dim]`, `k: [heads, keys, head_dim]`,
 /// `v: [heads, keys, value_dim]`, all contiguous.

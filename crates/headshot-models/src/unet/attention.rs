@@ -1,10 +1,11 @@
 //! Transformer2DModel with self-attention, (decoupled) cross-attention and a GEGLU feed-forward.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{group_norm, layer_norm, linear, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::resnet::conv;
 use crate::conv::Conv2d;
+use crate::group_norm::GroupNorm;
 use crate::ip_adapter::{AttentionAdapterLayer, LayerLora, LoraPair};
 
 /// Cross-attention context, split once per UNet call.
@@ -302,7 +303,7 @@ impl Transformer2D {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             // diffusers fixes this GroupNorm's eps at 1e-6.
-            norm: group_norm(spec.groups, c, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::load(vb.pp("norm"), spec.groups, c, 1e-6)?,
             proj_in: projection(vb.pp("proj_in"))?,
             blocks,
             proj_out: projection(vb.pp("proj_out"))?,

@@ -12,9 +12,10 @@ mod embeddings;
 pub(crate) mod resnet;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{group_norm, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::conv::Conv2d;
+use crate::group_norm::GroupNorm;
 
 pub use attention::CrossContext;
 pub use config::{BlockKind, BlockPlan, PerBlock, UNetConfig};
@@ -226,7 +227,12 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(groups, channels[0], cfg.norm_eps, vb.pp("conv_norm_out"))?,
+            conv_norm_out: GroupNorm::load(
+                vb.pp("conv_norm_out"),
+                groups,
+                channels[0],
+                cfg.norm_eps,
+            )?,
             conv_out: resnet::conv(
                 vb.pp("conv_out"),
                 channels[0],
@@ -354,7 +360,7 @@ impl UNet2DConditionModel {
         for block in &self.up_blocks {
             x = block.forward(&x, &temb_act, &context, &mut skips)?;
         }
-        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        let x = self.conv_norm_out.forward_silu(&x)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }

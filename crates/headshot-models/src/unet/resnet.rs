@@ -1,9 +1,10 @@
 //! ResnetBlock2D and the resolution changes between blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, linear, GroupNorm, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 
 use crate::conv::Conv2d;
+use crate::group_norm::GroupNorm;
 
 pub(crate) fn conv(
     vb: VarBuilder,
@@ -53,13 +54,13 @@ impl ResnetBlock2D {
             None
         };
         Ok(Self {
-            norm1: group_norm(groups, in_channels, eps, vb.pp("norm1"))?,
+            norm1: GroupNorm::load(vb.pp("norm1"), groups, in_channels, eps)?,
             conv1: conv(vb.pp("conv1"), in_channels, out_channels, 3, 1, 1)?,
             time_emb_proj: match temb_channels {
                 Some(temb) => Some(linear(temb, out_channels, vb.pp("time_emb_proj"))?),
                 None => None,
             },
-            norm2: group_norm(groups, out_channels, eps, vb.pp("norm2"))?,
+            norm2: GroupNorm::load(vb.pp("norm2"), groups, out_channels, eps)?,
             conv2: conv(vb.pp("conv2"), out_channels, out_channels, 3, 1, 1)?,
             conv_shortcut,
             output_scale_factor,
@@ -69,7 +70,7 @@ impl ResnetBlock2D {
     /// `temb_act` is SiLU(timestep embedding), `[1 or B, temb]`, computed once per step by the
     /// UNet; `None` for the VAE.
     pub fn forward(&self, x: &Tensor, temb_act: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(temb)) => {
                 h.broadcast_add(&proj.forward(temb)?.unsqueeze(2)?.unsqueeze(3)?)?
@@ -78,7 +79,7 @@ impl ResnetBlock2D {
             (Some(_), None) => candle_core::bail!("this resnet block needs a time embedding"),
             (None, Some(_)) => candle_core::bail!("this resnet block has no time_emb_proj"),
         };
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
