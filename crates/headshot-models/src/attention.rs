@@ -5,7 +5,8 @@
 //! probabilities in place with a vectorised `exp`, and multiplied by `v` straight into the
 //! output. The naive op chain writes and re-reads the full `[N, Lq, Lk]` score tensor several
 //! times (half a GiB per self-attention at 64x64 latents) and spends most of a UNet step on
-//! page faults and scalar `expf`. Other devices use candle ops over query slices.
+//! page faults and scalar `expf`. On CUDA with the `flash-attn` feature, f16/bf16 attention
+//! runs on flash-attention v2; otherwise other devices use candle ops over query slices.
 
 mod cpu_kernel;
 mod softmax;
@@ -40,12 +41,45 @@ pub fn scaled_dot_product(
         )?;
         return out.to_dtype(dtype);
     }
+    #[cfg(feature = "flash-attn")]
+    if flash_attention_fits(q, k, v) {
+        return flash_attention(q, k, v, scale);
+    }
     if upcast && dtype != DType::F32 {
         let f32_input = |t: &Tensor| t.to_dtype(DType::F32);
         return attend_in_query_slices(&f32_input(q)?, &f32_input(k)?, &f32_input(v)?, scale)?
             .to_dtype(dtype);
     }
     attend_in_query_slices(q, k, v, scale)
+}
+
+/// flash-attn v2 takes f16/bf16 CUDA tensors with one head size for q, k and v that is a
+/// multiple of 8 up to 256 (SD1.5: 40, 80, 160; its VAE's 512-wide head takes the op path).
+/// It computes the softmax in f32, so `upcast` holds there too.
+#[cfg(feature = "flash-attn")]
+fn flash_attention_fits(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    let head_dim = q.dims().last().copied().unwrap_or(0);
+    q.device().is_cuda()
+        && matches!(q.dtype(), DType::F16 | DType::BF16)
+        && k.dtype() == q.dtype()
+        && v.dtype() == q.dtype()
+        && v.dims().last() == Some(&head_dim)
+        && head_dim % 8 == 0
+        && (8..=256).contains(&head_dim)
+}
+
+/// `[N, L, d]` tensors as flash-attn's `[batch, seq, heads, d]` with one head per row of `N`.
+#[cfg(feature = "flash-attn")]
+fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let as_single_head = |t: &Tensor| t.unsqueeze(2)?.contiguous();
+    candle_flash_attn::flash_attn(
+        &as_single_head(q)?,
+        &as_single_head(k)?,
+        &as_single_head(v)?,
+        scale as f32,
+        false,
+    )?
+    .squeeze(2)
 }
 
 /// The candle-ops path: `q` scaled first, scores materialised for a slice of queries at a time.

@@ -23,7 +23,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n_bits + 127) << 23) as u32)
+    // Wrapping ops: overflow checks (on in test builds) would stop the loop from vectorising;
+    // the clamp above keeps n in -126..=127 anyway.
+    y * f32::from_bits((n_bits.wrapping_add(127) as u32).wrapping_shl(23))
 }
 
 /// `x * sigmoid(x)` on top of [`exp`].
