@@ -11,8 +11,9 @@
 mod cpu_kernel;
 mod softmax;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+
+use crate::cpu_storage::contiguous_f32;
 
 /// Largest score matrix the op-chain path materialises at once (elements): 64x64 latents give
 /// 4096x4096 scores per head, over 1 GiB for a CFG batch in f32.
@@ -106,19 +107,6 @@ struct FusedCpuAttention {
     scale: f32,
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!(
-            "fused attention: {name} must be f32, got {:?}",
-            storage.dtype()
-        );
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused attention: {name} must be contiguous"),
-    }
-}
-
 impl CustomOp3 for FusedCpuAttention {
     fn name(&self) -> &'static str {
         "fused-cpu-attention"
@@ -152,9 +140,9 @@ impl CustomOp3 for FusedCpuAttention {
             value_dim: dv,
         };
         let out = cpu_kernel::attention(
-            contiguous_f32(q_storage, q_layout, "q")?,
-            contiguous_f32(k_storage, k_layout, "k")?,
-            contiguous_f32(v_storage, v_layout, "v")?,
+            contiguous_f32(q_storage, q_layout, "fused attention", "q")?,
+            contiguous_f32(k_storage, k_layout, "fused attention", "k")?,
+            contiguous_f32(v_storage, v_layout, "fused attention", "v")?,
             dims,
             self.scale,
         );
@@ -166,32 +154,10 @@ impl CustomOp3 for FusedCpuAttention {
 mod tests {
     use super::*;
 
-    fn random(shape: (usize, usize, usize), seed: u64) -> Tensor {
-        // A small LCG keeps the test free of candle's global RNG.
-        let count = shape.0 * shape.1 * shape.2;
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let data: Vec<f32> = (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
+    use crate::test_support::{max_abs_diff, uniform};
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+    fn random(shape: (usize, usize, usize), seed: u64) -> Tensor {
+        uniform(&[shape.0, shape.1, shape.2], seed, -3.0, 6.0)
     }
 
     #[test]

@@ -9,9 +9,10 @@
 
 mod cpu_kernel;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
+
+use crate::cpu_storage::contiguous_f32;
 
 pub use cpu_kernel::ConvGeometry;
 
@@ -92,16 +93,6 @@ struct CpuConv2d {
     kernel: (usize, usize),
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("conv2d: {name} must be f32, got {:?}", storage.dtype());
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv2d: {name} must be contiguous"),
-    }
-}
-
 impl CustomOp3 for CpuConv2d {
     fn name(&self) -> &'static str {
         "cpu-conv2d"
@@ -144,9 +135,9 @@ impl CustomOp3 for CpuConv2d {
             ))
         })?;
         let out = cpu_kernel::conv2d(
-            contiguous_f32(x_storage, x_layout, "input")?,
-            contiguous_f32(w_storage, w_layout, "weight")?,
-            contiguous_f32(b_storage, b_layout, "bias")?,
+            contiguous_f32(x_storage, x_layout, "conv2d", "input")?,
+            contiguous_f32(w_storage, w_layout, "conv2d", "weight")?,
+            contiguous_f32(b_storage, b_layout, "conv2d", "bias")?,
             geometry,
         );
         Ok((
@@ -160,18 +151,10 @@ impl CustomOp3 for CpuConv2d {
 mod tests {
     use super::*;
 
+    use crate::test_support::{max_abs_diff, uniform};
+
     fn random(dims: &[usize], seed: u64) -> Tensor {
-        let count: usize = dims.iter().product();
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
-        let data: Vec<f32> = (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+        uniform(dims, seed, -1.0, 2.0)
     }
 
     #[test]
@@ -202,16 +185,7 @@ mod tests {
                     reference.dims(),
                     "{b}x{cin}x{h}x{w} k{k} s{s} p{p}"
                 );
-                let diff = (ours - reference)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&ours, &reference);
                 assert!(diff < 1e-5, "{b}x{cin}x{h}x{w} k{k} s{s} p{p}: {diff}");
             }
         }
@@ -221,16 +195,10 @@ mod tests {
     fn strided_input_is_accepted_and_a_kernel_larger_than_the_input_is_an_error() {
         let x = random(&[1, 4, 6, 6], 4).transpose(2, 3).unwrap();
         let conv = Conv2d::new(random(&[2, 4, 3, 3], 5), None, 1, 1);
-        let diff = (conv.forward(&x).unwrap() - conv.forward_with_candle(&x).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(
+            &conv.forward(&x).unwrap(),
+            &conv.forward_with_candle(&x).unwrap(),
+        );
         assert!(diff < 1e-5);
         let tiny = random(&[1, 4, 2, 2], 6);
         let err = Conv2d::new(random(&[2, 4, 5, 5], 7), None, 1, 0)

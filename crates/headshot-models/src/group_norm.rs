@@ -4,11 +4,11 @@
 //! then one pass that writes `silu(x * a + b)` with per-channel `a`, `b`. candle_nn's GroupNorm
 //! is a chain of about ten tensor ops plus a separate SiLU with scalar `expf`.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::cpu_storage::contiguous_f32;
 use crate::fast_math::{silu, with_best_simd};
 
 /// `GroupNorm(groups, channels, eps)` with affine weight and bias.
@@ -87,16 +87,6 @@ struct CpuGroupNorm {
     then_silu: bool,
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("group norm: {name} must be f32, got {:?}", storage.dtype());
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("group norm: {name} must be contiguous"),
-    }
-}
-
 impl CustomOp3 for CpuGroupNorm {
     fn name(&self) -> &'static str {
         "cpu-group-norm"
@@ -118,9 +108,9 @@ impl CustomOp3 for CpuGroupNorm {
             groups: self.groups,
         };
         let out = normalise(
-            contiguous_f32(x_storage, x_layout, "input")?,
-            contiguous_f32(w_storage, w_layout, "weight")?,
-            contiguous_f32(b_storage, b_layout, "bias")?,
+            contiguous_f32(x_storage, x_layout, "group norm", "input")?,
+            contiguous_f32(w_storage, w_layout, "group norm", "weight")?,
+            contiguous_f32(b_storage, b_layout, "group norm", "bias")?,
             shape,
             self.eps,
             self.then_silu,
@@ -228,35 +218,44 @@ fn affine(input: &[f32], out: &mut [f32], scale: f32, shift: f32, then_silu: boo
 mod tests {
     use super::*;
 
+    use crate::test_support::{max_abs_diff, uniform};
+
     fn random(dims: &[usize], seed: u64) -> Tensor {
-        let count: usize = dims.iter().product();
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(3);
-        let data: Vec<f32> = (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+        uniform(dims, seed, -1.0, 4.0)
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+    /// GroupNorm (+ SiLU) computed in f64 straight from the definition.
+    fn definition(
+        x: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        dims: &[usize],
+        groups: usize,
+        silu: bool,
+    ) -> Vec<f32> {
+        let channels = dims[1];
+        let spatial: usize = dims[2..].iter().product();
+        let group_len = channels / groups * spatial;
+        let mut out = Vec::with_capacity(x.len());
+        for (g, chunk) in x.chunks(group_len).enumerate() {
+            let n = chunk.len() as f64;
+            let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = chunk
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            for (i, &v) in chunk.iter().enumerate() {
+                let c = (g % groups) * (channels / groups) + i / spatial;
+                let y = (v as f64 - mean) / (var + 1e-6).sqrt() * weight[c] as f64 + bias[c] as f64;
+                out.push(if silu { y / (1.0 + (-y).exp()) } else { y } as f32);
+            }
+        }
+        out
     }
 
     #[test]
-    fn matches_candle_with_and_without_silu() {
+    fn matches_the_definition_and_candle_with_and_without_silu() {
         for &(dims, groups) in &[
             (&[2usize, 8, 16, 16][..], 4usize),
             (&[1, 32, 7, 5][..], 32),
@@ -264,21 +263,45 @@ mod tests {
             (&[1, 4, 1, 1][..], 1),
         ] {
             let channels = dims[1];
-            let norm = GroupNorm::new(random(&[channels], 1), random(&[channels], 2), groups, 1e-6)
-                .unwrap();
-            // An offset mean checks the variance is computed around the mean.
-            let x = (random(dims, 3) + 100.0).unwrap();
+            let (weight, bias) = (random(&[channels], 1), random(&[channels], 2));
+            let norm = GroupNorm::new(weight.clone(), bias.clone(), groups, 1e-6).unwrap();
+            let x = random(dims, 3);
+            let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for then_silu in [false, true] {
                 let ours = norm.run(&x, then_silu).unwrap();
-                let reference = norm.forward_with_candle(&x, then_silu).unwrap();
                 assert_eq!(ours.dims(), dims);
-                let diff = max_abs_diff(&ours, &reference);
-                assert!(
-                    diff < 1e-4,
-                    "{dims:?} groups {groups} silu {then_silu}: {diff}"
+                let expected = definition(
+                    &values(&x),
+                    &values(&weight),
+                    &values(&bias),
+                    dims,
+                    groups,
+                    then_silu,
                 );
+                let worst = values(&ours)
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 2e-6,
+                    "{dims:?} groups {groups} silu {then_silu}: {worst}"
+                );
+                let candle = norm.forward_with_candle(&x, then_silu).unwrap();
+                let diff = max_abs_diff(&ours, &candle);
+                assert!(diff < 1e-4, "{dims:?} vs candle: {diff}");
             }
         }
+    }
+
+    #[test]
+    fn a_large_offset_does_not_cost_precision() {
+        // Variance around the mean, in f64: an offset of 1000 leaves the result unchanged.
+        let norm = GroupNorm::new(random(&[8], 1), random(&[8], 2), 4, 1e-6).unwrap();
+        let x = random(&[2, 8, 6, 6], 3);
+        let shifted = (&x + 1000.0).unwrap();
+        let diff = max_abs_diff(&norm.forward(&x).unwrap(), &norm.forward(&shifted).unwrap());
+        assert!(diff < 5e-4, "{diff}");
     }
 
     #[test]

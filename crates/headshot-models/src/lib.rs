@@ -2,6 +2,10 @@
 //! No I/O beyond reading tensors handed in, no hub; the only threads are the CPU kernels'
 //! (gemm's and our attention's, on the rayon pool candle already uses).
 
+// Reading CPU storage in our custom ops.
+mod cpu_storage;
+#[cfg(test)]
+mod test_support;
 // Vectorisable exp/SiLU and the SIMD dispatch our CPU kernels share.
 mod fast_math;
 // softmax(q kᵀ) v: a fused kernel on the CPU, candle ops elsewhere.
