@@ -51,7 +51,6 @@ def main() -> None:
                              image_encoder_folder=None)
         unet = pipe.unet.eval()
         tokens = torch.randn(2, 1, 4, cross)
-        kwargs = {"image_embeds": [tokens]}
         # The Rust bench feeds the id tokens already projected; skip the projection layer here.
         unet.encoder_hid_proj = None
         unet.config.encoder_hid_dim_type = None
@@ -59,7 +58,6 @@ def main() -> None:
         with torch.no_grad():
             ms = median_ms(lambda: unet(latents, t, encoder_hidden_states=text_and_ip), args.runs)
         print(f"unet step faceid adapter 64x64 batch 2: median {ms:.0f} ms")
-        del kwargs
 
     if args.only in ("vae", "all"):
         vae = AutoencoderKL.from_pretrained(TINY / "vae-ft-mse").eval()
