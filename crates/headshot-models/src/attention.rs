@@ -1,7 +1,7 @@
-//! `softmax(q kᵀ · scale) v`, shared by the UNet, the VAE and the encoders.
+//! `softmax(q kᵀ · scale) v` for the UNet and the VAE.
 //!
-//! On the CPU (f32) the whole thing is one fused kernel: query rows are taken in blocks small
-//! enough that their score rows stay in cache, the scores are made by `gemm`, turned into
+//! On the CPU (f32) the whole thing is one fused kernel: query rows are taken in blocks whose
+//! score rows fit a core's L2 cache, the scores are made by `gemm`, turned into
 //! probabilities in place with a vectorised `exp`, and multiplied by `v` straight into the
 //! output. The naive op chain writes and re-reads the full `[N, Lq, Lk]` score tensor several
 //! times (half a GiB per self-attention at 64x64 latents) and spends most of a UNet step on
