@@ -86,7 +86,8 @@ struct GenerateArgs {
     /// Adapter weight on the id tokens (diffusers' ip_adapter scale).
     #[arg(long, default_value_t = 1.0)]
     adapter_scale: f64,
-    /// libonnxruntime.so for the face models (default: the ORT_DYLIB_PATH environment variable).
+    /// libonnxruntime.so, or a folder holding it, for the face models (default: the
+    /// ORT_DYLIB_PATH environment variable).
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
     /// Output folder (created if missing).

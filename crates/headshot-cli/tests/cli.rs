@@ -156,7 +156,7 @@ fn test_assets() -> PathBuf {
     let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/test-assets"));
-    if !dir.join("yaoming.jpg").is_file() || onnxruntime(&dir).is_none() {
+    if !dir.join("yaoming.jpg").is_file() || headshot_face::onnxruntime_in_folder(&dir).is_none() {
         let status = Command::new("bash")
             .arg(workspace().join("tools/fetch-test-assets.sh"))
             .env("HEADSHOT_TEST_ASSETS", &dir)
@@ -170,20 +170,6 @@ fn test_assets() -> PathBuf {
     dir
 }
 
-fn onnxruntime(dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
 #[test]
 fn generate_from_a_photo_with_the_safety_checker() {
     let assets = test_assets();
@@ -195,7 +181,7 @@ fn generate_from_a_photo_with_the_safety_checker() {
         .arg("--face")
         .arg(assets.join("yaoming.jpg"))
         .arg("--onnxruntime-library")
-        .arg(onnxruntime(&assets).unwrap())
+        .arg(&assets) // a folder: the newest libonnxruntime in it is loaded
         .args([
             "--prompt",
             "pretty woman",
@@ -226,7 +212,7 @@ fn generate_from_a_photo_with_the_safety_checker() {
         .unwrap();
     let run = headshot()
         .env("HEADSHOT_TEST_ASSETS", &assets)
-        .env("ORT_DYLIB_PATH", onnxruntime(&assets).unwrap())
+        .env("ORT_DYLIB_PATH", &assets)
         .args(["generate", "--models"])
         .arg(workspace().join("models/tiny.toml"))
         .arg("--face")

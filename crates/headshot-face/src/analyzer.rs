@@ -23,7 +23,8 @@ pub struct FaceModelPaths {
 /// Knobs of the analyzer; the defaults are insightface's `FaceAnalysis.prepare(det_size=(640, 640))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FaceAnalyzerOptions {
-    /// `libonnxruntime.so` to load; `None` reads the `ORT_DYLIB_PATH` environment variable.
+    /// `libonnxruntime.so` to load, or a folder holding it (such as the `onnxruntime` wheel's
+    /// `capi/`); `None` reads the `ORT_DYLIB_PATH` environment variable (file or folder).
     pub onnxruntime_library: Option<PathBuf>,
     /// Threads ONNX Runtime uses inside one operator; `None` lets it choose (all cores).
     pub intra_threads: Option<usize>,

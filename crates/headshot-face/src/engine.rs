@@ -50,6 +50,29 @@ pub(crate) struct OrtSettings {
     pub use_cuda: bool,
 }
 
+/// The ONNX Runtime library in `folder` (such as an `onnxruntime` wheel's `capi/`): the
+/// `libonnxruntime.so*` / `libonnxruntime*.dylib` / `onnxruntime.dll` whose name sorts last,
+/// which is the most specific version when several are there.
+pub fn onnxruntime_in_folder(folder: &Path) -> Option<PathBuf> {
+    let is_runtime = |name: &str| {
+        name.starts_with("libonnxruntime.so")
+            || (name.starts_with("libonnxruntime") && name.ends_with(".dylib"))
+            || name == "onnxruntime.dll"
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_file())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(is_runtime)
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
 /// The process-wide ONNX Runtime environment; ONNX Runtime allows one per process.
 static ENVIRONMENT: OnceLock<Mutex<Option<ort::environment::Environment>>> = OnceLock::new();
 
@@ -66,6 +89,16 @@ fn environment(settings: &OrtSettings) -> Result<ort::environment::Environment, 
         .ok_or_else(|| FaceError::RuntimeLoad {
             reason: "ORT_DYLIB_PATH is not set".to_string(),
         })?;
+    let library = if library.is_dir() {
+        onnxruntime_in_folder(&library).ok_or_else(|| FaceError::RuntimeLoad {
+            reason: format!(
+                "no libonnxruntime library in the folder {}",
+                library.display()
+            ),
+        })?
+    } else {
+        library
+    };
     if !library.is_file() {
         return Err(FaceError::RuntimeLoad {
             reason: format!("{} does not exist", library.display()),
@@ -215,5 +248,30 @@ impl FaceModelBackend for OrtModel {
             });
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_is_found_in_a_folder_and_other_files_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(onnxruntime_in_folder(dir.path()), None);
+        for name in [
+            "libonnxruntime.so",
+            "libonnxruntime.so.1.32.0",
+            "libonnxruntime_providers_shared.so",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("libonnxruntime.so.9")).unwrap();
+        assert_eq!(
+            onnxruntime_in_folder(dir.path()),
+            Some(dir.path().join("libonnxruntime.so.1.32.0"))
+        );
+        assert_eq!(onnxruntime_in_folder(&dir.path().join("missing")), None);
     }
 }

@@ -30,6 +30,7 @@ pub use align::{
 };
 pub use analyzer::{AnalyzedFace, DetectedFace, FaceAnalyzer, FaceAnalyzerOptions, FaceModelPaths};
 pub use decode::{decode_image, DecodeLimits, DecodedImage};
+pub use engine::onnxruntime_in_folder;
 pub use error::FaceError;
 
 #[cfg(test)]

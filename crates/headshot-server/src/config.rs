@@ -112,7 +112,8 @@ pub struct ModelArgs {
     #[arg(long, env = "HEADSHOT_DTYPE", default_value = "f32")]
     pub dtype: String,
 
-    /// The ONNX Runtime library (libonnxruntime.so) for the face models; default: ORT_DYLIB_PATH.
+    /// The ONNX Runtime library (libonnxruntime.so, or a folder holding it such as the
+    /// onnxruntime wheel's capi/) for the face models; default: ORT_DYLIB_PATH.
     #[arg(long, env = "HEADSHOT_ONNXRUNTIME_LIBRARY")]
     pub onnxruntime_library: Option<PathBuf>,
 

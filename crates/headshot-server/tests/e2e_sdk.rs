@@ -59,20 +59,6 @@ fn test_assets(root: &Path) -> PathBuf {
     dir
 }
 
-fn onnxruntime_library(assets: &Path) -> Option<PathBuf> {
-    let mut libs: Vec<PathBuf> = std::fs::read_dir(assets)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
-        })
-        .collect();
-    // The versioned file (libonnxruntime.so.1.x.y) is the real library.
-    libs.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    libs.into_iter().next()
-}
-
 struct Server(Child);
 
 impl Drop for Server {
@@ -162,8 +148,9 @@ fn official_sdk_against_the_real_binary() {
         .args(["--models", "models/tiny.toml", "--sync-wait-secs", "120"])
         .arg("--data-dir")
         .arg(data.path());
-    if let Some(lib) = onnxruntime_library(&assets) {
-        command.arg("--onnxruntime-library").arg(lib);
+    if headshot_face::onnxruntime_in_folder(&assets).is_some() {
+        // The folder itself: the server picks the library in it.
+        command.arg("--onnxruntime-library").arg(&assets);
     }
     let mut server = Server(command.spawn().expect("starting headshot-server"));
     wait_healthy(&mut server, &base);

@@ -34,8 +34,8 @@ pub fn assets_dir() -> &'static Path {
         let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/test-assets"));
-        let complete =
-            ASSET_FILES.iter().all(|f| dir.join(f).is_file()) && find_onnxruntime(&dir).is_some();
+        let complete = ASSET_FILES.iter().all(|f| dir.join(f).is_file())
+            && headshot_face::onnxruntime_in_folder(&dir).is_some();
         if !complete {
             let script = repo_root().join("tools/fetch-test-assets.sh");
             let status = Command::new("bash")
@@ -54,20 +54,6 @@ pub fn assets_dir() -> &'static Path {
     })
 }
 
-pub fn find_onnxruntime(dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
 pub fn model_paths() -> FaceModelPaths {
     let dir = assets_dir();
     FaceModelPaths {
@@ -78,7 +64,7 @@ pub fn model_paths() -> FaceModelPaths {
 
 pub fn options() -> FaceAnalyzerOptions {
     FaceAnalyzerOptions {
-        onnxruntime_library: find_onnxruntime(assets_dir()),
+        onnxruntime_library: headshot_face::onnxruntime_in_folder(assets_dir()),
         intra_threads: Some(2),
         ..FaceAnalyzerOptions::default()
     }

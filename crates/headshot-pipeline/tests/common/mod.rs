@@ -162,7 +162,7 @@ pub fn test_assets() -> &'static std::path::Path {
         let complete = ["scrfd_500m_bnkps.onnx", "w600k_mbf.onnx", "yaoming.jpg"]
             .iter()
             .all(|f| dir.join(f).is_file())
-            && onnxruntime_library(&dir).is_some();
+            && headshot_face::onnxruntime_in_folder(&dir).is_some();
         if !complete {
             let script = workspace().join("tools/fetch-test-assets.sh");
             let status = std::process::Command::new("bash")
@@ -180,20 +180,6 @@ pub fn test_assets() -> &'static std::path::Path {
     })
 }
 
-pub fn onnxruntime_library(dir: &std::path::Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
 /// The whole tiny set including the face models and the safety checker: the server's setup.
 pub fn tiny_with_faces() -> &'static Pipeline {
     static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
@@ -204,7 +190,7 @@ pub fn tiny_with_faces() -> &'static Pipeline {
         let mut config = PipelineConfig::new(workspace().join("models/tiny.toml"));
         config.resolve.allow_download = false;
         config.resolve.progress = false;
-        config.face_options.onnxruntime_library = onnxruntime_library(assets);
+        config.face_options.onnxruntime_library = headshot_face::onnxruntime_in_folder(assets);
         config.face_options.intra_threads = Some(2);
         Pipeline::load(&config)
             .unwrap_or_else(|e| panic!("loading the tiny pipeline with face models: {e}"))
