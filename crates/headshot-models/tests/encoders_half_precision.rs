@@ -56,17 +56,7 @@ fn image_encoder_and_projection_in_f16_track_the_f32_goldens() {
     );
 
     let p = golden("face_projection.safetensors");
-    let ip = candle_core::pickle::read_all_with_key(
-        tiny("ip-adapter/ip-adapter-faceid-plusv2_sd15.bin"),
-        Some("image_proj"),
-    )
-    .unwrap();
-    let projection = FaceIdPlusProjection::load_inferred(VarBuilder::from_tensors(
-        ip.into_iter().collect(),
-        DType::F16,
-        &Device::Cpu,
-    ))
-    .unwrap();
+    let projection = FaceIdPlusProjection::load_inferred(tiny_image_proj(DType::F16)).unwrap();
     let out = projection
         .forward(
             &p["id_embeds"].to_dtype(DType::F16).unwrap(),

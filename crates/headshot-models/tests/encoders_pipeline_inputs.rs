@@ -6,8 +6,7 @@
 
 mod encoders_common;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Tensor};
 use encoders_common::*;
 use headshot_models::clip_vision::{ClipVisionConfig, ClipVisionOutputs, ClipVisionTransformer};
 use headshot_models::face_projection::FaceIdPlusProjection;
@@ -34,17 +33,7 @@ fn clip_features_and_id_tokens_match_every_run() {
         ClipVisionOutputs::PenultimateOnly,
     )
     .unwrap();
-    let ip = candle_core::pickle::read_all_with_key(
-        tiny("ip-adapter/ip-adapter-faceid-plusv2_sd15.bin"),
-        Some("image_proj"),
-    )
-    .unwrap();
-    let projection = FaceIdPlusProjection::load_inferred(VarBuilder::from_tensors(
-        ip.into_iter().collect(),
-        DType::F32,
-        &Device::Cpu,
-    ))
-    .unwrap();
+    let projection = FaceIdPlusProjection::load_inferred(tiny_image_proj(DType::F32)).unwrap();
 
     // The runs share the face of goldens/image_encoder (row 0: face, row 1: zero pixels); their
     // clip_embeds are [uncond, cond].

@@ -45,6 +45,15 @@ pub fn mmap_weights(path: PathBuf) -> VarBuilder<'static> {
         .expect("weights file")
 }
 
+/// The tiny adapter's `image_proj` weights in `dtype`, read the way the pipeline reads them.
+pub fn tiny_image_proj(dtype: DType) -> VarBuilder<'static> {
+    headshot_models::ip_adapter::IpAdapterWeights::load(&tiny(
+        "ip-adapter/ip-adapter-faceid-plusv2_sd15.bin",
+    ))
+    .expect("tiny adapter")
+    .image_proj_var_builder(dtype, &Device::Cpu)
+}
+
 pub fn max_abs(t: &Tensor) -> f32 {
     t.to_dtype(DType::F32)
         .unwrap()
