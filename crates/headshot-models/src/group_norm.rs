@@ -157,11 +157,10 @@ fn normalise(
                 .zip(input.chunks(shape.spatial))
                 .enumerate()
             {
-                let scale = (inv_std * weight[first_channel + c] as f64) as f32;
-                let shift = (bias[first_channel + c] as f64
-                    - mean * inv_std * weight[first_channel + c] as f64)
-                    as f32;
-                affine(input, out, scale, shift, then_silu);
+                let channel = first_channel + c;
+                let scale = inv_std * weight[channel] as f64;
+                let shift = bias[channel] as f64 - mean * scale;
+                affine(input, out, scale as f32, shift as f32, then_silu);
             }
         });
     out
