@@ -17,12 +17,11 @@ export HEADSHOT_TEST_ASSETS="$assets"
     exit 2
 }
 bash tools/fetch-test-assets.sh
-ort_lib="$(ls "$assets"/libonnxruntime.so.* | sort | tail -n 1)"
 
 cargo build -p headshot-server --bin headshot-server
 data="$(mktemp -d)"
 ./target/debug/headshot-server --bind "127.0.0.1:$port" --api-keys e2e-key --allow-private-urls \
-    --models models/tiny.toml --onnxruntime-library "$ort_lib" --data-dir "$data" --sync-wait-secs 120 &
+    --models models/tiny.toml --onnxruntime-library "$assets" --data-dir "$data" --sync-wait-secs 120 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 

@@ -9,11 +9,10 @@ cd "$root"
 assets="${HEADSHOT_TEST_ASSETS:-$root/target/test-assets}"
 export HEADSHOT_TEST_ASSETS="$assets"
 bash tools/fetch-test-assets.sh
-ort_lib="$(ls "$assets"/libonnxruntime.so.* | sort | tail -n 1)"
 exec cargo run -p headshot-server --bin headshot-server -- \
     --bind "127.0.0.1:${PORT:-8080}" \
     --api-keys "${API_KEY:-demo-key}" \
     --models models/tiny.toml \
-    --onnxruntime-library "$ort_lib" \
+    --onnxruntime-library "$assets" \
     --data-dir "${HEADSHOT_DATA_DIR:-$root/target/headshot-data}" \
     "$@"
