@@ -32,8 +32,9 @@ pub struct FaceAnalyzerOptions {
     /// here: the two sessions run one after the other beside candle, and spinning threads of one
     /// session steal the CPU the next one needs.
     pub onnxruntime_spinning: bool,
-    /// Run the models with ONNX Runtime's CUDA provider (crate feature `cuda`, GPU build of ORT).
-    pub use_cuda: bool,
+    /// Run the models with ONNX Runtime's CUDA provider on this device ordinal (crate feature
+    /// `cuda`, the onnxruntime-gpu build of the library); `None`: on the CPU.
+    pub cuda_device: Option<usize>,
     /// Minimum detection score (insightface `det_thresh`, 0.5).
     pub detection_threshold: f32,
     /// IoU above which a lower-scored box is suppressed (insightface `nms_thresh`, 0.4).
@@ -51,7 +52,7 @@ impl Default for FaceAnalyzerOptions {
             onnxruntime_library: None,
             intra_threads: None,
             onnxruntime_spinning: false,
-            use_cuda: false,
+            cuda_device: None,
             detection_threshold: 0.5,
             nms_threshold: 0.4,
             detector_input_size: (640, 640),
@@ -109,7 +110,7 @@ impl FaceAnalyzer {
             library: options.onnxruntime_library.clone(),
             intra_threads: options.intra_threads,
             spinning: options.onnxruntime_spinning,
-            use_cuda: options.use_cuda,
+            cuda_device: options.cuda_device,
         };
         let detector = OrtModel::load(&paths.detector, "face detector (SCRFD)", &settings)?;
         let recognizer = OrtModel::load(&paths.recognizer, "face recogniser (ArcFace)", &settings)?;

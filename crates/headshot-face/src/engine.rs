@@ -47,7 +47,8 @@ pub(crate) struct OrtSettings {
     pub library: Option<PathBuf>,
     pub intra_threads: Option<usize>,
     pub spinning: bool,
-    pub use_cuda: bool,
+    /// Run on ONNX Runtime's CUDA provider on this device ordinal; `None`: CPU.
+    pub cuda_device: Option<usize>,
 }
 
 /// The ONNX Runtime library in `folder` (such as an `onnxruntime` wheel's `capi/`): the
@@ -158,8 +159,8 @@ impl OrtModel {
         builder = builder
             .with_intra_op_spinning(settings.spinning)
             .map_err(|e| load_err(e.to_string()))?;
-        if settings.use_cuda {
-            builder = with_cuda(builder).map_err(load_err)?;
+        if let Some(device) = settings.cuda_device {
+            builder = with_cuda(builder, device).map_err(load_err)?;
         }
         let session = builder
             .commit_from_file(path)
@@ -199,20 +200,37 @@ impl OrtModel {
     }
 }
 
+/// Registers the CUDA provider on `device`. It must take: ONNX Runtime's default would fall back
+/// to the CPU silently, and an operator who asked for the GPU should hear that it is not used
+/// (a CPU-only libonnxruntime, missing CUDA libraries, a wrong device).
 #[cfg(feature = "cuda")]
 fn with_cuda(
     builder: ort::session::builder::SessionBuilder,
+    device: usize,
 ) -> Result<ort::session::builder::SessionBuilder, String> {
+    let device_id =
+        i32::try_from(device).map_err(|_| format!("CUDA device {device} is out of range"))?;
     builder
-        .with_execution_providers([ort::ep::CUDA::default().build()])
-        .map_err(|e| e.to_string())
+        .with_execution_providers([ort::ep::CUDA::default()
+            .with_device_id(device_id)
+            .build()
+            .error_on_failure()])
+        .map_err(|e| {
+            format!(
+                "ONNX Runtime's CUDA provider could not start on cuda:{device} (is the library the \
+                 onnxruntime-gpu build, with its CUDA libraries on LD_LIBRARY_PATH?): {e}"
+            )
+        })
 }
 
 #[cfg(not(feature = "cuda"))]
 fn with_cuda(
     _builder: ort::session::builder::SessionBuilder,
+    device: usize,
 ) -> Result<ort::session::builder::SessionBuilder, String> {
-    Err("CUDA was requested but headshot-face was built without its `cuda` feature".to_string())
+    Err(format!(
+        "face analysis on cuda:{device} was requested but headshot-face was built without its `cuda` feature"
+    ))
 }
 
 impl FaceModelBackend for OrtModel {

@@ -46,6 +46,19 @@ pub fn scaled_dot_product(
     if flash_attention_fits(q, k, v) {
         return flash_attention(q, k, v, scale);
     }
+    attend_with_candle_ops(q, k, v, scale, upcast)
+}
+
+/// The path of every device but the CPU (CUDA without flash-attn, f32 on CUDA, Metal): candle
+/// ops over query slices, in f32 when `upcast`. Public so that the CPU tests run it too.
+pub fn attend_with_candle_ops(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    upcast: bool,
+) -> Result<Tensor> {
+    let dtype = q.dtype();
     if upcast && dtype != DType::F32 {
         let f32_input = |t: &Tensor| t.to_dtype(DType::F32);
         return attend_in_query_slices(&f32_input(q)?, &f32_input(k)?, &f32_input(v)?, scale)?
@@ -85,12 +98,23 @@ fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Ten
 
 /// The candle-ops path: `q` scaled first, scores materialised for a slice of queries at a time.
 pub fn attend_in_query_slices(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    attend_in_slices_of(q, k, v, scale, MAX_SCORE_ELEMENTS)
+}
+
+/// [`attend_in_query_slices`] with at most `max_score_elements` scores at once.
+fn attend_in_slices_of(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    max_score_elements: usize,
+) -> Result<Tensor> {
     let q = (q * scale)?;
     let (batch_heads, queries, _) = q.dims3()?;
     let keys = k.dim(1)?;
     let k_t = k.t()?;
     let per_query = (batch_heads * keys).max(1);
-    let chunk = (MAX_SCORE_ELEMENTS / per_query).clamp(1, queries.max(1));
+    let chunk = (max_score_elements / per_query).clamp(1, queries.max(1));
     if chunk >= queries {
         return candle_nn::ops::softmax_last_dim(&q.matmul(&k_t)?)?.matmul(v);
     }
@@ -207,5 +231,54 @@ mod tests {
         let half = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
         let out = scaled_dot_product(&half(&q), &half(&k), &half(&v), 0.25, true).unwrap();
         assert_eq!(out.dtype(), DType::BF16);
+    }
+
+    /// The GPU path's slicing: scores for a few queries at a time give the same result as all
+    /// at once, for slice sizes that do and do not divide the query count.
+    #[test]
+    fn query_slices_match_one_score_matrix() {
+        let (n, lq, lk, d) = (3, 70, 33, 8);
+        let q = random((n, lq, d), 10);
+        let k = random((n, lk, d), 11);
+        let v = random((n, lk, d), 12);
+        let whole = attend_in_slices_of(&q, &k, &v, 0.3, usize::MAX).unwrap();
+        for queries_per_slice in [1, 7, 32, 69] {
+            let sliced = attend_in_slices_of(&q, &k, &v, 0.3, queries_per_slice * n * lk).unwrap();
+            assert_eq!(sliced.dims(), &[n, lq, d]);
+            let diff = max_abs_diff(&sliced, &whole);
+            // gemm may sum a short slice in another order than the whole matrix: f32 rounding.
+            assert!(diff < 1e-5, "{queries_per_slice} queries per slice: {diff}");
+        }
+    }
+
+    /// The GPU path in half precision: with `upcast` (diffusers' `upcast_attention`) the result
+    /// is the f32 one rounded once; without it, the scores themselves are half precision.
+    #[test]
+    fn half_precision_path_upcasts_when_asked() {
+        let (q, k, v) = (
+            random((2, 40, 16), 13),
+            random((2, 50, 16), 14),
+            random((2, 50, 16), 15),
+        );
+        let reference = attend_in_query_slices(&q, &k, &v, 0.25).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let cast = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let upcast =
+                attend_with_candle_ops(&cast(&q), &cast(&k), &cast(&v), 0.25, true).unwrap();
+            let plain =
+                attend_with_candle_ops(&cast(&q), &cast(&k), &cast(&v), 0.25, false).unwrap();
+            assert_eq!((upcast.dtype(), plain.dtype()), (dtype, dtype));
+            let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            // Inputs rounded to the half type, output rounded once: a few ulps of values ~3.
+            let ulp = if dtype == DType::F16 { 2e-3 } else { 1.6e-2 };
+            let upcast_diff = max_abs_diff(&f32_of(&upcast), &reference);
+            let plain_diff = max_abs_diff(&f32_of(&plain), &reference);
+            assert!(upcast_diff < 8.0 * ulp, "{dtype:?} upcast: {upcast_diff}");
+            assert!(plain_diff < 32.0 * ulp, "{dtype:?} half: {plain_diff}");
+            assert!(
+                upcast_diff <= plain_diff,
+                "{dtype:?}: {upcast_diff} > {plain_diff}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ pub enum ModelSet {
 }
 
 /// Where the models run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum DeviceSpec {
     #[default]
     Cpu,
@@ -36,12 +36,22 @@ impl DeviceSpec {
             DeviceSpec::Cuda(i) => Device::new_cuda(i),
             DeviceSpec::Metal(i) => Device::new_metal(i),
         };
-        device.map_err(|e| PipelineError::Device {
+        let device = device.map_err(|e| PipelineError::Device {
             device: self.to_string(),
             message: format!(
                 "{e}; is this binary built with the matching feature (`cuda` / `metal`) and is the device present?"
             ),
-        })
+        })?;
+        #[cfg(feature = "cuda")]
+        if let DeviceSpec::Cuda(ordinal) = self {
+            crate::compute_cap::check_device(&device, ordinal).map_err(|message| {
+                PipelineError::Device {
+                    device: self.to_string(),
+                    message,
+                }
+            })?;
+        }
+        Ok(device)
     }
 }
 

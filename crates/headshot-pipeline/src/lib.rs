@@ -17,6 +17,8 @@
 
 // Replacing flagged images (black / blur / pixelate / sensitive_content_text).
 pub mod censor;
+// Whether the CUDA code of this build runs on the GPU it is given.
+pub mod compute_cap;
 mod config;
 mod error;
 mod generator;

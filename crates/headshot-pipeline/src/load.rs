@@ -82,39 +82,45 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T, PipelineError>) -> Result<
     Ok(out)
 }
 
+impl PipelineConfig {
+    /// The model set's files: a manifest resolved (local -> cache -> hub) for the components
+    /// this configuration loads, or the set already given.
+    pub fn resolve(&self) -> Result<ResolvedModelSet, PipelineError> {
+        let path = match &self.models {
+            ModelSet::Resolved(set) => return Ok(set.clone()),
+            ModelSet::Manifest(path) => path,
+        };
+        let mut options = self.resolve.clone();
+        if options.only.is_none() {
+            let skip_face = !self.load_face_analyzer;
+            let skip_safety = !self.load_safety_checker;
+            options.only = Some(
+                ComponentKind::ALL
+                    .into_iter()
+                    .filter(|k| {
+                        let face = matches!(
+                            k,
+                            ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
+                        );
+                        let safety = matches!(
+                            k,
+                            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+                        );
+                        !(face && skip_face) && !(safety && skip_safety)
+                    })
+                    .collect(),
+            );
+        }
+        tracing::info!(manifest = %path.display(), "resolving model set");
+        Ok(headshot_weights::resolve_manifest_file(path, &options)?)
+    }
+}
+
 impl Pipeline {
     /// Resolves the model set (if given as a manifest) and loads every model once onto the
     /// configured device and dtype.
     pub fn load(config: &PipelineConfig) -> Result<Pipeline, PipelineError> {
-        let set = match &config.models {
-            ModelSet::Resolved(set) => set.clone(),
-            ModelSet::Manifest(path) => {
-                let mut options = config.resolve.clone();
-                if options.only.is_none() {
-                    let skip_face = !config.load_face_analyzer;
-                    let skip_safety = !config.load_safety_checker;
-                    options.only = Some(
-                        ComponentKind::ALL
-                            .into_iter()
-                            .filter(|k| {
-                                let face = matches!(
-                                    k,
-                                    ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                                );
-                                let safety = matches!(
-                                    k,
-                                    ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
-                                );
-                                !(face && skip_face) && !(safety && skip_safety)
-                            })
-                            .collect(),
-                    );
-                }
-                tracing::info!(manifest = %path.display(), "resolving model set");
-                headshot_weights::resolve_manifest_file(path, &options)?
-            }
-        };
-        Self::load_resolved(&set, config)
+        Self::load_resolved(&config.resolve()?, config)
     }
 
     fn load_resolved(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use headshot_pipeline::{DTypeSpec, DeviceSpec};
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -104,13 +105,26 @@ pub struct ModelArgs {
     )]
     pub models: PathBuf,
 
-    /// Device for the diffusion models: cpu, cuda, cuda:N or metal.
-    #[arg(long, env = "HEADSHOT_DEVICE", default_value = "cpu")]
-    pub device: String,
+    /// Devices for the diffusion models: cpu, cuda, cuda:N or metal; several, comma separated
+    /// (`cuda:0,cuda:1`), load the model set once per device, each with its own device thread,
+    /// and batches are spread over them.
+    #[arg(
+        long,
+        env = "HEADSHOT_DEVICE",
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    pub device: Vec<DeviceSpec>,
 
     /// Weight dtype: f32, f16 or bf16 (f16 is the usual choice on GPUs).
     #[arg(long, env = "HEADSHOT_DTYPE", default_value = "f32")]
-    pub dtype: String,
+    pub dtype: DTypeSpec,
+
+    /// Where the face models (SCRFD, ArcFace) run: cpu, or cuda:N with the onnxruntime-gpu
+    /// library (`--onnxruntime-library`) and a build with the `cuda` feature. With several
+    /// `--device`s, `cuda` alone means each device's own GPU.
+    #[arg(long, env = "HEADSHOT_FACE_DEVICE", default_value = "cpu")]
+    pub face_device: FaceDevice,
 
     /// The ONNX Runtime library (libonnxruntime.so, or a folder holding it such as the
     /// onnxruntime wheel's capi/) for the face models; default: ORT_DYLIB_PATH.
@@ -120,6 +134,47 @@ pub struct ModelArgs {
     /// Do not load the safety checker (requests with safety_checker=true then fail).
     #[arg(long, env = "HEADSHOT_NO_SAFETY_CHECKER")]
     pub no_safety_checker: bool,
+}
+
+/// Where face analysis runs (`--face-device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaceDevice {
+    Cpu,
+    /// This CUDA ordinal for every device thread.
+    Cuda(usize),
+    /// `cuda` without an ordinal: the GPU of the device thread the analyzer belongs to.
+    SameGpu,
+}
+
+impl FaceDevice {
+    /// The ONNX Runtime CUDA ordinal for the pipeline loaded on `device`.
+    pub fn cuda_ordinal(self, device: DeviceSpec) -> Result<Option<usize>, String> {
+        match (self, device) {
+            (FaceDevice::Cpu, _) => Ok(None),
+            (FaceDevice::Cuda(ordinal), _) => Ok(Some(ordinal)),
+            (FaceDevice::SameGpu, DeviceSpec::Cuda(ordinal)) => Ok(Some(ordinal)),
+            (FaceDevice::SameGpu, other) => Err(format!(
+                "--face-device cuda needs CUDA --device(s) to follow, but one device is {other}; \
+                 name the GPU (cuda:N) or use cpu"
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for FaceDevice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(FaceDevice::Cpu),
+            "cuda" | "gpu" => Ok(FaceDevice::SameGpu),
+            other => match other.parse::<DeviceSpec>() {
+                Ok(DeviceSpec::Cuda(ordinal)) => Ok(FaceDevice::Cuda(ordinal)),
+                _ => Err(format!(
+                    "unknown face device \"{s}\"; face analysis runs on cpu, cuda or cuda:N"
+                )),
+            },
+        }
+    }
 }
 
 impl Config {
@@ -153,5 +208,46 @@ impl Config {
         let mut config = Config::parse_from(args);
         config.sync_wait_secs = 10.0;
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec!["headshot-server", "--api-keys=k"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)
+    }
+
+    #[test]
+    fn devices_are_a_typed_list() {
+        let config = parse(&["--device", "cuda:0,cuda:1", "--dtype", "f16"]).unwrap();
+        assert_eq!(
+            config.model.device,
+            vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]
+        );
+        assert_eq!(config.model.dtype, DTypeSpec::F16);
+        assert_eq!(parse(&[]).unwrap().model.device, vec![DeviceSpec::Cpu]);
+        // Refused while parsing, before any model is loaded.
+        assert!(parse(&["--device", "cuda:x"]).is_err());
+        assert!(parse(&["--dtype", "f8"]).is_err());
+    }
+
+    #[test]
+    fn face_device_follows_or_names_a_gpu() {
+        let face = |s: &str| s.parse::<FaceDevice>();
+        assert_eq!(face("cpu"), Ok(FaceDevice::Cpu));
+        assert_eq!(face("cuda"), Ok(FaceDevice::SameGpu));
+        assert_eq!(face("cuda:1"), Ok(FaceDevice::Cuda(1)));
+        assert!(face("metal").is_err());
+        let gpu1 = DeviceSpec::Cuda(1);
+        assert_eq!(FaceDevice::Cpu.cuda_ordinal(gpu1), Ok(None));
+        assert_eq!(FaceDevice::SameGpu.cuda_ordinal(gpu1), Ok(Some(1)));
+        assert_eq!(FaceDevice::Cuda(0).cuda_ordinal(gpu1), Ok(Some(0)));
+        assert!(FaceDevice::SameGpu.cuda_ordinal(DeviceSpec::Cpu).is_err());
+        let config = parse(&["--face-device", "cuda"]).unwrap();
+        assert_eq!(config.model.face_device, FaceDevice::SameGpu);
     }
 }

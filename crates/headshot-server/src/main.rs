@@ -20,19 +20,19 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Loading models is slow and synchronous; do it before the async runtime starts serving.
-    let generator = load_generator(&config.model)?;
+    let generators = load_generators(&config.model)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the tokio runtime")?;
-    runtime.block_on(run(config, generator))
+    runtime.block_on(run(config, generators))
 }
 
-async fn run(config: Config, generator: Box<dyn Generator>) -> anyhow::Result<()> {
+async fn run(config: Config, generators: Vec<Box<dyn Generator>>) -> anyhow::Result<()> {
     let stores = Stores::open_local(&config.data_dir, config.output_ttl())
         .with_context(|| format!("opening the data folder {}", config.data_dir.display()))?;
-    let state = AppState::new(&config, generator, stores)?;
+    let state = AppState::with_generators(&config, generators, stores)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("could not listen on {}", config.bind))?;
@@ -45,18 +45,41 @@ async fn run(config: Config, generator: Box<dyn Generator>) -> anyhow::Result<()
     Ok(())
 }
 
-/// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker).
-fn load_generator(args: &ModelArgs) -> anyhow::Result<Box<dyn Generator>> {
-    let mut config = headshot_pipeline::PipelineConfig::new(&args.models);
-    config.device = args.device.parse().map_err(anyhow::Error::msg)?;
-    config.dtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
-    config.load_safety_checker = !args.no_safety_checker;
-    if args.onnxruntime_library.is_some() {
-        config.face_options.onnxruntime_library = args.onnxruntime_library.clone();
+/// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker)
+/// once per device; each becomes one device thread of the worker.
+fn load_generators(args: &ModelArgs) -> anyhow::Result<Vec<Box<dyn Generator>>> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = args.device.iter().find(|d| !seen.insert(**d)) {
+        anyhow::bail!("--device names {twice} twice; list each device once");
     }
-    let pipeline = headshot_pipeline::Pipeline::load(&config)
-        .with_context(|| format!("loading the model set {}", args.models.display()))?;
-    Ok(Box::new(pipeline))
+    let mut base = headshot_pipeline::PipelineConfig::new(&args.models);
+    base.dtype = args.dtype;
+    base.load_safety_checker = !args.no_safety_checker;
+    if args.onnxruntime_library.is_some() {
+        base.face_options.onnxruntime_library = args.onnxruntime_library.clone();
+    }
+    // Resolve the manifest (and download what is missing) once for every device.
+    let set = base
+        .resolve()
+        .with_context(|| format!("resolving the model set {}", args.models.display()))?;
+    base.models = headshot_pipeline::ModelSet::Resolved(set);
+    let mut generators: Vec<Box<dyn Generator>> = Vec::with_capacity(args.device.len());
+    for &device in &args.device {
+        let mut config = base.clone();
+        config.device = device;
+        config.face_options.cuda_device = args
+            .face_device
+            .cuda_ordinal(device)
+            .map_err(anyhow::Error::msg)?;
+        let pipeline = headshot_pipeline::Pipeline::load(&config).with_context(|| {
+            format!(
+                "loading the model set {} on {device}",
+                args.models.display()
+            )
+        })?;
+        generators.push(Box::new(pipeline));
+    }
+    Ok(generators)
 }
 
 async fn shutdown_signal() {
