@@ -45,7 +45,7 @@ async fn jobs_accepted_before_a_kill_finish_after_the_restart() {
     let mut server = start();
     let submit = format!("{base}/api/v6/image_editing/head_shot");
     let mut ids = Vec::new();
-    for seed in 1..=4 {
+    for seed in 1..=6 {
         let v = post(
             &submit,
             &json!({"key": KEY, "prompt": "pretty woman", "face_image": face, "seed": seed,
