@@ -12,5 +12,6 @@ pub use generator::{
     RgbImage,
 };
 pub use store::{
-    JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
+    JobId, JobInput, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore,
+    StoreError, WebhookDelivery,
 };

@@ -8,6 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod input;
+mod outbox;
+
+pub use input::{JobInput, JobParams};
+pub use outbox::WebhookDelivery;
+
 /// Job ids are the integers the wire answers with (`"id": 42`); they only ever grow.
 pub type JobId = u64;
 
@@ -76,6 +82,10 @@ pub struct JobRecord {
     pub webhook: Option<String>,
     /// `track_id` exactly as the client sent it (string, number, ...), echoed in webhooks.
     pub track_id: Option<serde_json::Value>,
+    /// A keyed fingerprint of the API key that submitted the job (never the key itself); only
+    /// that key may fetch it. `None`: written without keys (`--no-auth`, older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl JobRecord {
@@ -102,6 +112,7 @@ impl JobRecord {
             generation_time_s: None,
             webhook: None,
             track_id: None,
+            owner: None,
         }
     }
 
@@ -349,9 +360,36 @@ pub trait JobStore: Send + Sync + 'static {
 
     fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError>;
 
-    /// Records still queued or processing, oldest first; after a restart these will never
-    /// finish, so the server marks them failed.
+    /// Records still queued or processing, oldest first: the queue of record. After a restart
+    /// the server runs them again in this order (from [`JobStore::input`]) before new jobs.
     fn list_unfinished(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Stores a new record together with what the job needs to run, in one write, so an
+    /// accepted job is never without its inputs.
+    fn insert_with_input(&self, record: &JobRecord, input: &JobInput) -> Result<(), StoreError>;
+
+    /// The inputs of an unfinished job; `None` once it finished (or if they were lost).
+    fn input(&self, id: JobId) -> Result<Option<JobInput>, StoreError>;
+
+    /// Replaces the record of a job that reached `success` or `failed`, drops its inputs and
+    /// queues its webhook (if any) in the outbox, all in one write: a crash never leaves a
+    /// finished job whose webhook is forgotten. `JobNotFound` if the record is gone.
+    fn finish(
+        &self,
+        record: &JobRecord,
+        webhook: Option<&WebhookDelivery>,
+    ) -> Result<(), StoreError>;
+
+    /// Webhooks not yet acknowledged, oldest first.
+    fn pending_webhooks(&self) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Removes a delivery from the outbox (delivered, or given up for good). Unknown ids are
+    /// not an error (another attempt may have acknowledged it).
+    fn ack_webhook(&self, delivery_id: &str) -> Result<(), StoreError>;
+
+    /// The secret stored under `name`, storing `candidate` first if there is none yet, so every
+    /// server sharing this store uses the same one (e.g. to fingerprint API keys).
+    fn get_or_init_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
 
     /// Ids of finished records whose `finished_at` is before `cutoff`.
     fn list_expired(&self, cutoff: SystemTime) -> Result<Vec<JobId>, StoreError>;

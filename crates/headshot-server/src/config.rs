@@ -85,6 +85,12 @@ pub struct Config {
     #[arg(long, env = "HEADSHOT_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
     pub webhook_backoff_ms: u64,
 
+    /// Signs webhooks as Standard Webhooks (`webhook-signature` = v1,base64 HMAC-SHA256 of
+    /// "{webhook-id}.{webhook-timestamp}.{body}"): `whsec_` followed by a base64 key. Unset:
+    /// webhooks carry `webhook-id` and `webhook-timestamp` but no signature.
+    #[arg(long, env = "HEADSHOT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<crate::webhooks::WebhookSecret>,
+
     /// Seconds one job is expected to take before any has finished (for `eta`).
     #[arg(long, env = "HEADSHOT_INITIAL_ETA_SECS", default_value_t = 10.0)]
     pub initial_eta_secs: f64,

@@ -34,6 +34,8 @@ pub enum ApiError {
     },
     #[error("request not found")]
     NotFound,
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error("job {id} failed: {message}")]
     JobFailed { id: u64, message: String },
     #[error("storage failed: {0}")]
@@ -74,6 +76,14 @@ impl ApiError {
                 RateLimitResponse::new(*max_queued, *retry_after_secs).into(),
             ),
             ApiError::NotFound => (StatusCode::OK, NotFoundResponse::new().into()),
+            // Not the client's doing and soon over: 503, so load balancers send it elsewhere.
+            ApiError::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorResponse::new(
+                    "The server is shutting down and accepts no new jobs; please retry shortly. Jobs already accepted can still be fetched.",
+                )
+                .into(),
+            ),
             ApiError::JobFailed { id, message } => {
                 (StatusCode::OK, FailedResponse::new(*id, message.clone()).into())
             }
@@ -112,6 +122,7 @@ impl ApiError {
             ApiError::FaceImage(_) => "face_image",
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::NotFound => "not_found",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::JobFailed { .. } => "job_failed",
             ApiError::Store(_) => "store",
             ApiError::Internal(_) => "internal",

@@ -1,40 +1,39 @@
-//! A job's life after admission: store its images (PNG or `.base64`), update its record,
-//! and deliver its webhook. Also the bodies built from a record (success, fetch, webhook).
+//! A job's life after admission: store its images (PNG or `.base64`), finish its record with
+//! its webhook queued in the outbox, and deliver that. Also the bodies built from a record
+//! (success, fetch, webhook).
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
-use headshot_core::store::{JobRecord, JobStatus, JobStore, OutputName, OutputStore, StoreError};
+use headshot_core::store::{
+    JobRecord, JobStatus, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
+};
 use headshot_core::wire::{
     FailedResponse, FetchProcessingResponse, FetchSuccessResponse, Meta, SuccessResponse,
     WebhookFailed, WebhookSuccess, WireResponse,
 };
 use headshot_core::{GenerationOutput, RgbImage};
-use headshot_worker::JobResult;
+use headshot_worker::{JobResult, JobTicket};
 use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::generation_failure_message;
-use crate::net::{FetchError, GuardedHttp};
+use crate::net::GuardedHttp;
 use crate::urls::PublicUrls;
+use crate::webhooks::{delivery_for, spawn_delivery, WebhookPolicy};
 
-/// Webhook delivery settings.
-#[derive(Clone, Copy, Debug)]
-pub struct WebhookPolicy {
-    pub retries: usize,
-    pub first_backoff: Duration,
-    pub timeout: Duration,
-}
-
-/// Stores the outcome of a finished job in its record (and the images in the output store).
-/// Returns the final record; storage failures turn the job into `failed`.
+/// Stores the outcome of a finished job in its record (and the images in the output store),
+/// with its webhook queued in the outbox. Returns the final record and that delivery; storage
+/// failures turn the job into `failed`.
 pub fn finish_job(
     mut record: JobRecord,
     result: JobResult,
     jobs: &dyn JobStore,
     outputs: &dyn OutputStore,
-) -> JobRecord {
+    urls: &PublicUrls,
+) -> (JobRecord, Option<WebhookDelivery>) {
     match result.output {
         Ok(output) => match store_images(&record, &output, outputs) {
             Ok(files) => record.mark_success(
@@ -52,10 +51,11 @@ pub fn finish_job(
             record.mark_failed(generation_failure_message(&e));
         }
     }
-    if let Err(e) = jobs.update(&record) {
+    let delivery = delivery_for(&record, urls);
+    if let Err(e) = jobs.finish(&record, delivery.as_ref()) {
         tracing::error!(id = record.id, error = %e, "could not update the job record");
     }
-    record
+    (record, delivery)
 }
 
 fn store_images(
@@ -166,54 +166,6 @@ pub fn webhook_body(record: &JobRecord, urls: &PublicUrls) -> Option<Value> {
     body.ok()
 }
 
-/// POSTs the record's webhook, retrying with exponential back-off on network errors and
-/// non-2xx answers. Refused URLs (SSRF policy) are not retried.
-pub async fn deliver_webhook(
-    record: &JobRecord,
-    urls: &PublicUrls,
-    http: &GuardedHttp,
-    policy: WebhookPolicy,
-) -> Result<(), FetchError> {
-    let (Some(url), Some(body)) = (record.webhook.as_deref(), webhook_body(record, urls)) else {
-        return Ok(());
-    };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(policy.first_backoff)
-        .with_max_delay(policy.first_backoff.saturating_mul(32))
-        .with_max_times(policy.retries)
-        .with_jitter();
-    let attempt = || async { http.post_json(url, &body, policy.timeout).await };
-    let result = attempt
-        .retry(backoff)
-        .when(|e| !matches!(e, FetchError::Blocked { .. } | FetchError::InvalidUrl(_)))
-        .notify(|e, delay| {
-            tracing::warn!(id = record.id, error = %e, retry_in = ?delay, "webhook delivery failed; retrying");
-        })
-        .await;
-    match &result {
-        Ok(_) => {
-            metrics::counter!("headshot_webhooks_total", "outcome" => "delivered").increment(1);
-            tracing::info!(id = record.id, "webhook delivered");
-        }
-        Err(e) => {
-            metrics::counter!("headshot_webhooks_total", "outcome" => "failed").increment(1);
-            tracing::error!(id = record.id, error = %e, "webhook delivery gave up");
-        }
-    }
-    result.map(|_| ())
-}
-
-/// Marks records left queued/processing by a previous run as failed: their work is gone.
-pub fn fail_interrupted_jobs(jobs: &dyn JobStore) -> Result<usize, StoreError> {
-    let unfinished = jobs.list_unfinished()?;
-    for mut record in unfinished.iter().cloned() {
-        record
-            .mark_failed("The server restarted before this job finished; please submit it again.");
-        jobs.update(&record)?;
-    }
-    Ok(unfinished.len())
-}
-
 /// Shared handles for the background part of a job.
 #[derive(Clone)]
 pub struct JobContext {
@@ -222,4 +174,54 @@ pub struct JobContext {
     pub http: GuardedHttp,
     pub urls: PublicUrls,
     pub webhook: WebhookPolicy,
+    /// Jobs between the worker's answer and their stored record; the drain waits for them.
+    pub finishing: TaskTracker,
+    /// Webhook deliveries in progress; stopped (left pending in the outbox) after the drain.
+    pub deliveries: TaskTracker,
+    pub stop_deliveries: CancellationToken,
+}
+
+/// Finishes an admitted job in the background, whatever happens to the request that made it:
+/// stores its outcome, then delivers its webhook. The receiver gets the final record.
+pub fn spawn_completion(
+    ctx: &JobContext,
+    record: JobRecord,
+    ticket: JobTicket,
+) -> oneshot::Receiver<JobRecord> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let ctx = ctx.clone();
+    let id = record.id;
+    ctx.finishing.clone().spawn(async move {
+        let result = ticket.await;
+        metrics::histogram!("headshot_generation_seconds")
+            .record(result.generation_time.as_secs_f64());
+        let (jobs, outputs, urls) = (ctx.jobs.clone(), ctx.outputs.clone(), ctx.urls.clone());
+        let fallback = record.clone();
+        let finished = tokio::task::spawn_blocking(move || {
+            finish_job(record, result, jobs.as_ref(), outputs.as_ref(), &urls)
+        })
+        .await;
+        let (finished, delivery) = match finished {
+            Ok(finished) => finished,
+            Err(e) => {
+                // Never leave a record "processing" forever.
+                tracing::error!(id, error = %e, "finishing the job panicked");
+                let mut record = fallback;
+                record.mark_failed(
+                    "The images could not be stored on the server. Please try again later.",
+                );
+                let delivery = delivery_for(&record, &ctx.urls);
+                if let Err(e) = ctx.jobs.finish(&record, delivery.as_ref()) {
+                    tracing::error!(id, error = %e, "could not mark the job failed");
+                }
+                (record, delivery)
+            }
+        };
+        metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
+        let _ = done_tx.send(finished);
+        if let Some(delivery) = delivery {
+            spawn_delivery(ctx, delivery);
+        }
+    });
+    done_rx
 }

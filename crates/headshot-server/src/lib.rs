@@ -10,25 +10,41 @@ pub mod error;
 pub mod face_image;
 pub mod jobs;
 pub mod net;
+pub mod recovery;
 pub mod routes;
 pub mod state;
 pub mod urls;
+pub mod webhooks;
 
 pub use config::{Config, ModelArgs};
 pub use routes::build_router;
 pub use state::{AppState, StartupError, Stores};
 
-/// Serves `state` on `listener` until `shutdown` resolves, then drains the worker.
+/// Serves `state` on `listener` until `shutdown` resolves, then drains: new submits are
+/// refused and `/health` reports not ready, while fetch and outputs keep answering until every
+/// admitted job has finished and its record is stored. Only then does the listener close.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let worker = state.worker.clone();
+    let ctx = state.jobs.clone();
+    let finishing = ctx.finishing.clone();
     let router = build_router(state);
+    let drain = async move {
+        shutdown.await;
+        worker.shutdown().await;
+        finishing.close();
+        finishing.wait().await;
+        tracing::info!("drained: every admitted job is finished and stored");
+    };
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(drain)
         .await?;
-    worker.shutdown().await;
+    // Webhooks still retrying stay in the outbox for the next start.
+    ctx.stop_deliveries.cancel();
+    ctx.deliveries.close();
+    ctx.deliveries.wait().await;
     Ok(())
 }

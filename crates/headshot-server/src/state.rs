@@ -13,9 +13,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::face_image::FaceImageLimits;
-use crate::jobs::{fail_interrupted_jobs, JobContext, WebhookPolicy};
+use crate::jobs::JobContext;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
+use crate::recovery::recover;
 use crate::urls::PublicUrls;
+use crate::webhooks::WebhookPolicy;
+
+/// Name of the job-store secret API keys are fingerprinted with.
+const KEY_FINGERPRINT_SECRET: &str = "api-key-fingerprint";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -84,8 +89,9 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Starts the worker thread around `generator`, fails jobs a previous run left unfinished,
-    /// and (inside a tokio runtime) starts the expiry sweep.
+    /// Starts the worker thread around `generator` and, inside a tokio runtime, runs again the
+    /// jobs a previous run left unfinished (before any new one), resumes pending webhooks and
+    /// starts the expiry sweep.
     pub fn new(
         config: &Config,
         generator: Box<dyn Generator>,
@@ -104,17 +110,17 @@ impl AppState {
         if !keys.is_configured() {
             return Err(StartupError::NoApiKeys);
         }
-        let interrupted = fail_interrupted_jobs(stores.jobs.as_ref())?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "jobs left unfinished by the previous run were marked failed"
-            );
-        }
+        let keys = keys.with_fingerprint_secret(
+            stores
+                .jobs
+                .get_or_init_secret(KEY_FINGERPRINT_SECRET, &rand::random::<[u8; 32]>())?,
+        );
+        let unfinished = stores.jobs.list_unfinished()?;
         let worker = Worker::spawn_pool(
             generators,
             WorkerConfig {
-                queue_size: config.queue_size.max(1),
+                // Every job the last run accepted is admitted again, even if the limit shrank.
+                queue_size: config.queue_size.max(unfinished.len()).max(1),
                 initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
                 ..WorkerConfig::default()
             },
@@ -148,12 +154,28 @@ impl AppState {
                     retries: config.webhook_retries,
                     first_backoff: Duration::from_millis(config.webhook_backoff_ms.max(1)),
                     timeout,
+                    secret: config.webhook_secret.clone(),
                 },
+                finishing: tokio_util::task::TaskTracker::new(),
+                deliveries: tokio_util::task::TaskTracker::new(),
+                stop_deliveries: tokio_util::sync::CancellationToken::new(),
             },
             metrics: metrics_handle(),
         }));
         if tokio::runtime::Handle::try_current().is_ok() {
+            let recovered = recover(&state.jobs, &state.worker, unfinished)?;
+            if recovered != Default::default() {
+                tracing::warn!(
+                    ?recovered,
+                    "recovered what the previous run left unfinished"
+                );
+            }
             state.spawn_expiry_sweeper();
+        } else if !unfinished.is_empty() {
+            tracing::warn!(
+                jobs = unfinished.len(),
+                "no async runtime: unfinished jobs are left for the next start"
+            );
         }
         Ok(state)
     }

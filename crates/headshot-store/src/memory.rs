@@ -1,16 +1,30 @@
 //! Job records in memory: for tests and for deployments that do not need fetch across
 //! restarts. Same semantics as the redb store, lost on exit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use headshot_core::store::{unix_millis, JobId, JobRecord, JobStore, StoreError};
+use headshot_core::store::{
+    unix_millis, JobId, JobInput, JobRecord, JobStore, StoreError, WebhookDelivery,
+};
 
 #[derive(Debug, Default)]
 struct Inner {
     next_id: JobId,
     jobs: BTreeMap<JobId, JobRecord>,
+    inputs: HashMap<JobId, JobInput>,
+    outbox: Vec<WebhookDelivery>,
+    secrets: HashMap<String, Vec<u8>>,
+}
+
+impl Inner {
+    fn insert(&mut self, record: &JobRecord) {
+        if record.id >= self.next_id {
+            self.next_id = record.id + 1;
+        }
+        self.jobs.insert(record.id, record.clone());
+    }
 }
 
 /// A [`JobStore`] that lives in a `Mutex<BTreeMap>`.
@@ -40,11 +54,7 @@ impl JobStore for MemoryJobStore {
     }
 
     fn insert(&self, record: &JobRecord) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        if record.id >= inner.next_id {
-            inner.next_id = record.id + 1;
-        }
-        inner.jobs.insert(record.id, record.clone());
+        self.lock().insert(record);
         Ok(())
     }
 
@@ -93,9 +103,61 @@ impl JobStore for MemoryJobStore {
             .filter(|r| r.is_finished_before(cutoff_ms))
             .map(|r| r.id)
             .collect();
+        for id in &expired {
+            inner.inputs.remove(id);
+        }
         Ok(expired
             .into_iter()
             .filter_map(|id| inner.jobs.remove(&id))
             .collect())
+    }
+
+    fn insert_with_input(&self, record: &JobRecord, input: &JobInput) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.insert(record);
+        inner.inputs.insert(record.id, input.clone());
+        Ok(())
+    }
+
+    fn input(&self, id: JobId) -> Result<Option<JobInput>, StoreError> {
+        Ok(self.lock().inputs.get(&id).cloned())
+    }
+
+    fn finish(
+        &self,
+        record: &JobRecord,
+        webhook: Option<&WebhookDelivery>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let Some(slot) = inner.jobs.get_mut(&record.id) else {
+            return Err(StoreError::JobNotFound(record.id));
+        };
+        *slot = record.clone();
+        inner.inputs.remove(&record.id);
+        if let Some(delivery) = webhook {
+            inner.outbox.retain(|d| d.id != delivery.id);
+            inner.outbox.push(delivery.clone());
+        }
+        Ok(())
+    }
+
+    fn pending_webhooks(&self) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let mut pending = self.lock().outbox.clone();
+        pending.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(pending)
+    }
+
+    fn ack_webhook(&self, delivery_id: &str) -> Result<(), StoreError> {
+        self.lock().outbox.retain(|d| d.id != delivery_id);
+        Ok(())
+    }
+
+    fn get_or_init_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .lock()
+            .secrets
+            .entry(name.to_string())
+            .or_insert_with(|| candidate.to_vec())
+            .clone())
     }
 }

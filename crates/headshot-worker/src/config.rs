@@ -9,9 +9,10 @@ pub struct WorkerConfig {
     /// After taking a job, how long a device thread may wait for more compatible jobs to fill a
     /// batch. Zero (the default) batches only what is already queued, so a lone job never waits.
     pub batch_wait: Duration,
-    /// How many recent per-job times the ETA's moving average covers.
+    /// How many recent batches (per device) the rate behind `eta` and `retry_after` averages.
     pub eta_window: usize,
-    /// Per-job time assumed until the first job has finished.
+    /// Time a reference job (512x512, 21 steps, one sample) is assumed to take until the first
+    /// batch has been measured; larger jobs count as more work.
     pub initial_job_estimate: Duration,
     /// Names the device threads (`{name}-{i}`) and appears in logs.
     pub name: String,

@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireErr
 
 use crate::config::WorkerConfig;
 use crate::error::{SubmitError, WorkerError};
-use crate::eta::JobTimes;
+use crate::eta::{work_of, Estimator};
 use crate::metrics_names::*;
 use crate::thread;
 
@@ -86,6 +86,9 @@ impl Future for JobTicket {
 
 /// A job waiting in the queue with everything needed to answer it.
 pub(crate) struct Queued {
+    pub seq: u64,
+    /// The job's work in reference jobs (for estimates).
+    pub work: f64,
     pub job: GenerationJob,
     pub reply: oneshot::Sender<JobResult>,
     pub admitted_at: Instant,
@@ -107,7 +110,8 @@ pub(crate) struct Shared {
     pub admission: Arc<Semaphore>,
     pub queue: Mutex<QueueState>,
     pub available: Condvar,
-    pub times: Mutex<JobTimes>,
+    /// Lock order: `queue` before `times`, never the other way round.
+    pub times: Mutex<Estimator>,
     pub next_seq: AtomicU64,
     /// Device threads still running; shutdown waits for zero.
     pub live_threads: watch::Sender<usize>,
@@ -178,7 +182,8 @@ impl Worker {
                 closed: false,
             }),
             available: Condvar::new(),
-            times: Mutex::new(JobTimes::new(
+            times: Mutex::new(Estimator::new(
+                generators.len(),
                 config.eta_window,
                 config.initial_job_estimate,
             )),
@@ -245,23 +250,27 @@ impl WorkerHandle {
                 metrics::counter!(METRIC_QUEUE_FULL).increment(1);
                 return Err(SubmitError::QueueFull {
                     max: shared.config.queue_size,
-                    retry_after: lock(&shared.times).per_job(),
+                    retry_after: self.retry_after(),
                 });
             }
             Err(TryAcquireError::Closed) => return Err(SubmitError::ShuttingDown),
         };
         let ahead = shared.in_flight().saturating_sub(1);
-        let eta = lock(&shared.times).eta(ahead, shared.devices);
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let work = work_of(&job);
         // A span per job, under the submitter's span (the request that made it).
         let span = tracing::info_span!("job", seq);
         let (reply, receiver) = oneshot::channel();
-        {
+        let eta = {
             let mut queue = lock(&shared.queue);
             if queue.closed {
                 return Err(SubmitError::ShuttingDown);
             }
+            let queued_ahead: f64 = queue.jobs.iter().map(|q| q.work).sum();
+            let eta = lock(&shared.times).eta(queued_ahead, work, Instant::now());
             queue.jobs.push_back(Queued {
+                seq,
+                work,
                 job,
                 reply,
                 admitted_at: Instant::now(),
@@ -269,7 +278,8 @@ impl WorkerHandle {
                 permit,
             });
             metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
-        }
+            eta
+        };
         metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
         // Wake every device thread: one may be idle, another collecting a batch.
         shared.available.notify_all();
@@ -282,13 +292,43 @@ impl WorkerHandle {
         })
     }
 
-    /// Estimated time until a job submitted now would be done.
+    /// Estimated time until a reference job (512x512, 21 steps, one sample) submitted now
+    /// would be done.
     pub fn eta_for_new_job(&self) -> Duration {
         let shared = self.shared();
-        lock(&shared.times).eta(shared.in_flight(), shared.devices)
+        let queue = lock(&shared.queue);
+        let queued: f64 = queue.jobs.iter().map(|q| q.work).sum();
+        let eta = lock(&shared.times).eta(queued, 1.0, Instant::now());
+        eta
     }
 
-    /// Moving average of recent per-job generation times (the configured guess before any).
+    /// Estimated time from now until job `seq` (see [`JobTicket::seq`]) is done: its place in
+    /// the queue, or what is left of its running batch; zero once it has finished.
+    pub fn eta_of(&self, seq: u64) -> Duration {
+        let shared = self.shared();
+        let queue = lock(&shared.queue);
+        let now = Instant::now();
+        let mut ahead = 0.0;
+        for queued in &queue.jobs {
+            if queued.seq == seq {
+                return lock(&shared.times).eta(ahead, queued.work, now);
+            }
+            ahead += queued.work;
+        }
+        let eta = lock(&shared.times).running_eta(seq, now);
+        eta.unwrap_or(Duration::ZERO)
+    }
+
+    /// When a queue slot is expected to free up (the rate-limit answer's `retry_after`).
+    pub fn retry_after(&self) -> Duration {
+        let shared = self.shared();
+        let queue = lock(&shared.queue);
+        let next = queue.jobs.front().map(|q| q.work);
+        let after = lock(&shared.times).retry_after(next);
+        after
+    }
+
+    /// Moving average of the time one reference job takes (the configured guess before any).
     pub fn average_job_time(&self) -> Duration {
         lock(&self.shared().times).per_job()
     }

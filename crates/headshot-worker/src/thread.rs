@@ -46,7 +46,7 @@ pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usi
         shared: shared.clone(),
     };
     tracing::debug!(device = index, "device thread started");
-    while let Some(batch) = next_batch(&shared, generator.as_ref()) {
+    while let Some(batch) = next_batch(&shared, generator.as_ref(), index) {
         run_batch(&shared, generator.as_ref(), batch, index);
     }
     // Free the device (model weights) before shutdown reports the worker stopped.
@@ -56,7 +56,7 @@ pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usi
 }
 
 /// Blocks until there is work; `None` once the queue is closed and empty.
-fn next_batch(shared: &Shared, generator: &dyn Generator) -> Option<Vec<Queued>> {
+fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Option<Vec<Queued>> {
     let max_images = catch_unwind(AssertUnwindSafe(|| generator.max_batch_images()))
         .unwrap_or(1)
         .max(1);
@@ -99,6 +99,12 @@ fn next_batch(shared: &Shared, generator: &dyn Generator) -> Option<Vec<Queued>>
         }
     }
     metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
+    lock(&shared.times).started(
+        device,
+        batch.iter().map(|q| q.seq).collect(),
+        batch.iter().map(|q| q.work).sum(),
+        Instant::now(),
+    );
     Some(batch)
 }
 
@@ -138,7 +144,7 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
 
     let outcomes = generate_guarded(generator, &jobs);
     let elapsed = started.elapsed();
-    lock(&shared.times).record_batch(elapsed, size);
+    lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
 
     for ((reply, job_span, permit, queue_wait), output) in waiting.into_iter().zip(outcomes) {

@@ -508,3 +508,48 @@ async fn a_ticket_outlives_a_timed_out_wait() {
     controls.open_gate(1);
     assert_eq!(seed_of(&background.await.unwrap().output.unwrap()), 5);
 }
+
+#[tokio::test]
+async fn estimates_follow_the_work_queued_not_the_job_count() {
+    let (generator, mut controls) = double(1, true);
+    let cfg = WorkerConfig {
+        queue_size: 3,
+        initial_job_estimate: Duration::from_secs(10),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::spawn(generator, cfg).unwrap();
+    // A 512x768, 42-step job is three reference jobs (512x512, 21 steps) of work.
+    let mut big = job(1);
+    big.height = 768;
+    big.num_inference_steps = 42;
+    let running = worker.submit(big.clone()).unwrap();
+    assert_eq!(running.eta(), Duration::from_secs(30));
+    assert_eq!(controls.next_started().await, [1]);
+    let mut small = job(2);
+    small.width = 256;
+    small.height = 256;
+    let behind_big = worker.submit(small.clone()).unwrap();
+    assert!(
+        behind_big.eta() > Duration::from_secs(20),
+        "{:?}",
+        behind_big.eta()
+    );
+    assert!(behind_big.eta() <= Duration::from_millis(32_500));
+    let behind_both = worker.submit(big).unwrap();
+    assert!(behind_both.eta() > behind_big.eta() + Duration::from_secs(29));
+    // Full: a slot frees when the running 30-second batch ends.
+    assert_eq!(
+        worker.submit(job(3)).unwrap_err(),
+        SubmitError::QueueFull {
+            max: 3,
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    assert!(worker.eta_of(behind_both.seq()) > worker.eta_of(behind_big.seq()));
+    controls.open_gate(3);
+    running.await;
+    behind_big.await;
+    behind_both.await;
+    // Measured now (the double is far faster than the guess).
+    assert!(worker.average_job_time() < Duration::from_secs(10));
+}

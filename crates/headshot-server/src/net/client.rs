@@ -228,6 +228,36 @@ impl GuardedHttp {
     }
 }
 
+impl GuardedHttp {
+    /// POSTs `body` (JSON text, sent byte for byte so signatures over it hold) with extra
+    /// `headers`. Redirects are not followed, as for [`GuardedHttp::post_json`].
+    pub async fn post_json_text(
+        &self,
+        url: &str,
+        body: &str,
+        headers: &[(&'static str, String)],
+        timeout: Duration,
+    ) -> Result<StatusCode, FetchError> {
+        let url = self.check_url(url)?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(timeout);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(network)?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(status)
+        } else {
+            Err(FetchError::Status(status.as_u16()))
+        }
+    }
+}
+
 fn network(e: reqwest::Error) -> FetchError {
     if e.is_timeout() {
         return FetchError::Network("timed out".to_string());

@@ -86,9 +86,9 @@ async fn read_body(body: Body) -> Result<FetchRequest, ApiError> {
 
 async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Response {
     metrics::counter!("headshot_fetch_requests_total").increment(1);
-    if !state.keys.accepts(key.as_deref()) {
+    let Some(caller) = state.keys.authenticate(key.as_deref()) else {
         return ApiError::InvalidKey.into_response();
-    }
+    };
     let Some(id) = id else {
         return ApiError::NotFound.into_response();
     };
@@ -99,7 +99,10 @@ async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Respo
         Err(e) => return ApiError::Internal(format!("job lookup panicked: {e}")).into_response(),
     };
     match record {
-        Some(record) => Json(fetch_body(&record, &state.jobs.urls)).into_response(),
-        None => ApiError::NotFound.into_response(),
+        // Another key's job answers exactly like a missing one.
+        Some(record) if caller.may_read(record.owner.as_deref()) => {
+            Json(fetch_body(&record, &state.jobs.urls)).into_response()
+        }
+        _ => ApiError::NotFound.into_response(),
     }
 }

@@ -9,14 +9,23 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// Ready (200, `ok`) or draining after SIGTERM (503, `draining`: no new jobs, fetch works).
 pub async fn health(State(state): State<AppState>) -> Response {
-    Json(json!({
-        "status": "ok",
-        "in_flight": state.worker.in_flight(),
-        "max_queued": state.worker.max_queue_size(),
-        "devices": state.worker.devices(),
-    }))
-    .into_response()
+    let (code, status) = if state.worker.is_closed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "in_flight": state.worker.in_flight(),
+            "max_queued": state.worker.max_queue_size(),
+            "devices": state.worker.devices(),
+        })),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

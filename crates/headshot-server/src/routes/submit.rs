@@ -8,17 +8,16 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use headshot_core::store::{JobRecord, JobStatus, OutputFormat};
+use headshot_core::store::{JobInput, JobRecord, JobStatus, OutputFormat};
 use headshot_core::wire::{
     FetchRequest, HeadShotRequest, ProcessingResponse, ValidationErrors, WireResponse,
 };
 use headshot_worker::SubmitError;
-use tokio::sync::oneshot;
 
 use super::body::{header_key, parse_json, read_limited};
 use crate::error::ApiError;
 use crate::face_image::obtain_face_image;
-use crate::jobs::{deliver_webhook, failure_message, finish_job, future_urls, success_body};
+use crate::jobs::{failure_message, future_urls, spawn_completion, success_body};
 use crate::state::AppState;
 
 pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -36,8 +35,12 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     let key = FetchRequest::from_json(&body)
         .key
         .or_else(|| header_key(&headers));
-    if !state.keys.accepts(key.as_deref()) {
-        return Err(ApiError::InvalidKey);
+    let caller = state
+        .keys
+        .authenticate(key.as_deref())
+        .ok_or(ApiError::InvalidKey)?;
+    if state.worker.is_closed() {
+        return Err(ApiError::ShuttingDown);
     }
     let request =
         HeadShotRequest::from_json(&body, rand::random::<u32>()).map_err(ApiError::Validation)?;
@@ -54,12 +57,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     if state.worker.in_flight() >= state.worker.max_queue_size() {
         return Err(ApiError::QueueFull {
             max_queued: state.worker.max_queue_size(),
-            retry_after_secs: state
-                .worker
-                .average_job_time()
-                .as_secs_f64()
-                .ceil()
-                .max(1.0) as u64,
+            retry_after_secs: state.worker.retry_after().as_secs_f64().ceil().max(1.0) as u64,
         });
     }
     let face_image = obtain_face_image(
@@ -85,23 +83,24 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     let mut record = JobRecord::queued(id, meta_json, file_prefix, format, request.samples);
     record.webhook = request.webhook.clone();
     record.track_id = request.track_id.clone();
+    record.owner = caller.owner();
 
+    let job = request.to_job(face_image);
+    let input = JobInput::of(&job);
     // Admission first, so a refused request leaves no record behind.
-    let ticket = state
-        .worker
-        .submit(request.to_job(face_image))
-        .map_err(|e| match e {
-            SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
-                max_queued: max,
-                retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
-            },
-            SubmitError::ShuttingDown => ApiError::Internal(e.to_string()),
-        })?;
-    let eta = ticket.eta();
+    let ticket = state.worker.submit(job).map_err(|e| match e {
+        SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
+            max_queued: max,
+            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        SubmitError::ShuttingDown => ApiError::ShuttingDown,
+    })?;
+    let seq = ticket.seq();
     {
+        // With its inputs, so a crash from here on loses nothing: start-up runs it again.
         let jobs = ctx.jobs.clone();
         let record = record.clone();
-        tokio::task::spawn_blocking(move || jobs.insert(&record))
+        tokio::task::spawn_blocking(move || jobs.insert_with_input(&record, &input))
             .await
             .map_err(|e| ApiError::Internal(format!("storing the job record panicked: {e}")))??;
     }
@@ -112,47 +111,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         "job admitted"
     );
 
-    // The job finishes in the background whatever happens to this request.
-    let (done_tx, done_rx) = oneshot::channel();
-    let background = ctx.clone();
-    let queued_record = record.clone();
-    tokio::spawn(async move {
-        let result = ticket.await;
-        metrics::histogram!("headshot_generation_seconds")
-            .record(result.generation_time.as_secs_f64());
-        let (jobs, outputs) = (background.jobs.clone(), background.outputs.clone());
-        let fallback = queued_record.clone();
-        let finished = tokio::task::spawn_blocking(move || {
-            finish_job(queued_record, result, jobs.as_ref(), outputs.as_ref())
-        })
-        .await;
-        let finished = match finished {
-            Ok(record) => record,
-            Err(e) => {
-                // Never leave a record "processing" forever.
-                tracing::error!(id, error = %e, "finishing the job panicked");
-                let mut record = fallback;
-                record.mark_failed(
-                    "The images could not be stored on the server. Please try again later.",
-                );
-                if let Err(e) = background.jobs.update(&record) {
-                    tracing::error!(id, error = %e, "could not mark the job failed");
-                }
-                record
-            }
-        };
-        metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
-        let _ = done_tx.send(finished.clone());
-        if finished.webhook.is_some() {
-            let _ = deliver_webhook(
-                &finished,
-                &background.urls,
-                &background.http,
-                background.webhook,
-            )
-            .await;
-        }
-    });
+    let done_rx = spawn_completion(&ctx, record.clone(), ticket);
 
     match tokio::time::timeout(state.settings.sync_wait, done_rx).await {
         Ok(Ok(finished)) => match finished.status {
@@ -172,7 +131,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         // Still running (or the background task died, which fetch will then report).
         _ => Ok(ProcessingResponse::new(
             id,
-            (eta.saturating_sub(received.elapsed()).as_secs_f64() * 10.0).ceil() / 10.0,
+            (state.worker.eta_of(seq).as_secs_f64() * 10.0).ceil() / 10.0,
             ctx.urls.fetch(id),
             future_urls(&record, &ctx.urls),
             meta,

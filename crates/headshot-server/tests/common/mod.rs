@@ -19,6 +19,8 @@ use headshot_core::{
     GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
 };
 use headshot_server::{serve, AppState, Config, Stores};
+
+pub mod binary;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -230,6 +232,13 @@ impl TestServer {
         }
     }
 
+    /// Starts the graceful shutdown (the drain) without waiting for it; `stop` then waits.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Graceful shutdown; waits until the server has released its stores.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(tx) = self.shutdown.take() {
@@ -277,10 +286,15 @@ impl TestServer {
     }
 
     pub async fn fetch(&self, id: u64) -> Value {
+        self.fetch_as(KEY, id).await
+    }
+
+    /// Fetch with another API key.
+    pub async fn fetch_as(&self, key: &str, id: u64) -> Value {
         let (status, body) = self
             .post(
                 &format!("/api/v6/image_editing/fetch/{id}"),
-                &serde_json::json!({"key": KEY}),
+                &serde_json::json!({"key": key}),
             )
             .await;
         assert_eq!(status, 200, "{body}");
