@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod face_image;
+pub mod intake;
 pub mod jobs;
 pub mod net;
 pub mod routes;
@@ -25,10 +27,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let worker = state.worker.clone();
+    let limits = state.settings.connections;
     let router = build_router(state);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    connections::serve_connections(listener, router, limits, shutdown).await;
     worker.shutdown().await;
     Ok(())
 }
