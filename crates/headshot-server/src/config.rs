@@ -95,7 +95,7 @@ pub struct Config {
 
     /// Time a client has to send a request body once its headers are in (seconds); then the
     /// request is answered 408.
-    #[arg(long, env = "HEADSHOT_BODY_READ_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "HEADSHOT_BODY_READ_TIMEOUT_SECS", default_value_t = 120)]
     pub body_read_timeout_secs: u64,
 
     /// Client connections open at once; further ones wait in the listen backlog.

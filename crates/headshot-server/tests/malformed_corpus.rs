@@ -622,7 +622,10 @@ fn corpus(faces: &Faces, photo: &[u8]) -> Vec<Case> {
 }
 
 /// Good jobs in the spellings real clients use; one runs after every 25 cases.
-fn good_jobs(faces: &Faces, photo: &[u8]) -> Vec<(String, Vec<(&'static str, String)>, Vec<u8>)> {
+/// A good request: what it shows, extra headers, the body.
+type GoodJob = (String, Vec<(&'static str, String)>, Vec<u8>);
+
+fn good_jobs(faces: &Faces, photo: &[u8]) -> Vec<GoodJob> {
     let job = small_job(KEY, &faces.data_uri);
     let mut loose = job.clone();
     for (field, value) in [
