@@ -76,8 +76,11 @@ pub fn tiny_server_args(
     args
 }
 
-pub fn server_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_headshot-server")
+/// The binary cargo built, or HEADSHOT_SERVER_BINARY (to check an installed or older build).
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("HEADSHOT_SERVER_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_headshot-server")))
 }
 
 /// A child process killed (and reaped) when dropped.
