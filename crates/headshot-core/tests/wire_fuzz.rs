@@ -1,6 +1,6 @@
 //! Arbitrary JSON never panics the request parser, and whatever it accepts is within limits.
 
-use headshot_core::wire::{FetchRequest, HeadShotRequest};
+use headshot_core::wire::{FetchRequest, HeadShotRequest, TextLimits, ValidationErrorResponse};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -13,6 +13,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,12}".prop_map(Value::from),
+        // Long text, for the text-field limits.
+        (".{1,3}", 0usize..3000).prop_map(|(s, n)| Value::from(s.repeat(n))),
         prop_oneof![
             Just("512"),
             Just("yes"),
@@ -101,5 +103,46 @@ proptest! {
         let body = json!({"prompt": "p", "face_image": "https://e.com/f.png",
                           "width": n(w), "height": n(h), "num_inference_steps": n(steps)});
         prop_assert!(HeadShotRequest::from_json(&body, 1).is_ok());
+    }
+
+    /// Whatever the body, the normaliser answers a request within the limits or validation
+    /// errors in the documented shape: `{"status":"error","message":{field:[sentences]}}`,
+    /// naming only fields a client can send.
+    #[test]
+    fn any_json_gets_a_documented_answer(
+        body in prop_oneof![arb_json(), arb_body()],
+        seed in any::<u32>(),
+        max_prompt_chars in 1usize..300,
+        max_url_chars in 8usize..300,
+        max_track_id_bytes in 1usize..64,
+    ) {
+        let limits = TextLimits { max_prompt_chars, max_url_chars, max_track_id_bytes };
+        match HeadShotRequest::from_json_with_limits(&body, seed, &limits) {
+            Ok(r) => {
+                prop_assert!(r.prompt.chars().count() <= max_prompt_chars);
+                prop_assert!(r.negative_prompt.chars().count() <= max_prompt_chars);
+                prop_assert!(r.webhook.as_ref().is_none_or(|w| w.chars().count() <= max_url_chars));
+                let track_id_len = r.track_id.as_ref().map_or(0, |t| t.to_string().len());
+                prop_assert!(track_id_len <= max_track_id_bytes);
+            }
+            Err(errors) => {
+                prop_assert!(!errors.is_empty());
+                let wire = serde_json::to_value(ValidationErrorResponse::new(&errors)).unwrap();
+                let object = wire.as_object().unwrap();
+                prop_assert_eq!(object.len(), 2);
+                prop_assert_eq!(&wire["status"], "error");
+                let fields = wire["message"].as_object().unwrap();
+                prop_assert!(!fields.is_empty());
+                for (field, messages) in fields {
+                    prop_assert!(FIELDS.contains(&field.as_str()), "undocumented field {}", field);
+                    let messages = messages.as_array().unwrap();
+                    prop_assert!(!messages.is_empty());
+                    for m in messages {
+                        let m = m.as_str().unwrap();
+                        prop_assert!(m.starts_with("The ") && m.ends_with('.'), "{}", m);
+                    }
+                }
+            }
+        }
     }
 }

@@ -424,3 +424,59 @@ fn fetch_requests() {
     assert_eq!(parse_request_id(" 12 "), Some(12));
     assert_eq!(parse_request_id("abc"), None);
 }
+
+#[test]
+fn text_fields_are_bounded() {
+    let limits = TextLimits {
+        max_prompt_chars: 12,
+        max_url_chars: 40,
+        max_track_id_bytes: 8,
+    };
+    let check = |body: Value| HeadShotRequest::from_json_with_limits(&body, 1, &limits);
+    // At the limit is fine; multi-byte characters count as one.
+    assert!(check(with("prompt", json!("éééééééééééé"))).is_ok());
+    assert!(check(with("track_id", json!("123456"))).is_ok());
+    let refused = [
+        (
+            "prompt",
+            json!("x".repeat(13)),
+            "The prompt may not be greater than 12 characters.",
+        ),
+        (
+            "negative_prompt",
+            json!("y".repeat(13)),
+            "The negative prompt may not be greater than 12 characters.",
+        ),
+        (
+            "face_image",
+            json!(format!("https://example.com/{}", "a".repeat(30))),
+            "The face image URL may not be greater than 40 characters.",
+        ),
+        (
+            "webhook",
+            json!(format!("https://{}.example.com/", "h".repeat(40))),
+            "The webhook URL may not be greater than 40 characters.",
+        ),
+        (
+            "track_id",
+            json!("1234567"),
+            "The track id may not be greater than 8 bytes.",
+        ),
+        (
+            "track_id",
+            json!({"a": [1, 2, 3]}),
+            "The track id may not be greater than 8 bytes.",
+        ),
+    ];
+    for (field, value, message) in refused {
+        let errors = check(with(field, value)).unwrap_err();
+        assert_eq!(
+            errors.0.get(field),
+            Some(&vec![message.to_string()]),
+            "{field}"
+        );
+    }
+    // The defaults are what `from_json` applies.
+    let long = "p".repeat(TextLimits::default().max_prompt_chars + 1);
+    assert!(err(with("prompt", json!(long))).0.contains_key("prompt"));
+}

@@ -105,11 +105,14 @@ fn environment(settings: &OrtSettings) -> Result<ort::environment::Environment, 
             reason: format!("{} does not exist", library.display()),
         });
     }
+    disable_telemetry();
     let builder = ort::init_from(&library).map_err(|e| FaceError::RuntimeLoad {
         reason: format!("{}: {e}", library.display()),
     })?;
     let env = builder
         .with_name("headshot-face")
+        // The API switch too (see `disable_telemetry`).
+        .with_telemetry(false)
         .build()
         .map_err(|e| FaceError::RuntimeLoad {
             reason: format!("{}: {e}", library.display()),
@@ -117,6 +120,17 @@ fn environment(settings: &OrtSettings) -> Result<ort::environment::Environment, 
     tracing::info!(library = %library.display(), "loaded ONNX Runtime");
     *guard = Some(env.clone());
     Ok(env)
+}
+
+/// ONNX Runtime (1.2x+, Linux too) uploads usage telemetry by default, looking up
+/// mobile.events.data.microsoft.com; `DisableTelemetryEvents` alone does not stop it, its
+/// `ORT_DISABLE_TELEMETRY` variable does. A self-hosted server must not phone home, so the
+/// variable is set before the library is loaded, unless the operator set it.
+fn disable_telemetry() {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // Runs once, under the environment lock, before ONNX Runtime's threads exist.
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
 }
 
 /// One ONNX model in an ONNX Runtime session. `Session::run` needs `&mut`, so calls are

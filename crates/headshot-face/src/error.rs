@@ -61,9 +61,9 @@ pub enum FaceError {
 impl From<FaceError> for GenerationError {
     fn from(err: FaceError) -> Self {
         match err {
-            FaceError::UnreadableImage { .. }
-            | FaceError::ImageTooLarge { .. }
-            | FaceError::ImageNeedsTooMuchMemory { .. } => {
+            // The reason alone: GenerationError's own message already says "could not be read".
+            FaceError::UnreadableImage { reason } => GenerationError::UnreadableImage(reason),
+            FaceError::ImageTooLarge { .. } | FaceError::ImageNeedsTooMuchMemory { .. } => {
                 GenerationError::UnreadableImage(err.to_string())
             }
             FaceError::NoFace => GenerationError::NoFace,
@@ -72,5 +72,24 @@ impl From<FaceError> for GenerationError {
             | FaceError::ModelLayout { .. }
             | FaceError::Inference { .. } => GenerationError::Internal(err.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_errors_say_could_not_be_read_once() {
+        let err: GenerationError = FaceError::UnreadableImage {
+            reason: "the data is empty (0 bytes)".into(),
+        }
+        .into();
+        let message = err.to_string();
+        assert_eq!(message.matches("could not be read").count(), 1, "{message}");
+        assert!(
+            message.ends_with("the data is empty (0 bytes)"),
+            "{message}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use headshot_pipeline::{DTypeSpec, DeviceSpec};
+use headshot_core::wire::limits;
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -94,6 +95,41 @@ pub struct Config {
     /// Seconds one job is expected to take before any has finished (for `eta`).
     #[arg(long, env = "HEADSHOT_INITIAL_ETA_SECS", default_value_t = 10.0)]
     pub initial_eta_secs: f64,
+
+    /// Time a client has to send a request's headers (seconds); then the connection is closed.
+    #[arg(long, env = "HEADSHOT_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Time a client has to send a request body once its headers are in (seconds); then the
+    /// request is answered 408.
+    #[arg(long, env = "HEADSHOT_BODY_READ_TIMEOUT_SECS", default_value_t = 120)]
+    pub body_read_timeout_secs: u64,
+
+    /// Client connections open at once; further ones wait in the listen backlog.
+    #[arg(long, env = "HEADSHOT_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Bytes of request bodies read into memory at once, over all requests; further bodies
+    /// wait their turn (within the body read timeout). At least one largest body.
+    #[arg(long, env = "HEADSHOT_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes_in_flight: usize,
+
+    /// Longest `prompt` and `negative_prompt` (characters).
+    #[arg(long, env = "HEADSHOT_MAX_PROMPT_CHARS", default_value_t = limits::DEFAULT_MAX_PROMPT_CHARS)]
+    pub max_prompt_chars: usize,
+
+    /// Longest `face_image` URL and `webhook` URL (characters).
+    #[arg(long, env = "HEADSHOT_MAX_URL_CHARS", default_value_t = limits::DEFAULT_MAX_URL_CHARS)]
+    pub max_url_chars: usize,
+
+    /// Largest `track_id` (bytes of its JSON text; it is echoed exactly).
+    #[arg(long, env = "HEADSHOT_MAX_TRACK_ID_BYTES", default_value_t = limits::DEFAULT_MAX_TRACK_ID_BYTES)]
+    pub max_track_id_bytes: usize,
+
+    /// Allow `user:password@` in face image and webhook URLs (sent as HTTP Basic auth). Off by
+    /// default: credentials in a client's URL would be handed to whatever host it names.
+    #[arg(long, env = "HEADSHOT_ALLOW_URL_CREDENTIALS")]
+    pub allow_url_credentials: bool,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -194,6 +230,14 @@ impl Config {
 
     pub fn record_ttl(&self) -> Duration {
         Duration::from_secs(self.record_ttl_secs.max(self.output_ttl_secs))
+    }
+
+    pub fn text_limits(&self) -> limits::TextLimits {
+        limits::TextLimits {
+            max_prompt_chars: self.max_prompt_chars,
+            max_url_chars: self.max_url_chars,
+            max_track_id_bytes: self.max_track_id_bytes,
+        }
     }
 
     pub fn public_base_url(&self) -> String {

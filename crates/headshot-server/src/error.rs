@@ -21,6 +21,14 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
+    #[error("the request body is JSON {0}, not an object")]
+    NotAnObject(&'static str),
+    #[error("method {method} is not allowed here (allowed: {allow})")]
+    MethodNotAllowed { method: String, allow: String },
+    #[error("output file not found")]
+    OutputNotFound,
     #[error("invalid API key")]
     InvalidKey,
     #[error("invalid request: {0}")]
@@ -60,6 +68,34 @@ impl ApiError {
                 ErrorResponse::new(format!(
                     "The request body may not be larger than {limit} bytes; send a smaller face image or a URL."
                 ))
+                .into(),
+            ),
+            ApiError::BodyTimeout { secs } => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorResponse::new(format!(
+                    "The request body was not received within {secs} seconds."
+                ))
+                .into(),
+            ),
+            ApiError::NotAnObject(kind) => (
+                StatusCode::BAD_REQUEST,
+                ErrorResponse::new(format!(
+                    "The request body must be a JSON object with the request's fields, not {kind}."
+                ))
+                .into(),
+            ),
+            ApiError::MethodNotAllowed { method, allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorResponse::new(format!(
+                    "This endpoint does not answer {method}; use {allow}."
+                ))
+                .into(),
+            ),
+            ApiError::OutputNotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorResponse::new(
+                    "No such output file; outputs are deleted when they expire.",
+                )
                 .into(),
             ),
             ApiError::InvalidKey => (StatusCode::OK, InvalidKeyResponse::new().into()),
@@ -117,6 +153,10 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::NotAnObject(_) => "not_an_object",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::OutputNotFound => "output_not_found",
             ApiError::InvalidKey => "invalid_key",
             ApiError::Validation(_) => "validation",
             ApiError::FaceImage(_) => "face_image",

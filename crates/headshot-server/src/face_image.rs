@@ -18,13 +18,25 @@ pub enum FaceImageError {
     Unreadable(String),
     #[error("The face image is {width}x{height} pixels; the limit is {limit} pixels in total.")]
     TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error("The face image is {width}x{height} pixels; each side may be at most {limit} pixels.")]
+    SideTooLong { width: u32, height: u32, limit: u32 },
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct FaceImageLimits {
     pub max_bytes: usize,
     pub max_pixels: u64,
+    /// Longest side the pipeline's decoder accepts: checked here too, so such an image is
+    /// refused before it takes a place in the queue.
+    pub max_side: u32,
     pub download: OutboundLimits,
+}
+
+impl FaceImageLimits {
+    pub fn pipeline_max_side() -> u32 {
+        let decode = headshot_face::DecodeLimits::default();
+        decode.max_width.min(decode.max_height)
+    }
 }
 
 /// Returns the encoded image bytes, checked to be a readable image within the limits.
@@ -50,12 +62,15 @@ pub async fn obtain_face_image(
             bytes.clone()
         }
     };
-    check_image_header(&bytes, limits.max_pixels)?;
+    check_image_header(&bytes, &limits)?;
     Ok(bytes)
 }
 
 /// Reads only the format and dimensions, so a decompression bomb is refused before decoding.
-pub fn check_image_header(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), FaceImageError> {
+pub fn check_image_header(
+    bytes: &[u8],
+    limits: &FaceImageLimits,
+) -> Result<(u32, u32), FaceImageError> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| FaceImageError::Unreadable(e.to_string()))?;
@@ -70,11 +85,18 @@ pub fn check_image_header(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), F
     if width == 0 || height == 0 {
         return Err(FaceImageError::Unreadable("the image has no pixels".into()));
     }
-    if u64::from(width) * u64::from(height) > max_pixels {
+    if width.max(height) > limits.max_side {
+        return Err(FaceImageError::SideTooLong {
+            width,
+            height,
+            limit: limits.max_side,
+        });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(FaceImageError::TooManyPixels {
             width,
             height,
-            limit: max_pixels,
+            limit: limits.max_pixels,
         });
     }
     Ok((width, height))

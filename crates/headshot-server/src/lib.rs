@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod face_image;
+pub mod intake;
 pub mod jobs;
 pub mod net;
 pub mod recovery;
@@ -31,7 +33,10 @@ pub async fn serve(
     let worker = state.worker.clone();
     let ctx = state.jobs.clone();
     let finishing = ctx.finishing.clone();
+    let limits = state.settings.connections;
     let router = build_router(state);
+    // The listener stays open through the drain, so fetch and outputs answer while the
+    // admitted jobs finish; new submits are refused meanwhile.
     let drain = async move {
         shutdown.await;
         worker.shutdown().await;
@@ -39,9 +44,7 @@ pub async fn serve(
         finishing.wait().await;
         tracing::info!("drained: every admitted job is finished and stored");
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(drain)
-        .await?;
+    connections::serve_connections(listener, router, limits, drain).await;
     // Webhooks still retrying stay in the outbox for the next start.
     ctx.stop_deliveries.cancel();
     ctx.deliveries.close();

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use headshot_core::store::{JobStore, OutputStore, StoreError};
+use headshot_core::wire::TextLimits;
 use headshot_core::Generator;
 use headshot_store::{LocalDiskOutputStore, RedbJobStore};
 use headshot_worker::{Worker, WorkerConfig, WorkerError, WorkerHandle};
@@ -12,7 +13,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
+use crate::connections::ConnectionLimits;
 use crate::face_image::FaceImageLimits;
+use crate::intake::BodyIntake;
 use crate::jobs::JobContext;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
 use crate::recovery::recover;
@@ -67,11 +70,14 @@ pub struct Settings {
     pub output_ttl: Duration,
     /// Largest accepted request body (a base64 face image plus the other fields).
     pub max_body_bytes: usize,
+    pub connections: ConnectionLimits,
+    pub text_limits: TextLimits,
 }
 
 pub struct Inner {
     pub settings: Settings,
     pub keys: ApiKeys,
+    pub intake: BodyIntake,
     pub worker: WorkerHandle,
     pub jobs: JobContext,
     pub metrics: PrometheusHandle,
@@ -126,12 +132,14 @@ impl AppState {
             },
         )?;
         let timeout = Duration::from_secs(config.fetch_timeout_secs.max(1));
-        let http = GuardedHttp::new(config.allow_private_urls, timeout)?;
+        let http = GuardedHttp::new(config.allow_private_urls, timeout)?
+            .allowing_url_credentials(config.allow_url_credentials);
         let settings = Settings {
             sync_wait: config.sync_wait(),
             face_image: FaceImageLimits {
                 max_bytes: config.max_image_bytes,
                 max_pixels: config.max_image_pixels,
+                max_side: FaceImageLimits::pipeline_max_side(),
                 download: OutboundLimits {
                     timeout,
                     max_redirects: config.max_redirects,
@@ -140,10 +148,21 @@ impl AppState {
             record_ttl: config.record_ttl(),
             output_ttl: config.output_ttl(),
             max_body_bytes: config.max_image_bytes.saturating_mul(4) / 3 + 1024 * 1024,
+            connections: ConnectionLimits {
+                max_connections: config.max_connections,
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+            },
+            text_limits: config.text_limits(),
         };
+        let intake = BodyIntake::new(
+            config.max_body_bytes_in_flight,
+            settings.max_body_bytes,
+            Duration::from_secs(config.body_read_timeout_secs.max(1)),
+        );
         let state = AppState(Arc::new(Inner {
             settings,
             keys,
+            intake,
             worker,
             jobs: JobContext {
                 jobs: stores.jobs,

@@ -9,11 +9,11 @@
 //! HEADSHOT_SKIP_E2E=1 skips it (loudly) during quick local iterations. On a 2-core CPU the
 //! documented example (512x512, 21 steps) takes minutes even with the tiny models.
 
-mod common;
+mod real_binary;
 
 use std::process::{Command, Stdio};
 
-use common::binary::*;
+use real_binary::*;
 
 const KEY: &str = "e2e-key";
 
@@ -62,10 +62,12 @@ fn official_sdk_against_the_real_binary() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut command = tiny_server_command(port, KEY, data.path());
-    command.args(["--sync-wait-secs", "120"]);
-    let mut server = Server(command.spawn().expect("starting headshot-server"));
-    wait_healthy(&mut server, &base);
+    let mut command = Command::new(server_binary());
+    command
+        .args(tiny_server_args(&root, &assets, port, KEY, data.path()))
+        .args(["--allow-private-urls", "--sync-wait-secs", "120"]);
+    let mut server = Running::spawn(command, &assets);
+    server.wait_healthy(&base);
 
     let status = Command::new(&python)
         .arg(root.join("tests/e2e/sdk_headshot.py"))

@@ -3,11 +3,12 @@
 //! accepted ends `success`, with its outputs served. HEADSHOT_SKIP_E2E=1 skips it (loudly).
 
 mod common;
+mod real_binary;
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::binary::*;
+use real_binary::*;
 use common::{client, download};
 use serde_json::{json, Value};
 
@@ -37,8 +38,8 @@ async fn jobs_accepted_before_a_kill_finish_after_the_restart() {
     let start = || {
         let mut command = tiny_server_command(port, KEY, data.path());
         command.args(["--sync-wait-secs", "0"]);
-        let mut server = Server(command.spawn().expect("starting headshot-server"));
-        wait_healthy(&mut server, &base);
+        let mut server = Running(command.spawn().expect("starting headshot-server"));
+        server.wait_healthy(&base);
         server
     };
 

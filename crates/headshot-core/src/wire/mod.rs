@@ -1,10 +1,12 @@
 //! Wire types and normalisation of loose client input (see shared/spec/wire.md): what
 //! ModelsLab clients send to `head_shot` and the fetch endpoints, and every body we answer.
 
+pub mod limits;
 pub mod loose;
 pub mod request;
 pub mod response;
 
+pub use limits::TextLimits;
 pub use request::{
     is_http_url, normalise_samples, normalise_size, parse_face_image, parse_request_id, snap_steps,
     FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,

@@ -9,6 +9,7 @@ use std::fmt;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::limits::TextLimits;
 use super::loose::{as_bool, as_f64, as_integer, as_text, as_u64, present};
 use super::response::Meta;
 use crate::generator::{CensorType, GenerationJob};
@@ -157,9 +158,18 @@ pub struct HeadShotRequest {
 }
 
 impl HeadShotRequest {
+    /// Parses and normalises a request body with the default [`TextLimits`].
+    pub fn from_json(body: &Value, random_seed: u32) -> Result<Self, ValidationErrors> {
+        Self::from_json_with_limits(body, random_seed, &TextLimits::default())
+    }
+
     /// Parses and normalises a request body. `random_seed` is used when the request has no seed
     /// (the caller draws it, so this stays a pure function).
-    pub fn from_json(body: &Value, random_seed: u32) -> Result<Self, ValidationErrors> {
+    pub fn from_json_with_limits(
+        body: &Value,
+        random_seed: u32,
+        limits: &TextLimits,
+    ) -> Result<Self, ValidationErrors> {
         let empty = Map::new();
         let fields = match body {
             Value::Object(map) => map,
@@ -182,6 +192,13 @@ impl HeadShotRequest {
             }
             Some(Ok(p)) => p,
         };
+        TextLimits::check_chars(
+            &mut errors,
+            "prompt",
+            "prompt",
+            &prompt,
+            limits.max_prompt_chars,
+        );
         let negative_prompt = match get("negative_prompt").map(as_text) {
             None => String::new(),
             Some(Ok(p)) => p,
@@ -190,6 +207,13 @@ impl HeadShotRequest {
                 String::new()
             }
         };
+        TextLimits::check_chars(
+            &mut errors,
+            "negative_prompt",
+            "negative prompt",
+            &negative_prompt,
+            limits.max_prompt_chars,
+        );
 
         // `image` is an alias used by some clients; `face_image` wins when both are set.
         let face_image = match get("face_image").or_else(|| get("image")) {
@@ -198,6 +222,16 @@ impl HeadShotRequest {
                 None
             }
             Some(Value::String(s)) => match parse_face_image(s) {
+                Ok(FaceImageInput::Url(url)) if url.chars().nth(limits.max_url_chars).is_some() => {
+                    errors.add(
+                        "face_image",
+                        format!(
+                            "The face image URL may not be greater than {} characters.",
+                            limits.max_url_chars
+                        ),
+                    );
+                    None
+                }
                 Ok(input) => Some(input),
                 Err(message) => {
                     errors.add("face_image", message);
@@ -288,13 +322,26 @@ impl HeadShotRequest {
 
         let webhook = match get("webhook").map(as_text) {
             None => None,
-            Some(Ok(url)) if is_http_url(url.trim()) => Some(url.trim().to_string()),
+            Some(Ok(url)) if is_http_url(url.trim()) => {
+                let url = url.trim().to_string();
+                TextLimits::check_chars(
+                    &mut errors,
+                    "webhook",
+                    "webhook URL",
+                    &url,
+                    limits.max_url_chars,
+                );
+                Some(url)
+            }
             Some(_) => {
                 errors.add("webhook", "The webhook must be a valid http(s) URL.");
                 None
             }
         };
         let track_id = get("track_id").cloned();
+        if let Some(track_id) = &track_id {
+            limits.check_track_id(&mut errors, track_id);
+        }
 
         let (width, height) = normalise_size(width, height);
         let samples = normalise_samples(samples, width, height);

@@ -18,6 +18,10 @@ pub enum FetchError {
     InvalidUrl(String),
     #[error("the URL host {host} is refused: it is a {reason}; only public internet addresses may be fetched (operators can pass --allow-private-urls)")]
     Blocked { host: String, reason: &'static str },
+    #[error("the URL carries a user name or password, which would be sent to its host; put no credentials in URLs (operators can pass --allow-url-credentials)")]
+    Credentials,
+    #[error("the URL host has {0} characters; host names have at most 253")]
+    HostTooLong(usize),
     #[error("more than {0} redirects")]
     TooManyRedirects(usize),
     #[error("a redirect had no usable Location header")]
@@ -31,6 +35,9 @@ pub enum FetchError {
     #[error("the request failed: {0}")]
     Network(String),
 }
+
+/// The longest DNS name (RFC 1035), brackets of an IPv6 literal included with room to spare.
+const MAX_HOST_LEN: usize = 255;
 
 /// Limits for one outbound request.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +84,7 @@ impl Resolve for FilteringResolver {
 pub struct GuardedHttp {
     client: reqwest::Client,
     allow_private: bool,
+    allow_credentials: bool,
 }
 
 impl GuardedHttp {
@@ -93,7 +101,14 @@ impl GuardedHttp {
         Ok(GuardedHttp {
             client,
             allow_private,
+            allow_credentials: false,
         })
+    }
+
+    /// Whether URLs may carry `user:password@` (reqwest sends it as Basic auth).
+    pub fn allowing_url_credentials(mut self, allow: bool) -> Self {
+        self.allow_credentials = allow;
+        self
     }
 
     pub fn allows_private(&self) -> bool {
@@ -111,6 +126,13 @@ impl GuardedHttp {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| FetchError::InvalidUrl(raw.to_string()))?
             .to_string();
+        // No DNS name is longer; a longer host is garbage (or an attempt to bloat logs).
+        if host.len() > MAX_HOST_LEN {
+            return Err(FetchError::HostTooLong(host.len()));
+        }
+        if !self.allow_credentials && (!url.username().is_empty() || url.password().is_some()) {
+            return Err(FetchError::Credentials);
+        }
         if !self.allow_private {
             // IP literals never reach the resolver, so they are checked here.
             let bare = host.trim_start_matches('[').trim_end_matches(']');

@@ -3,25 +3,29 @@
 
 use std::collections::HashMap;
 
-use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+use crate::auth::ApiKeys;
 use crate::error::ApiError;
 
-/// Parses a JSON body; an empty body is an empty object (fetch calls often send none).
-pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+/// Parses a JSON object body; an empty body is an empty object (fetch calls often send none).
+/// A leading UTF-8 byte order mark (some Windows tools write one) is skipped.
+pub fn parse_object(bytes: &[u8]) -> Result<Value, ApiError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
-}
-
-/// Reads a body of at most `limit` bytes.
-pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge { limit })
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Array(_) => Err(ApiError::NotAnObject("an array")),
+        Value::String(_) => Err(ApiError::NotAnObject("a string")),
+        Value::Number(_) => Err(ApiError::NotAnObject("a number")),
+        Value::Bool(_) => Err(ApiError::NotAnObject("a boolean")),
+        Value::Null => Err(ApiError::NotAnObject("null")),
+    }
 }
 
 /// The key from a `key` header, or else `Authorization: Bearer <key>` (newer ModelsLab clients).
@@ -35,9 +39,11 @@ pub fn header_key(headers: &HeaderMap) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .or_else(|| {
+            // Auth schemes are case-insensitive (RFC 9110 section 11.1).
             text(axum::http::header::AUTHORIZATION.as_str())
-                .and_then(|v| v.trim().strip_prefix("Bearer "))
-                .map(str::trim)
+                .and_then(|v| v.trim().split_once(|c: char| c.is_ascii_whitespace()))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key.trim())
                 .filter(|s| !s.is_empty())
         })
         .map(str::to_string)
@@ -51,4 +57,13 @@ pub fn query_object(query: HashMap<String, String>) -> Value {
             .map(|(k, v)| (k, Value::String(v)))
             .collect(),
     )
+}
+
+/// Refuses a wrong key sent in a header before any of the body is read, so a client without a
+/// valid key cannot make the server buffer megabytes. (A body key is checked after parsing.)
+pub fn refuse_wrong_header_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
+    match header_key(headers) {
+        Some(key) if !keys.accepts(Some(&key)) => Err(ApiError::InvalidKey),
+        _ => Ok(()),
+    }
 }

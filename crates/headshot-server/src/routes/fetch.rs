@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::wire::{parse_request_id, FetchRequest};
 
-use super::body::{header_key, parse_json, query_object, read_limited};
+use super::body::{header_key, parse_object, query_object, refuse_wrong_header_key};
 use crate::error::ApiError;
 use crate::jobs::fetch_body;
 use crate::state::AppState;
@@ -20,7 +20,7 @@ pub async fn fetch_by_path(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_body(body).await {
+    let request = match read_body(&state, &headers, body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -52,7 +52,7 @@ pub async fn fetch_by_body(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_body(body).await {
+    let request = match read_body(&state, &headers, body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -79,9 +79,14 @@ pub async fn fetch_by_query(
 }
 
 /// Fetch bodies are tiny (`{"key", "request_id"}`).
-async fn read_body(body: Body) -> Result<FetchRequest, ApiError> {
-    let bytes = read_limited(body, 64 * 1024).await?;
-    Ok(FetchRequest::from_json(&parse_json(&bytes)?))
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<FetchRequest, ApiError> {
+    refuse_wrong_header_key(&state.keys, headers)?;
+    let body = state.intake.read(headers, body, 64 * 1024).await?;
+    Ok(FetchRequest::from_json(&parse_object(&body.bytes)?))
 }
 
 async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Response {

@@ -6,8 +6,14 @@ mod health;
 mod outputs;
 mod submit;
 
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+
+use crate::error::ApiError;
 
 use crate::state::AppState;
 use crate::urls::OUTPUTS_PATH;
@@ -54,5 +60,30 @@ pub fn build_router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn(json_method_not_allowed))
         .with_state(state)
+}
+
+/// axum answers a known path with the wrong method with an empty 405; give it the error shape
+/// (keeping the `Allow` header axum set).
+async fn json_method_not_allowed(request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut answer = ApiError::MethodNotAllowed {
+        method,
+        allow: allow
+            .as_ref()
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or("POST")
+            .to_string(),
+    }
+    .into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }

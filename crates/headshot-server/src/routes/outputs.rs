@@ -1,16 +1,17 @@
 //! Output files under `/outputs/{prefix}-{i}.{png|base64}`, until they expire (then 404).
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use headshot_core::store::OutputName;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub async fn serve_output(State(state): State<AppState>, Path(file): Path<String>) -> Response {
     // Only names of the exact form we create are looked up, so no path can escape the store.
     let Ok(name) = file.parse::<OutputName>() else {
-        return (StatusCode::NOT_FOUND, "not found").into_response();
+        return ApiError::OutputNotFound.into_response();
     };
     let outputs = state.jobs.outputs.clone();
     let lookup = name.clone();
@@ -23,18 +24,10 @@ pub async fn serve_output(State(state): State<AppState>, Path(file): Path<String
             contents,
         )
             .into_response(),
-        Ok(Ok(None)) => (
-            StatusCode::NOT_FOUND,
-            "not found (outputs expire after a while)",
-        )
-            .into_response(),
-        Ok(Err(e)) => {
-            tracing::error!(file = %name, error = %e, "reading an output failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+        Ok(Ok(None)) => ApiError::OutputNotFound.into_response(),
+        Ok(Err(e)) => ApiError::Store(e).into_response(),
         Err(e) => {
-            tracing::error!(file = %name, error = %e, "reading an output panicked");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            ApiError::Internal(format!("reading the output {name} panicked: {e}")).into_response()
         }
     }
 }

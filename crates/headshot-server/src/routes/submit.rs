@@ -14,7 +14,7 @@ use headshot_core::wire::{
 };
 use headshot_worker::SubmitError;
 
-use super::body::{header_key, parse_json, read_limited};
+use super::body::{header_key, parse_object, refuse_wrong_header_key};
 use crate::error::ApiError;
 use crate::face_image::obtain_face_image;
 use crate::jobs::{failure_message, future_urls, spawn_completion, success_body};
@@ -30,8 +30,12 @@ pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: 
 
 async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireResponse, ApiError> {
     let received = Instant::now();
-    let body = read_limited(body, state.settings.max_body_bytes).await?;
-    let body = parse_json(&body)?;
+    refuse_wrong_header_key(&state.keys, &headers)?;
+    let held = state
+        .intake
+        .read(&headers, body, state.settings.max_body_bytes)
+        .await?;
+    let body = parse_object(&held.bytes)?;
     let key = FetchRequest::from_json(&body)
         .key
         .or_else(|| header_key(&headers));
@@ -42,8 +46,14 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     if state.worker.is_closed() {
         return Err(ApiError::ShuttingDown);
     }
-    let request =
-        HeadShotRequest::from_json(&body, rand::random::<u32>()).map_err(ApiError::Validation)?;
+    let request = HeadShotRequest::from_json_with_limits(
+        &body,
+        rand::random::<u32>(),
+        &state.settings.text_limits,
+    )
+    .map_err(ApiError::Validation)?;
+    // The raw body's share of the intake budget ends here; the request holds what it needs.
+    drop((body, held));
     if let Some(webhook) = &request.webhook {
         // Refuse a webhook we would never deliver now, rather than failing silently later.
         state.jobs.http.check_url(webhook).map_err(|e| {

@@ -20,7 +20,6 @@ use headshot_core::{
 };
 use headshot_server::{serve, AppState, Config, Stores};
 
-pub mod binary;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
