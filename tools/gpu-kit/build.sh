@@ -28,7 +28,7 @@ trap 'rm -rf "$stage"' EXIT
 kit="$stage/headshot-gpu-kit"
 assets="${HEADSHOT_TEST_ASSETS:-$root/target/test-assets}"
 mkdir -p "$kit/bin" "$kit/models" "$kit/tools/gpu-kit" "$kit/target/test-assets" \
-    "$kit/tests/fixtures/goldens" "$kit/tests/fixtures/tiny/sd15" "$kit/wheels"
+    "$kit/tests/fixtures/goldens" "$kit/tests/fixtures/tiny/sd15"
 for bin in headshot headshot-server; do
     cp "$CARGO_TARGET_DIR/release/$bin" "$kit/bin/"
     strip "$kit/bin/$bin"
@@ -57,13 +57,28 @@ cp "$assets/scrfd_500m_bnkps.onnx" "$assets/w600k_mbf.onnx" "$assets/yaoming.jpg
 cp "$assets"/libonnxruntime.so* "$kit/target/test-assets/"
 
 # Python packages the box lacks (it has torch, transformers, safetensors, numpy): diffusers and
-# what it and peft (diffusers' LoRA path for the FaceID adapter) need beyond those.
-# The versions tools/fixtures/requirements.txt made the goldens with.
+# what it and peft (diffusers' LoRA path for the FaceID adapter) need beyond those. Unpacked (a
+# wheel is a zip of the installed files), so xz compresses them better than the wheels' deflate.
+# Two diffusers: 0.42.1 (needs huggingface_hub >= 1.32, transformers 5) and 0.35.2 (the goldens'
+# version, for older hubs); check.sh takes the one the box's huggingface_hub fits.
+wheels="$stage/wheels"
 python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    --platform any -d "$kit/wheels" \
-    diffusers==0.35.2 peft==0.21.2 accelerate==1.15.0 pillow==13.0.0 psutil importlib_metadata zipp
+    --platform any -d "$wheels" \
+    diffusers==0.42.1 peft==0.21.2 accelerate==1.15.0 pillow==10.4.0 psutil==7.2.2 \
+    importlib_metadata==10.2.0 zipp==4.1.2
+# (pip takes one version of a name per call.)
+python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    -d "$wheels" diffusers==0.35.2
+for wheel in "$wheels"/*.whl; do
+    name="$(basename "$wheel" | cut -d- -f1-2 | tr 'A-Z' 'a-z')"
+    mkdir -p "$kit/py/$name"
+    python3 -m zipfile -e "$wheel" "$kit/py/$name"
+done
+for need in diffusers-0.42.1 diffusers-0.35.2 peft-0.21.2 accelerate-1.15.0 pillow-10.4.0; do
+    [[ -d $kit/py/$need ]] || { echo "build.sh: the $need wheel did not download" >&2; exit 1; }
+done
 
 mkdir -p "$(dirname "$archive")"
 echo "build.sh: compressing ($(du -sm "$kit" | cut -f1) MiB staged)" >&2

@@ -475,6 +475,9 @@ def side_by_side(ours, theirs):
             row["diffusers_jobs_per_s"] = t.get("jobs_per_s") if t else None
         row["ratio"] = round(r["seconds"] / t["seconds"], 3) if t and t.get("seconds") else None
         rows.append(row)
+    if "unet_step_direct" in by_what:
+        rows.append({"what": "unet_step_direct (diffusers: one UNet call, batch 2)", "ours_s": None,
+                     "diffusers_s": by_what["unet_step_direct"]["seconds"], "ratio": None})
     return rows
 
 
@@ -530,7 +533,7 @@ def markdown(data):
         lines += [f"## Server ({v.get('status')})", "",
                   "| requests | concurrency | size | p50 latency (s) | p95 latency (s) | jobs/s | start-up (s) |",
                   "|---|---|---|---|---|---|---|",
-                  f"| {v.get('requests')} | {v.get('concurrency')} | {v.get('size')} | {fmt(v.get('latency_p50_s'))} | "
+                  f"| {fmt(v.get('requests'))} | {fmt(v.get('concurrency'))} | {fmt(v.get('size'))} | {fmt(v.get('latency_p50_s'))} | "
                   f"{fmt(v.get('latency_p95_s'))} | {fmt(v.get('jobs_per_s'))} | {fmt(v.get('startup_secs'))} |", ""]
     return "\n".join(lines) + "\n"
 

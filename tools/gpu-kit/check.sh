@@ -29,24 +29,28 @@ if [[ $device != cpu ]]; then
     done
     [[ -n $libs ]] || { echo "check.sh: no nvidia/*/lib under $site (torch's CUDA libraries)" >&2; exit 2; }
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    # The Python packages the box lacks (diffusers, peft, accelerate, ...), from the kit's wheels,
-    # into a folder of the kit (nothing is installed into the box's environment).
-    if [[ -d $kit/wheels ]]; then
-        deps="$kit/.py-deps"
-        if [[ ! -e $deps/.done ]]; then
-            missing=()
-            for wheel in "$kit"/wheels/*.whl; do
-                module="$(basename "$wheel" | cut -d- -f1 | tr 'A-Z' 'a-z')"
-                case "$module" in pillow) module=PIL ;; importlib_metadata) module=importlib_metadata ;; esac
-                "$python" -c "import $module" 2>/dev/null || missing+=("$wheel")
-            done
-            if ((${#missing[@]})); then
-                "$python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
-                    --target "$deps" "${missing[@]}"
-            fi
-            mkdir -p "$deps" && touch "$deps/.done"
+    # The Python packages the box lacks (diffusers, peft, accelerate, ...), unpacked in the kit's
+    # py/ folder: each goes on PYTHONPATH only when the box cannot import it already. diffusers
+    # 0.42.1 needs huggingface_hub >= 1.32; with an older hub, 0.35.2 (the goldens' version).
+    if [[ -d $kit/py ]]; then
+        if "$python" -c 'import sys, huggingface_hub as h; v = tuple(int(x) for x in h.__version__.split(".")[:2]); sys.exit(v < (1, 32))' 2>/dev/null; then
+            diffusers=diffusers-0.42.1
+        else
+            diffusers=diffusers-0.35.2
         fi
-        export PYTHONPATH="$deps${PYTHONPATH:+:$PYTHONPATH}"
+        extra=""
+        for dir in "$kit"/py/*/; do
+            dir="${dir%/}"
+            name="$(basename "$dir")"
+            case "${name%%-*}" in
+                diffusers) [[ $name == "$diffusers" ]] || continue; module=diffusers ;;
+                pillow) module=PIL ;;
+                *) module="${name%%-*}" ;;
+            esac
+            "$python" -c "import $module" 2>/dev/null && [[ $module != diffusers ]] && continue
+            extra="$extra${extra:+:}$dir"
+        done
+        export PYTHONPATH="$extra${PYTHONPATH:+:$PYTHONPATH}"
     fi
 fi
 exec "$python" "$kit/tools/gpu-kit/check.py" --kit "$kit" "$@"
