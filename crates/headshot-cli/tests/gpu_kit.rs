@@ -84,11 +84,11 @@ fn check_sh_on_cpu_runs_every_part_and_writes_the_expected_fields() {
             .unwrap_or_else(|| panic!("no {w} in {speed:#}"))
     };
     for w in [
-        "job_128x128_21",
-        "job_128x128_31",
-        "job_128x128_41",
-        "job_128x192_21",
-        "job_128x128_21_samples2",
+        "job_64x64_21",
+        "job_64x64_31",
+        "job_64x64_41",
+        "job_64x96_21",
+        "job_64x64_21_samples2",
         "vae_decode",
         "unet_step",
         "concurrent_1",
