@@ -5,7 +5,14 @@
 //! headshot generate --models models/tiny.toml --face-embedding emb.safetensors --face-crop crop.png \
 //!     --prompt "pretty woman" --latents latents.safetensors --out out/
 //! headshot fetch-models --models models/sd15-faceid-plusv2.toml
+//! headshot random-models --size full --seed 0 --face-models target/test-assets --out /tmp/random-full
+//! headshot parity --models models/tiny.toml --goldens tests/fixtures/goldens --device cuda:0 --dtypes f32,f16
+//! headshot bench --models /tmp/random-full/models.toml --device cuda:0 --dtype f16
 //! ```
+
+mod bench;
+mod parity;
+mod random_models;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +42,12 @@ enum Command {
     Generate(GenerateArgs),
     /// Download every file of a model set into the Hugging Face cache (with progress).
     FetchModels(FetchArgs),
+    /// Write a model set with random weights in the real formats and shapes (no download).
+    RandomModels(random_models::RandomModelsArgs),
+    /// Re-run the committed end-to-end goldens on a device and dtype; one JSON line per case.
+    Parity(parity::ParityArgs),
+    /// Time whole jobs, the VAE decode and concurrent batches; one JSON line per measurement.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +131,9 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate(args),
         Command::FetchModels(args) => fetch_models(args),
+        Command::RandomModels(args) => random_models::run(args),
+        Command::Parity(args) => parity::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
@@ -273,7 +289,7 @@ fn read_latents(path: &Path) -> Result<Tensor> {
     Ok(read_tensor(path, "latents")?.to_dtype(DType::F32)?)
 }
 
-fn read_image(path: &Path) -> Result<RgbImage> {
+pub(crate) fn read_image(path: &Path) -> Result<RgbImage> {
     let img = image::open(path)
         .with_context(|| format!("reading the face crop {}", path.display()))?
         .to_rgb8();

