@@ -19,8 +19,9 @@ cases="${HEADSHOT_GPU_KIT_CASES:-e2e_s1_g7.5_512x512_n1_neg_21 e2e_s1_g1_512x512
 # shellcheck source=../cuda-toolkit.sh
 . tools/cuda-toolkit.sh --link
 bash tools/fetch-test-assets.sh
-# cudnn: candle's convolutions through cuDNN. flash-attn is left out: see README.md.
-cargo build --release --locked -p headshot-server -p headshot-cli --features cuda,cudnn
+# cudnn: candle's convolutions through cuDNN. flash-attn is left out: see README.md. No `download`
+# (the box has no network): the CLI is then a few MiB smaller without hf-hub and its client.
+cargo build --release --locked -p headshot-server -p headshot-cli --no-default-features --features cuda,cudnn
 echo "build.sh: binaries built after $((SECONDS - started)) s" >&2
 
 stage="$(mktemp -d)"
