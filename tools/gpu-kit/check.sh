@@ -47,7 +47,9 @@ if [[ $device != cpu ]]; then
                 pillow) module=PIL ;;
                 *) module="${name%%-*}" ;;
             esac
-            "$python" -c "import $module" 2>/dev/null && [[ $module != diffusers ]] && continue
+            # find_spec: present or not, without importing (peft and accelerate import torch).
+            "$python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$module') is None)" 2>/dev/null \
+                && [[ $module != diffusers ]] && continue
             extra="$extra${extra:+:}$dir"
         done
         export PYTHONPATH="$extra${PYTHONPATH:+:$PYTHONPATH}"
