@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use headshot_pipeline::{DTypeSpec, DeviceSpec};
 use headshot_core::wire::limits;
+use headshot_pipeline::{DTypeSpec, DeviceSpec};
 
 #[derive(Clone, Debug, Parser)]
 #[command(

@@ -8,15 +8,6 @@ use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 
-fn body(internet: &Internet) -> Value {
-    json!({"key": KEY, "prompt": "pretty woman", "face_image": internet.url("/face.png"), "seed": 42})
-}
-
-fn with(mut body: Value, field: &str, value: Value) -> Value {
-    body[field] = value;
-    body
-}
-
 async fn setup() -> (TestServer, Internet) {
     let internet = Internet::start(0).await;
     let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;

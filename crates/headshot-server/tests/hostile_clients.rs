@@ -17,15 +17,6 @@ const SUBMIT: &str = "/api/v6/image_editing/head_shot";
 /// A guard against hanging, never a timing assertion.
 const GUARD: Duration = Duration::from_secs(30);
 
-fn body(internet: &Internet) -> Value {
-    json!({"key": KEY, "prompt": "pretty woman", "face_image": internet.url("/face.png"), "seed": 42})
-}
-
-fn with(mut body: Value, field: &str, value: Value) -> Value {
-    body[field] = value;
-    body
-}
-
 /// Reads what the server sends until it closes the connection.
 async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();

@@ -8,8 +8,8 @@ mod real_binary;
 use std::time::Duration;
 
 use base64::Engine as _;
-use real_binary::*;
 use common::{client, download};
+use real_binary::*;
 use serde_json::{json, Value};
 
 const KEY: &str = "kill-key";

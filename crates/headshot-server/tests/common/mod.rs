@@ -313,6 +313,17 @@ impl TestServer {
     }
 }
 
+/// A good submit body with its face served by `internet`.
+pub fn body(internet: &Internet) -> Value {
+    serde_json::json!({"key": KEY, "prompt": "pretty woman", "face_image": internet.url("/face.png"), "seed": 42})
+}
+
+/// `body` with `field` set to `value`.
+pub fn with(mut body: Value, field: &str, value: Value) -> Value {
+    body[field] = value;
+    body
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
