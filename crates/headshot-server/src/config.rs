@@ -178,6 +178,24 @@ pub struct ModelArgs {
     pub no_safety_checker: bool,
 }
 
+impl ModelArgs {
+    /// Each device thread's diffusion device and the CUDA ordinal of its face models (`None`:
+    /// CPU), in `--device` order; refuses a device listed twice or a `--face-device` that
+    /// cannot follow the devices.
+    pub fn placements(&self) -> Result<Vec<(DeviceSpec, Option<usize>)>, String> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = self.device.iter().find(|d| !seen.insert(**d)) {
+            return Err(format!(
+                "--device names {twice} twice; list each device once"
+            ));
+        }
+        self.device
+            .iter()
+            .map(|&device| Ok((device, self.face_device.cuda_ordinal(device)?)))
+            .collect()
+    }
+}
+
 /// Where face analysis runs (`--face-device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaceDevice {
@@ -299,5 +317,25 @@ mod tests {
         assert!(FaceDevice::SameGpu.cuda_ordinal(DeviceSpec::Cpu).is_err());
         let config = parse(&["--face-device", "cuda"]).unwrap();
         assert_eq!(config.model.face_device, FaceDevice::SameGpu);
+    }
+
+    #[test]
+    fn placements_are_settled_before_loading() {
+        let placements = |args: &[&str]| parse(args).unwrap().model.placements();
+        assert_eq!(
+            placements(&["--device", "cuda:0,cuda:1", "--face-device", "cuda"]),
+            Ok(vec![
+                (DeviceSpec::Cuda(0), Some(0)),
+                (DeviceSpec::Cuda(1), Some(1))
+            ])
+        );
+        assert_eq!(
+            placements(&["--device", "cuda:1"]),
+            Ok(vec![(DeviceSpec::Cuda(1), None)])
+        );
+        let twice = placements(&["--device", "cuda:0,cuda:0"]).unwrap_err();
+        assert!(twice.contains("cuda:0 twice"), "{twice}");
+        // The second device cannot host the face models: refused before anything loads.
+        assert!(placements(&["--device", "cuda:0,cpu", "--face-device", "cuda"]).is_err());
     }
 }

@@ -48,10 +48,8 @@ async fn run(config: Config, generators: Vec<Box<dyn Generator>>) -> anyhow::Res
 /// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker)
 /// once per device; each becomes one device thread of the worker.
 fn load_generators(args: &ModelArgs) -> anyhow::Result<Vec<Box<dyn Generator>>> {
-    let mut seen = std::collections::HashSet::new();
-    if let Some(twice) = args.device.iter().find(|d| !seen.insert(**d)) {
-        anyhow::bail!("--device names {twice} twice; list each device once");
-    }
+    // Settle every device's placement before minutes of loading, so a bad flag fails at once.
+    let placements = args.placements().map_err(anyhow::Error::msg)?;
     let mut base = headshot_pipeline::PipelineConfig::new(&args.models);
     base.dtype = args.dtype;
     base.load_safety_checker = !args.no_safety_checker;
@@ -63,14 +61,11 @@ fn load_generators(args: &ModelArgs) -> anyhow::Result<Vec<Box<dyn Generator>>> 
         .resolve()
         .with_context(|| format!("resolving the model set {}", args.models.display()))?;
     base.models = headshot_pipeline::ModelSet::Resolved(set);
-    let mut generators: Vec<Box<dyn Generator>> = Vec::with_capacity(args.device.len());
-    for &device in &args.device {
+    let mut generators: Vec<Box<dyn Generator>> = Vec::with_capacity(placements.len());
+    for (device, face_cuda_device) in placements {
         let mut config = base.clone();
         config.device = device;
-        config.face_options.cuda_device = args
-            .face_device
-            .cuda_ordinal(device)
-            .map_err(anyhow::Error::msg)?;
+        config.face_options.cuda_device = face_cuda_device;
         let pipeline = headshot_pipeline::Pipeline::load(&config).with_context(|| {
             format!(
                 "loading the model set {} on {device}",
