@@ -21,6 +21,11 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    BodyRead {
+        #[source]
+        source: axum::Error,
+    },
     #[error("the request body did not arrive within {secs} s")]
     BodyTimeout { secs: u64 },
     #[error("the request body is JSON {0}, not an object")]
@@ -69,6 +74,11 @@ impl ApiError {
                     "The request body may not be larger than {limit} bytes; send a smaller face image or a URL."
                 ))
                 .into(),
+            ),
+            // The client broke off (or sent broken chunking) mid-body; it rarely reads this.
+            ApiError::BodyRead { .. } => (
+                StatusCode::BAD_REQUEST,
+                ErrorResponse::new("The request body could not be read to its end.").into(),
             ),
             ApiError::BodyTimeout { secs } => (
                 StatusCode::REQUEST_TIMEOUT,
@@ -153,6 +163,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyRead { .. } => "body_read",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::NotAnObject(_) => "not_an_object",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

@@ -124,6 +124,48 @@ async fn a_wrong_header_key_is_refused_before_the_body_is_read() {
     }
 }
 
+/// Sends a request whose body is refused unread, writing the body in pauses as a slow uplink
+/// does, and only then reads the answer (as reqwest, requests and the SDKs do). A server that
+/// closed as soon as it answered would make the later writes meet a reset, losing the answer.
+async fn answer_after_sending_slowly(server: &TestServer, extra_header: &str) -> String {
+    const CHUNK: usize = 128 * 1024;
+    let chunks = server.state.settings.max_body_bytes / CHUNK + 4;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_header}Content-Length: {}\r\n\r\n",
+                CHUNK * chunks
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    for chunk in 0..chunks {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream
+            .write_all(&[b' '; CHUNK])
+            .await
+            .unwrap_or_else(|e| panic!("chunk {chunk} of the body was refused: {e}"));
+    }
+    read_to_close(&mut stream).await
+}
+
+#[tokio::test]
+async fn clients_still_sending_a_refused_body_get_the_answer() {
+    let server = TestServer::start(ScriptedGenerator::default(), |c| {
+        c.max_image_bytes = 30_000;
+    })
+    .await;
+    let too_large = answer_after_sending_slowly(&server, "").await;
+    assert!(too_large.starts_with("HTTP/1.1 413"), "{too_large:?}");
+    assert_eq!(json_body_of(&too_large)["status"], "error");
+
+    let wrong_key = answer_after_sending_slowly(&server, "key: wrong\r\n").await;
+    assert!(wrong_key.starts_with("HTTP/1.1 200"), "{wrong_key:?}");
+    assert_eq!(json_body_of(&wrong_key)["message"], "Invalid Api Key");
+}
+
 #[tokio::test]
 async fn bodies_beyond_the_budget_wait_for_memory() {
     let internet = Internet::start(0).await;

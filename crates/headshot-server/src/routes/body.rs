@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
+use axum::body::Body;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
+use crate::intake;
 
 /// Parses a JSON object body; an empty body is an empty object (fetch calls often send none).
 /// A leading UTF-8 byte order mark (some Windows tools write one) is skipped.
@@ -60,10 +62,18 @@ pub fn query_object(query: HashMap<String, String>) -> Value {
 }
 
 /// Refuses a wrong key sent in a header before any of the body is read, so a client without a
-/// valid key cannot make the server buffer megabytes. (A body key is checked after parsing.)
-pub fn refuse_wrong_header_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
+/// valid key cannot make the server buffer megabytes; the unread body is discarded (not kept)
+/// so that the client still gets the answer. (A body key is checked after parsing.)
+pub fn refuse_wrong_header_key(
+    keys: &ApiKeys,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Body, ApiError> {
     match header_key(headers) {
-        Some(key) if !keys.accepts(Some(&key)) => Err(ApiError::InvalidKey),
-        _ => Ok(()),
+        Some(key) if !keys.accepts(Some(&key)) => {
+            intake::discard(body, 0);
+            Err(ApiError::InvalidKey)
+        }
+        _ => Ok(body),
     }
 }

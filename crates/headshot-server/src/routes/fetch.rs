@@ -84,7 +84,7 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<FetchRequest, ApiError> {
-    refuse_wrong_header_key(&state.keys, headers)?;
+    let body = refuse_wrong_header_key(&state.keys, headers, body)?;
     let body = state.intake.read(headers, body, 64 * 1024).await?;
     Ok(FetchRequest::from_json(&parse_object(&body.bytes)?))
 }

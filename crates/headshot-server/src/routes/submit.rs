@@ -30,7 +30,7 @@ pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: 
 
 async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireResponse, ApiError> {
     let received = Instant::now();
-    refuse_wrong_header_key(&state.keys, &headers)?;
+    let body = refuse_wrong_header_key(&state.keys, &headers, body)?;
     let held = state
         .intake
         .read(&headers, body, state.settings.max_body_bytes)
