@@ -18,4 +18,5 @@ export HEADSHOT_E2E_PYTHON="${HEADSHOT_E2E_PYTHON:-$PWD/$venv/bin/python}"
 
 bash tools/fetch-test-assets.sh
 
-exec cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the others in a CI log.
+exec cargo test --workspace --no-fail-fast "$@"
