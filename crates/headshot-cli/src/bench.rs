@@ -6,13 +6,11 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use candle_core::{DType, Tensor};
 use clap::Args;
-use headshot_core::RgbImage;
-use headshot_pipeline::{
-    DTypeSpec, DeviceSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest,
-};
+use headshot_core::{JobSettings, PreparedFace, RgbImage};
+use headshot_pipeline::{DTypeSpec, DeviceSpec, Pipeline, PipelineConfig, RenderOptions};
 use serde_json::{json, Value};
 
 #[derive(Args)]
@@ -56,7 +54,7 @@ fn emit(record: Value) {
 }
 
 /// A fixed face: a deterministic unit-length id embedding and a smooth 224 px crop.
-fn bench_face() -> FaceInput {
+fn bench_face() -> PreparedFace {
     let raw: Vec<f32> = (0..512)
         .map(|i| (i * 7919 % 512) as f32 / 256.0 - 1.0)
         .collect();
@@ -67,7 +65,7 @@ fn bench_face() -> FaceInput {
             [(x + y) as u8, (2 * y % 256) as u8, (255 - x) as u8]
         })
         .collect();
-    FaceInput {
+    PreparedFace {
         id_embedding: raw.iter().map(|v| v / norm).collect(),
         aligned_224: RgbImage {
             width: 224,
@@ -77,19 +75,18 @@ fn bench_face() -> FaceInput {
     }
 }
 
-fn request(width: u32, height: u32, steps: u32, samples: u32, seed: u64) -> RenderRequest {
-    RenderRequest {
+fn request(width: u32, height: u32, steps: u32, samples: u32, seed: u64) -> JobSettings {
+    JobSettings {
         prompt: PROMPT.into(),
         negative_prompt: NEGATIVE_PROMPT.into(),
         width,
         height,
-        steps,
+        num_inference_steps: steps,
         guidance_scale: 7.5,
         s_scale: 1.0,
         samples,
         seed,
         safety_checker: None,
-        initial_latents: None,
     }
 }
 
@@ -114,7 +111,7 @@ fn image_stats(images: &Tensor) -> Result<(bool, f64)> {
 
 struct Bench<'a> {
     pipeline: &'a Pipeline,
-    face: FaceInput,
+    face: PreparedFace,
     started: Instant,
     budget: f64,
     repeats: usize,
@@ -133,34 +130,40 @@ impl Bench<'_> {
     fn jobs(
         &self,
         what: &str,
-        req: &RenderRequest,
+        req: &JobSettings,
         jobs: usize,
         repeats: usize,
     ) -> Result<Option<f64>> {
         if self.over_budget(what) {
             return Ok(None);
         }
-        let reqs: Vec<RenderRequest> = (0..jobs)
-            .map(|i| RenderRequest {
+        let reqs: Vec<JobSettings> = (0..jobs)
+            .map(|i| JobSettings {
                 seed: req.seed + i as u64,
                 ..req.clone()
             })
             .collect();
-        let batch: Vec<(&RenderRequest, &FaceInput)> =
+        let batch: Vec<(&JobSettings, &PreparedFace)> =
             reqs.iter().map(|r| (r, &self.face)).collect();
         let t_start = now();
         let mut times = Vec::new();
-        let mut stats = (true, 0.0);
+        // Timed as served: no trace.
         for _ in 0..repeats.max(1) {
             let t = Instant::now();
-            let outputs = self.pipeline.render_batch(&batch)?;
+            self.pipeline
+                .render_batch(&batch, &RenderOptions::default())?;
             times.push(t.elapsed().as_secs_f64());
-            stats = image_stats(&outputs[0].trace.image)?;
         }
+        // The float image of one job, untimed, to see that the dtype kept it finite.
+        let traced = self
+            .pipeline
+            .render_batch(&batch[..1], &RenderOptions::traced())?;
+        let trace = traced[0].trace.as_ref().context("a traced render")?;
+        let stats = image_stats(&trace.image)?;
         let seconds = median(times.clone());
         emit(json!({
             "kind": "job", "what": what, "width": req.width, "height": req.height,
-            "steps": req.steps, "samples": req.samples, "jobs": jobs,
+            "steps": req.num_inference_steps, "samples": req.samples, "jobs": jobs,
             "seconds": seconds, "runs": times, "jobs_per_s": jobs as f64 / seconds,
             "image_finite": stats.0, "image_std": stats.1,
             "t_start": t_start, "t_end": now(),

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, Parser, Subcommand};
-use headshot_core::{CensorType, RgbImage};
+use headshot_core::{CensorType, JobSettings, PreparedFace, RgbImage};
 use headshot_pipeline::{
-    DTypeSpec, DeviceSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest,
+    DTypeSpec, DeviceSpec, Pipeline, PipelineConfig, RenderOptions, RenderTrace,
 };
 use headshot_weights::{ComponentKind, Manifest, ResolveOptions};
 
@@ -87,6 +87,11 @@ struct GenerateArgs {
     /// instead of seeded noise.
     #[arg(long)]
     latents: Option<PathBuf>,
+    /// Debugging: also write the intermediate values (text embeddings, id tokens, latents at
+    /// the start, after step 0 and at the end, the float image) to this safetensors file, in
+    /// diffusers' layouts, for comparing with a diffusers run.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// Run the safety checker and censor flagged images: black, blur, pixelate, sensitive_content_text.
     #[arg(long)]
     safety_checker: Option<CensorType>,
@@ -200,29 +205,36 @@ fn generate(args: GenerateArgs) -> Result<()> {
                 .with_context(|| format!("reading the face photo {}", photo.display()))?;
             pipeline.analyze_face(&bytes)?
         }
-        (None, Some(embedding), Some(crop)) => FaceInput {
+        (None, Some(embedding), Some(crop)) => PreparedFace {
             id_embedding: read_embedding(embedding)?,
             aligned_224: read_image(crop)?,
         },
         _ => bail!("pass --face PHOTO, or --face-embedding FILE with --face-crop IMAGE"),
     };
 
-    let initial_latents = args.latents.as_deref().map(read_latents).transpose()?;
-    let request = RenderRequest {
+    let options = RenderOptions {
+        trace: args.trace.is_some(),
+        initial_latents: args
+            .latents
+            .as_deref()
+            .map(read_latents)
+            .into_iter()
+            .collect::<Result<_>>()?,
+    };
+    let request = JobSettings {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
         width: args.width,
         height: args.height,
-        steps: args.steps,
+        num_inference_steps: args.steps,
         guidance_scale: args.guidance,
         s_scale: args.s_scale,
         samples: args.samples,
         seed: args.seed,
         safety_checker: args.safety_checker,
-        initial_latents,
     };
     let started = std::time::Instant::now();
-    let output = pipeline.render(&request, &face)?;
+    let output = pipeline.render(&request, &face, &options)?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "generated"
@@ -250,7 +262,28 @@ fn generate(args: GenerateArgs) -> Result<()> {
             }
         );
     }
+    if let (Some(path), Some(trace)) = (&args.trace, &output.trace) {
+        write_trace(trace, path)?;
+        println!("{}", path.display());
+    }
     Ok(())
+}
+
+/// The trace's tensors under diffusers' names, in one safetensors file.
+fn write_trace(trace: &RenderTrace, path: &Path) -> Result<()> {
+    let mut tensors = std::collections::HashMap::from([
+        ("prompt_embeds", trace.prompt_embeds.clone()),
+        ("id_tokens", trace.id_tokens.clone()),
+        ("initial_latents", trace.initial_latents.clone()),
+        ("latents_after_step0", trace.latents_after_step0.clone()),
+        ("final_latents", trace.final_latents.clone()),
+        ("image", trace.image.clone()),
+    ]);
+    if let Some(negative) = &trace.negative_prompt_embeds {
+        tensors.insert("negative_prompt_embeds", negative.clone());
+    }
+    candle_core::safetensors::save(&tensors, path)
+        .with_context(|| format!("writing the trace {}", path.display()))
 }
 
 /// The single tensor of a safetensors file, or the one named `preferred`.

@@ -8,9 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use headshot_pipeline::{
-    DTypeSpec, DeviceSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest,
-};
+use headshot_core::{JobSettings, PreparedFace};
+use headshot_pipeline::{DTypeSpec, DeviceSpec, Pipeline, PipelineConfig, RenderOptions};
 
 #[derive(Args)]
 pub struct ParityArgs {
@@ -75,20 +74,24 @@ impl Golden {
             .with_context(|| format!("golden metadata {key} = {text:?}"))
     }
 
-    fn request(&self) -> Result<RenderRequest> {
-        Ok(RenderRequest {
+    fn job(&self) -> Result<JobSettings> {
+        Ok(JobSettings {
             prompt: self.meta("prompt")?,
             negative_prompt: self.meta("negative_prompt")?,
             width: self.meta("width")?,
             height: self.meta("height")?,
-            steps: self.meta("num_inference_steps")?,
+            num_inference_steps: self.meta("num_inference_steps")?,
             guidance_scale: self.meta("guidance_scale")?,
             s_scale: self.meta("s_scale")?,
             samples: self.meta("samples")?,
             seed: 0,
             safety_checker: None,
-            initial_latents: Some(self.tensor("latents")?.clone()),
         })
+    }
+
+    /// A traced render from the golden's initial latents.
+    fn options(&self) -> Result<RenderOptions> {
+        Ok(RenderOptions::traced().with_initial_latents(vec![self.tensor("latents")?.clone()]))
     }
 }
 
@@ -132,7 +135,7 @@ pub fn run(args: ParityArgs) -> Result<()> {
         let pipeline = Pipeline::load(&config)?;
         for case in &cases {
             let golden = Golden::read(&args.goldens.join(format!("{case}.safetensors")))?;
-            let face = FaceInput {
+            let face = PreparedFace {
                 id_embedding: golden
                     .tensor("id_embeds")?
                     .flatten_all()?
@@ -140,12 +143,12 @@ pub fn run(args: ParityArgs) -> Result<()> {
                 aligned_224: crop.clone(),
             };
             let started = Instant::now();
-            let out = pipeline.render(&golden.request()?, &face)?;
+            let out = pipeline.render(&golden.job()?, &face, &golden.options()?)?;
             let seconds = started.elapsed().as_secs_f64();
-            let (image_max, image_mean) =
-                max_and_mean_abs(&out.trace.image, golden.tensor("image")?)?;
+            let trace = out.trace.context("a traced render")?;
+            let (image_max, image_mean) = max_and_mean_abs(&trace.image, golden.tensor("image")?)?;
             let (latents_max, _) =
-                max_and_mean_abs(&out.trace.final_latents, golden.tensor("final_latents")?)?;
+                max_and_mean_abs(&trace.final_latents, golden.tensor("final_latents")?)?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::{headshot, test_assets};
-use headshot_pipeline::{DTypeSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest};
+use headshot_core::{JobSettings, PreparedFace};
+use headshot_pipeline::{DTypeSpec, Pipeline, PipelineConfig, RenderOptions};
 
 fn write_set(out: &Path, seed: u64) {
     let status = headshot()
@@ -75,7 +76,7 @@ fn the_tiny_random_set_is_reproducible_and_renders_41_steps_in_f32_and_f16() {
         let pipeline = Pipeline::load(&config)
             .unwrap_or_else(|e| panic!("loading the random set in {dtype}: {e}"));
         assert!(pipeline.has_face_analyzer() && pipeline.has_safety_checker());
-        let face = FaceInput {
+        let face = PreparedFace {
             id_embedding: (0..512)
                 .map(|i| if i % 3 == 0 { 0.07 } else { -0.03 })
                 .collect(),
@@ -85,28 +86,29 @@ fn the_tiny_random_set_is_reproducible_and_renders_41_steps_in_f32_and_f16() {
                 pixels: (0..224 * 224 * 3).map(|i| (i % 251) as u8).collect(),
             },
         };
-        let request = RenderRequest {
+        let request = JobSettings {
             prompt: "pretty woman".into(),
             negative_prompt: "blurry".into(),
             width: 64,
             height: 64,
-            steps: 41,
+            num_inference_steps: 41,
             guidance_scale: 7.5,
             s_scale: 1.0,
             samples: 1,
             seed: 11,
             safety_checker: None,
-            initial_latents: None,
         };
-        let out = pipeline.render(&request, &face).unwrap();
-        let latents: Vec<f32> = out
-            .trace
+        let out = pipeline
+            .render(&request, &face, &RenderOptions::traced())
+            .unwrap();
+        let trace = out.trace.as_ref().unwrap();
+        let latents: Vec<f32> = trace
             .final_latents
             .flatten_all()
             .unwrap()
             .to_vec1()
             .unwrap();
-        let image: Vec<f32> = out.trace.image.flatten_all().unwrap().to_vec1().unwrap();
+        let image: Vec<f32> = trace.image.flatten_all().unwrap().to_vec1().unwrap();
         assert!(
             latents.iter().chain(&image).all(|v| v.is_finite()),
             "{dtype}: non-finite values"

@@ -1,75 +1,12 @@
-//! The contract between the worker and whatever turns a job into images.
+//! The contracts of the two stages that run models: the prepare stage ([`FacePreparer`]: photo
+//! to analysed face, CPU work) and the device stage ([`Generator`]: prepared jobs to images),
+//! and what they hand back.
 
+use std::error::Error;
 use std::fmt;
-use std::str::FromStr;
+use std::sync::Arc;
 
-/// How a flagged (NSFW) image is replaced before it is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum CensorType {
-    Black,
-    #[default]
-    Blur,
-    Pixelate,
-    SensitiveContentText,
-}
-
-impl CensorType {
-    pub const ALL: [CensorType; 4] = [
-        CensorType::Black,
-        CensorType::Blur,
-        CensorType::Pixelate,
-        CensorType::SensitiveContentText,
-    ];
-
-    /// The name used on the wire (`safety_checker_type`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CensorType::Black => "black",
-            CensorType::Blur => "blur",
-            CensorType::Pixelate => "pixelate",
-            CensorType::SensitiveContentText => "sensitive_content_text",
-        }
-    }
-}
-
-impl fmt::Display for CensorType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CensorType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim().to_ascii_lowercase();
-        CensorType::ALL
-            .into_iter()
-            .find(|c| c.as_str() == wanted)
-            .ok_or_else(|| {
-                format!("unknown safety_checker_type '{s}'; use black, blur, pixelate or sensitive_content_text")
-            })
-    }
-}
-
-/// A normalised, validated job as the pipeline sees it. Every value here is the one actually
-/// used (and echoed in `meta`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct GenerationJob {
-    pub prompt: String,
-    pub negative_prompt: String,
-    /// The face photo as fetched/decoded from the request: encoded bytes (JPEG, PNG, WebP, ...).
-    pub face_image: Vec<u8>,
-    pub width: u32,
-    pub height: u32,
-    pub num_inference_steps: u32,
-    pub guidance_scale: f64,
-    /// Shortcut scale of IP-Adapter FaceID PlusV2 ("weight of the face structure"), 0..=2.
-    pub s_scale: f64,
-    pub samples: u32,
-    pub seed: u64,
-    /// `None`: the safety checker is off. `Some(t)`: run it, censor flagged images with `t`.
-    pub safety_checker: Option<CensorType>,
-}
+use crate::job::{GenerationJob, JobLimits, PreparedFace, PreparedJob};
 
 /// An 8-bit RGB image, row-major, `pixels.len() == width * height * 3`.
 #[derive(Clone, PartialEq, Eq)]
@@ -104,7 +41,7 @@ impl GenerationOutput {
 }
 
 /// Why a job could not be turned into images. The server maps each kind to the wire format.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone)]
 pub enum GenerationError {
     /// The face image bytes are not a decodable image (corrupt, truncated, too large, not an image).
     #[error("the face image could not be read: {0}")]
@@ -117,21 +54,97 @@ pub enum GenerationError {
     /// The job is well-formed on the wire but this generator cannot honour it.
     #[error("{0}")]
     InvalidInput(String),
-    /// Anything else (model failure, out of memory, a panic caught by the worker).
-    #[error("generation failed: {0}")]
-    Internal(String),
+    /// Anything else (model failure, out of memory, a panic caught by the worker). The cause
+    /// is kept for the log; the client gets a fixed message.
+    #[error("generation failed: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Arc<dyn Error + Send + Sync>>,
+    },
 }
 
-/// Turns jobs into images. Implemented by the candle pipeline; owned by one worker thread,
-/// which is the only caller, so implementations may be synchronous and hold the device.
-pub trait Generator: Send + 'static {
-    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError>;
+impl GenerationError {
+    /// An internal failure without an underlying error (a panic, a missing result).
+    pub fn internal(message: impl Into<String>) -> Self {
+        GenerationError::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
 
-    /// Runs several compatible jobs together (same size and steps). The default runs them one
+    /// An internal failure caused by `source`, which logs show as a chain.
+    pub fn internal_from(
+        message: impl Into<String>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        GenerationError::Internal {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+/// Equal kinds with equal messages (causes are for logs, not for comparing).
+impl PartialEq for GenerationError {
+    fn eq(&self, other: &Self) -> bool {
+        use GenerationError::*;
+        match (self, other) {
+            (UnreadableImage(a), UnreadableImage(b)) | (InvalidInput(a), InvalidInput(b)) => a == b,
+            (NoFace, NoFace) => true,
+            (Internal { message: a, .. }, Internal { message: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// An error and all its causes, `outer: inner: innermost`, for log lines.
+pub fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        // `#[error(transparent)]` and `{0}`-style messages repeat their cause; say it once.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+/// The prepare stage's model work: decode the photo with limits, detect faces, take the
+/// largest, align it and embed it. Shared by the prepare pool's threads, hence `Sync`.
+pub trait FacePreparer: Send + Sync + 'static {
+    fn prepare_face(&self, photo: &[u8]) -> Result<PreparedFace, GenerationError>;
+}
+
+/// The whole prepare stage for one job: the one check against the generator's limits, then
+/// face analysis. A job refused here never reaches a device.
+pub fn prepare_job(
+    job: GenerationJob,
+    limits: &JobLimits,
+    faces: &dyn FacePreparer,
+) -> Result<PreparedJob, GenerationError> {
+    job.settings.validate(limits)?;
+    let face = faces.prepare_face(&job.face_image)?;
+    Ok(PreparedJob {
+        settings: job.settings,
+        face,
+    })
+}
+
+/// Turns prepared jobs into images. Implemented by the candle pipeline; owned by one device
+/// thread, which is the only caller, so implementations may be synchronous and hold the device.
+pub trait Generator: Send + 'static {
+    fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError>;
+
+    /// Runs several compatible jobs together (equal `batch_key`). The default runs them one
     /// by one; batching generators override it. Returns one result per job, in order.
     fn generate_batch(
         &self,
-        jobs: &[GenerationJob],
+        jobs: &[PreparedJob],
     ) -> Vec<Result<GenerationOutput, GenerationError>> {
         jobs.iter().map(|job| self.generate(job)).collect()
     }
@@ -139,5 +152,38 @@ pub trait Generator: Send + 'static {
     /// How many images one UNet batch can hold; the worker groups jobs up to this.
     fn max_batch_images(&self) -> usize {
         1
+    }
+
+    /// What jobs this generator accepts; the prepare stage refuses the others.
+    fn limits(&self) -> JobLimits {
+        JobLimits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("shape mismatch [1, 4] vs [1, 8]")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("unet failed")]
+    struct Outer(#[source] Inner);
+
+    #[test]
+    fn internal_errors_keep_their_cause_for_the_log() {
+        let e = GenerationError::internal_from("the batch could not be rendered", Outer(Inner));
+        assert_eq!(
+            e.to_string(),
+            "generation failed: the batch could not be rendered"
+        );
+        assert_eq!(
+            error_chain(&e),
+            "generation failed: the batch could not be rendered: unet failed: shape mismatch [1, 4] vs [1, 8]"
+        );
+        assert_eq!(e.clone(), e);
+        assert_ne!(e, GenerationError::internal("other"));
     }
 }

@@ -1,17 +1,23 @@
 //! The wire-level heart of headshot-server, free of any framework: request and response types,
-//! normalisation of loose client input, error kinds, and the traits the other crates implement
-//! (`Generator` for the pipeline, `OutputStore` / `JobStore` for persistence).
-//! No candle, tokio or axum here, so these rules are tested fast and fuzzed directly.
+//! normalisation of loose client input, the one job type, error kinds, and the traits the other
+//! crates implement (`FacePreparer` and `Generator` for the model stages, `OutputStore` /
+//! `JobStore` for persistence). No candle, tokio or axum here, so these rules are tested fast
+//! and fuzzed directly.
 
 pub mod generator;
+pub mod job;
 pub mod store;
 pub mod wire;
 
 pub use generator::{
-    CensorType, GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator,
-    RgbImage,
+    error_chain, prepare_job, FacePreparer, GeneratedImage, GenerationError, GenerationOutput,
+    Generator, RgbImage,
+};
+pub use job::{
+    plan_batches, BatchKey, CensorType, GenerationJob, JobLimits, JobSettings, PreparedFace,
+    PreparedJob,
 };
 pub use store::{
-    JobId, JobInput, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore,
-    StoreError, WebhookDelivery,
+    JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
+    WebhookDelivery,
 };

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-mod input;
+use crate::job::GenerationJob;
+
 mod outbox;
 
-pub use input::{JobInput, JobParams};
 pub use outbox::WebhookDelivery;
 
 /// Job ids are the integers the wire answers with (`"id": 42`); they only ever grow.
@@ -366,10 +366,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Stores a new record together with what the job needs to run, in one write, so an
     /// accepted job is never without its inputs.
-    fn insert_with_input(&self, record: &JobRecord, input: &JobInput) -> Result<(), StoreError>;
+    fn insert_with_input(&self, record: &JobRecord, job: &GenerationJob) -> Result<(), StoreError>;
 
-    /// The inputs of an unfinished job; `None` once it finished (or if they were lost).
-    fn input(&self, id: JobId) -> Result<Option<JobInput>, StoreError>;
+    /// The job of an unfinished record; `None` once it finished (or if it was lost).
+    fn input(&self, id: JobId) -> Result<Option<GenerationJob>, StoreError>;
 
     /// Replaces the record of a job that reached `success` or `failed`, drops its inputs and
     /// queues its webhook (if any) in the outbox, all in one write: a crash never leaves a

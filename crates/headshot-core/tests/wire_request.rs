@@ -29,22 +29,10 @@ fn with(field: &str, value: Value) -> Value {
 
 #[test]
 fn documented_example_body_verbatim() {
-    let body = json!({
-        "key": "",
-        "prompt": "pretty woman",
-        "negative_prompt": "anime, cartoon, drawing, big nose, long nose, fat, ugly, big lips, big mouth, face proportion mismatch, unrealistic, monochrome, lowres, bad anatomy, worst quality, low quality, blurry",
-        "face_image":"https://media.allure.com/photos/647f876463cd1ef47aab9c88/3:2/w_2465,h_1643,c_limit/angelina%20jolie%20blonde%20hair%20chloe.jpg",
-        "width": "512",
-        "height": "512",
-        "samples": "1",
-        "num_inference_steps": "21",
-        "safety_checker": false,
-        "base64": false,
-        "seed": null,
-        "guidance_scale": 7.5,
-        "webhook": null,
-        "track_id": null
-    });
+    let example = headshot_test_support::wire::documented_example(
+        headshot_test_support::wire::DOCUMENTED_FACE_IMAGE,
+    );
+    let body: Value = serde_json::from_str(&example).unwrap();
     let r = ok(body);
     assert_eq!(r.key, None, "an empty key is absent");
     assert_eq!(
@@ -389,12 +377,13 @@ fn job_carries_the_values_used() {
     body["num_inference_steps"] = json!(33);
     let job = ok(body).to_job(vec![1, 2, 3]);
     assert_eq!(job.face_image, vec![1, 2, 3]);
-    assert_eq!(job.seed, 99);
-    assert_eq!(job.num_inference_steps, 31);
-    assert_eq!(job.safety_checker, Some(CensorType::Pixelate));
+    assert_eq!(job.settings.seed, 99);
+    assert_eq!(job.settings.num_inference_steps, 31);
+    assert_eq!(job.settings.safety_checker, Some(CensorType::Pixelate));
     assert_eq!(
         ok(with("safety_checker", json!("no")))
             .to_job(vec![])
+            .settings
             .safety_checker,
         None
     );

@@ -1,6 +1,7 @@
 //! Every response shape of wire.md, asserted key by key.
 
 use headshot_core::wire::*;
+use headshot_test_support::wire::META_KEYS;
 use serde_json::{json, Value};
 
 fn meta() -> Meta {
@@ -22,24 +23,6 @@ fn keys(v: &Value) -> Vec<&str> {
 fn json_of(r: impl Into<WireResponse>) -> Value {
     r.into().to_json()
 }
-
-const META_KEYS: [&str; 15] = [
-    "base64",
-    "face_image",
-    "file_prefix",
-    "guidance_scale",
-    "height",
-    "negative_prompt",
-    "num_inference_steps",
-    "outdir",
-    "prompt",
-    "safety_checker",
-    "safety_checker_type",
-    "samples",
-    "seed",
-    "temp",
-    "width",
-];
 
 #[test]
 fn success_shape() {

@@ -70,7 +70,9 @@ impl From<FaceError> for GenerationError {
             FaceError::RuntimeLoad { .. }
             | FaceError::ModelLoad { .. }
             | FaceError::ModelLayout { .. }
-            | FaceError::Inference { .. } => GenerationError::Internal(err.to_string()),
+            | FaceError::Inference { .. } => {
+                GenerationError::internal_from("face analysis failed", err)
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ mod detect;
 mod engine;
 mod error;
 mod jpeg;
+mod prepare;
 mod resize;
 
 pub use align::{

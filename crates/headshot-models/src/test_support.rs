@@ -17,11 +17,4 @@ pub(crate) fn uniform(dims: &[usize], seed: u64, low: f32, span: f32) -> Tensor 
     Tensor::from_vec(data, dims, &Device::Cpu).expect("test tensor")
 }
 
-pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.flatten_all())
-        .and_then(|d| d.max(0))
-        .and_then(|d| d.to_scalar::<f32>())
-        .expect("same-shaped f32 tensors")
-}
+pub(crate) use headshot_test_support::tensors::max_abs_diff;

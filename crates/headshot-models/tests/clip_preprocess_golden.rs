@@ -1,5 +1,6 @@
 //! transformers' CLIPImageProcessor (PIL bicubic) goldens from `tests/fixtures/goldens/clip_preprocess.safetensors`.
 
+use headshot_test_support::tensors::max_abs_diff;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -26,18 +27,6 @@ fn rgb_image(hwc: &Tensor) -> RgbImage {
         height: h as u32,
         pixels: hwc.flatten_all().unwrap().to_vec1::<u8>().unwrap(),
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn sd15_processor() -> ClipImageProcessor {

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use headshot_core::RgbImage;
-use headshot_pipeline::{FaceInput, Pipeline, PipelineConfig, RenderRequest};
+use headshot_core::{JobSettings, PreparedFace, RgbImage};
+use headshot_pipeline::{Pipeline, PipelineConfig, RenderOptions};
 
 fn tiny_pipeline() -> Pipeline {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny.toml");
@@ -16,14 +16,14 @@ fn tiny_pipeline() -> Pipeline {
     Pipeline::load(&config).expect("tiny model set loads")
 }
 
-fn face() -> FaceInput {
+fn face() -> PreparedFace {
     let mut id_embedding: Vec<f32> = (0..512)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
     let norm = id_embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
     id_embedding.iter_mut().for_each(|v| *v /= norm);
     let pixels = (0..224 * 224 * 3).map(|i| (i % 251) as u8).collect();
-    FaceInput {
+    PreparedFace {
         id_embedding,
         aligned_224: RgbImage {
             width: 224,
@@ -36,30 +36,31 @@ fn face() -> FaceInput {
 fn bench(c: &mut Criterion) {
     let pipeline = tiny_pipeline();
     let face = face();
-    let base = RenderRequest {
+    let base = JobSettings {
         prompt: "pretty woman".into(),
         negative_prompt: "blurry, low quality".into(),
         width: 256,
         height: 256,
-        steps: 21,
+        num_inference_steps: 21,
         guidance_scale: 7.5,
         s_scale: 1.0,
         samples: 1,
         seed: 1,
         safety_checker: None,
-        initial_latents: None,
     };
     let sizes = [256u32, 512];
     let mut group = c.benchmark_group("tiny_cpu");
     group.sample_size(10);
     for size in sizes {
-        let request = RenderRequest {
+        let request = JobSettings {
             width: size,
             height: size,
             ..base.clone()
         };
         group.bench_function(format!("job_{size}x{size}_21_steps_cfg"), |b| {
-            b.iter(|| pipeline.render(&request, &face).expect("render"))
+            // The serving path: no trace.
+            let options = RenderOptions::default();
+            b.iter(|| pipeline.render(&request, &face, &options).expect("render"))
         });
     }
     group.finish();

@@ -1,4 +1,5 @@
 //! Errors of loading and running the pipeline, and their mapping onto the wire's error kinds.
+//! Causes are kept (`#[source]`), so logs show the whole chain down to candle's message.
 
 use std::path::PathBuf;
 
@@ -6,16 +7,20 @@ use headshot_core::GenerationError;
 use headshot_face::FaceError;
 use headshot_weights::{ComponentKind, WeightsError};
 
+/// Any underlying error (candle, I/O, JSON, a tokenizer), kept as the cause.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
 
-    #[error("cannot load {component} from {path}: {message}")]
+    #[error("cannot load {component} from {path}")]
     Load {
         component: ComponentKind,
         path: PathBuf,
-        message: String,
+        #[source]
+        source: Cause,
     },
 
     #[error("cannot use device {device}: {message}")]
@@ -35,26 +40,25 @@ pub enum PipelineError {
     NoFaceAnalyzer,
 
     /// A model failed while running (shape mismatch, out of memory, ...).
-    #[error("{stage} failed: {message}")]
+    #[error("{stage} failed")]
     Run {
         stage: &'static str,
-        message: String,
+        #[source]
+        source: Cause,
     },
 }
 
 impl PipelineError {
     /// `map_err` helper for a failing run stage.
-    pub(crate) fn run<E: std::fmt::Display>(
-        stage: &'static str,
-    ) -> impl FnOnce(E) -> PipelineError {
+    pub(crate) fn run<E: Into<Cause>>(stage: &'static str) -> impl FnOnce(E) -> PipelineError {
         move |e| PipelineError::Run {
             stage,
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 
     /// `map_err` helper for a component that fails to load from `path`.
-    pub(crate) fn load<E: std::fmt::Display>(
+    pub(crate) fn load<E: Into<Cause>>(
         component: ComponentKind,
         path: &std::path::Path,
     ) -> impl FnOnce(E) -> PipelineError {
@@ -62,7 +66,7 @@ impl PipelineError {
         move |e| PipelineError::Load {
             component,
             path,
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 }
@@ -72,7 +76,22 @@ impl From<PipelineError> for GenerationError {
         match err {
             PipelineError::InvalidInput(message) => GenerationError::InvalidInput(message),
             PipelineError::Face(face) => face.into(),
-            other => GenerationError::Internal(other.to_string()),
+            other => GenerationError::internal_from("the model pipeline failed", other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_failure_reaches_the_job_error_with_its_cause() {
+        let candle = candle_core::Error::Msg("shape mismatch in unet".into());
+        let err: GenerationError = PipelineError::run("unet")(candle).into();
+        assert_eq!(
+            headshot_core::error_chain(&err),
+            "generation failed: the model pipeline failed: unet failed: shape mismatch in unet"
+        );
     }
 }

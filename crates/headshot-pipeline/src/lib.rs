@@ -8,25 +8,36 @@
 //! # Ok::<(), headshot_pipeline::PipelineError>(())
 //! ```
 //!
-//! One job: decode the photo and analyse the largest face -> text embeddings (prompt and, under
-//! CFG, the negative prompt or "") -> CLIP `hidden_states[-2]` of the 224 px aligned crop (the
-//! unconditional branch uses the all-zero normalised pixel tensor, encoded once at load) -> id
-//! tokens with `s_scale` -> context = text tokens then id tokens -> DDIM with classifier-free
-//! guidance (none when guidance <= 1, like diffusers) -> VAE decode -> 8-bit images -> safety
-//! checker and censoring when asked.
+//! The worker runs it in two stages. Prepare (on the CPU pool, before the device queue):
+//! [`Pipeline::face_analyzer`] decodes the photo and analyses its largest face. Device (the
+//! `Generator` impl, `generator.rs`): `conditioning.rs` encodes the text (prompt and, under CFG,
+//! the negative prompt or ""), CLIP `hidden_states[-2]` of the 224 px aligned crop (the
+//! unconditional branch uses the all-zero normalised pixel tensor, encoded once at load) and
+//! the id tokens with `s_scale`; context = text tokens then id tokens; `denoise.rs` runs DDIM
+//! with classifier-free guidance (none when guidance <= 1, like diffusers); `decode.rs` decodes
+//! with the VAE, rounds to 8-bit images and runs the safety checker and censoring when asked;
+//! `render.rs` ties them together for a batch and builds the opt-in trace.
 
 // Replacing flagged images (black / blur / pixelate / sensitive_content_text).
 pub mod censor;
 // Whether the CUDA code of this build runs on the GPU it is given.
 pub mod compute_cap;
+mod conditioning;
 mod config;
+mod decode;
+mod denoise;
 mod error;
 mod generator;
 mod load;
 pub mod noise;
 mod render;
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
+use headshot_core::{
+    prepare_job, GenerationError, GenerationJob, JobLimits, PreparedFace, PreparedJob,
+};
 use headshot_models::clip_preprocess::ClipImageProcessor;
 use headshot_models::clip_text::ClipTextEncoder;
 use headshot_models::clip_vision::ClipVisionTransformer;
@@ -37,11 +48,13 @@ use headshot_models::unet::UNet2DConditionModel;
 use headshot_models::vae::VaeDecoder;
 
 pub use config::{DTypeSpec, DeviceSpec, Limits, ModelSet, PipelineConfig};
-pub use error::PipelineError;
-pub use render::{to_rgb_images, FaceInput, RenderOutput, RenderRequest, RenderTrace};
+pub use decode::to_rgb_images;
+pub use error::{Cause, PipelineError};
+pub use render::{RenderOptions, RenderOutput, RenderTrace};
 
 /// Every model of a head shot model set, loaded once on one device. Synchronous; owned by the
-/// worker thread that drives the device.
+/// worker thread that drives the device. The face analyzer is loaded with it but runs in the
+/// prepare stage ([`Pipeline::face_analyzer`]), never on the device thread.
 pub struct Pipeline {
     device: Device,
     dtype: DType,
@@ -59,7 +72,7 @@ pub struct Pipeline {
     /// The scheduler_config.json text; a fresh DDIM scheduler is built per batch from it.
     scheduler_config: String,
     safety: Option<(SafetyChecker, ClipImageProcessor)>,
-    face: Option<headshot_face::FaceAnalyzer>,
+    face: Option<Arc<headshot_face::FaceAnalyzer>>,
     limits: Limits,
     /// `hidden_states[-2]` of the all-zero normalised pixel tensor: the unconditional CLIP input.
     uncond_clip_features: Tensor,
@@ -78,6 +91,18 @@ impl Pipeline {
         &self.limits
     }
 
+    /// The configured limits and whether the safety checker can be asked for.
+    pub fn job_limits(&self) -> JobLimits {
+        JobLimits {
+            max_batch_images: self.limits.max_batch_images,
+            max_width: self.limits.max_width,
+            max_height: self.limits.max_height,
+            max_steps: self.limits.max_steps,
+            max_samples: self.limits.max_samples,
+            safety_checker: self.safety.is_some(),
+        }
+    }
+
     pub fn has_safety_checker(&self) -> bool {
         self.safety.is_some()
     }
@@ -86,10 +111,25 @@ impl Pipeline {
         self.face.is_some()
     }
 
+    /// The face analyzer loaded with this model set, for the worker's prepare stage.
+    pub fn face_analyzer(&self) -> Option<Arc<headshot_face::FaceAnalyzer>> {
+        self.face.clone()
+    }
+
     /// Decodes the photo and analyses its largest face (`NoFace` / unreadable image errors map to
     /// the wire's kinds through `GenerationError::from`).
-    pub fn analyze_face(&self, image_bytes: &[u8]) -> Result<FaceInput, PipelineError> {
+    pub fn analyze_face(&self, image_bytes: &[u8]) -> Result<PreparedFace, PipelineError> {
         let analyzer = self.face.as_ref().ok_or(PipelineError::NoFaceAnalyzer)?;
         Ok(analyzer.analyze_largest(image_bytes)?.into())
+    }
+
+    /// The prepare stage in-line (the CLI, tests): the job checked against this pipeline's
+    /// limits, then its photo analysed. The server runs the same on its prepare pool.
+    pub fn prepare(&self, job: GenerationJob) -> Result<PreparedJob, GenerationError> {
+        let analyzer = self
+            .face
+            .as_deref()
+            .ok_or_else(|| GenerationError::from(PipelineError::NoFaceAnalyzer))?;
+        prepare_job(job, &self.job_limits(), analyzer)
     }
 }

@@ -245,7 +245,7 @@ impl Pipeline {
         };
 
         let face = if config.load_face_analyzer {
-            Some(timed("face analyzer", || {
+            Some(std::sync::Arc::new(timed("face analyzer", || {
                 let det = set.get(ComponentKind::FaceDetector)?.weights()?[0].to_path_buf();
                 let rec = set.get(ComponentKind::FaceRecognizer)?.weights()?[0].to_path_buf();
                 let paths = headshot_face::FaceModelPaths {
@@ -256,7 +256,7 @@ impl Pipeline {
                     &paths,
                     &config.face_options,
                 )?)
-            })?)
+            })?))
         } else {
             None
         };

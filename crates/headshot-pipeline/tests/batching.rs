@@ -5,36 +5,36 @@
 
 mod common;
 
-use common::{golden_face_crop, max_abs_diff, tiny};
-use headshot_pipeline::{FaceInput, RenderRequest};
+use common::{golden_face_crop, max_abs_diff, tiny, trace};
+use headshot_core::{JobSettings, PreparedFace};
+use headshot_pipeline::RenderOptions;
 
-fn face(seed: u32) -> FaceInput {
+fn face(seed: u32) -> PreparedFace {
     // A deterministic unit vector; any 512-d embedding is valid input to the projection.
     let mut id_embedding: Vec<f32> = (0..512u32)
         .map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 - 500.0) / 500.0)
         .collect();
     let norm = id_embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
     id_embedding.iter_mut().for_each(|v| *v /= norm);
-    FaceInput {
+    PreparedFace {
         id_embedding,
         aligned_224: golden_face_crop(),
     }
 }
 
 /// Small and short, so the test is about plumbing, not UNet cost.
-fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str) -> RenderRequest {
-    RenderRequest {
+fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str) -> JobSettings {
+    JobSettings {
         prompt: "pretty woman".into(),
         negative_prompt: negative.into(),
         width: 128,
         height: 192,
-        steps: 4,
+        num_inference_steps: 4,
         guidance_scale: guidance,
         s_scale,
         samples,
         seed,
         safety_checker: None,
-        initial_latents: None,
     }
 }
 
@@ -42,14 +42,20 @@ fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str)
 fn same_seed_same_image_other_seed_other_image() {
     let p = tiny();
     let f = face(1);
-    let a = p.render(&request(5, 7.5, 1.0, 1, ""), &f).unwrap();
-    let b = p.render(&request(5, 7.5, 1.0, 1, ""), &f).unwrap();
-    let c = p.render(&request(6, 7.5, 1.0, 1, ""), &f).unwrap();
+    let a = p
+        .render(&request(5, 7.5, 1.0, 1, ""), &f, &RenderOptions::traced())
+        .unwrap();
+    let b = p
+        .render(&request(5, 7.5, 1.0, 1, ""), &f, &RenderOptions::traced())
+        .unwrap();
+    let c = p
+        .render(&request(6, 7.5, 1.0, 1, ""), &f, &RenderOptions::traced())
+        .unwrap();
     assert_eq!(
         a.images[0].image, b.images[0].image,
         "same seed must give the same pixels"
     );
-    assert_eq!(max_abs_diff(&a.trace.image, &b.trace.image), 0.0);
+    assert_eq!(max_abs_diff(&trace(&a).image, &trace(&b).image), 0.0);
     assert_ne!(
         a.images[0].image, c.images[0].image,
         "another seed must give another image"
@@ -66,19 +72,21 @@ fn batched_jobs_match_single_jobs() {
     let (fa, fb) = (face(1), face(2));
     let ra = request(11, 7.5, 1.0, 1, "");
     let rb = request(12, 5.0, 2.0, 2, "blurry, low quality");
-    let alone_a = p.render(&ra, &fa).unwrap();
-    let alone_b = p.render(&rb, &fb).unwrap();
-    let together = p.render_batch(&[(&ra, &fa), (&rb, &fb)]).unwrap();
+    let alone_a = p.render(&ra, &fa, &RenderOptions::traced()).unwrap();
+    let alone_b = p.render(&rb, &fb, &RenderOptions::traced()).unwrap();
+    let together = p
+        .render_batch(&[(&ra, &fa), (&rb, &fb)], &RenderOptions::traced())
+        .unwrap();
     assert_eq!(together.len(), 2);
-    let da = max_abs_diff(&alone_a.trace.image, &together[0].trace.image);
-    let db = max_abs_diff(&alone_b.trace.image, &together[1].trace.image);
+    let da = max_abs_diff(&trace(&alone_a).image, &trace(&together[0]).image);
+    let db = max_abs_diff(&trace(&alone_b).image, &trace(&together[1]).image);
     let la = max_abs_diff(
-        &alone_a.trace.final_latents,
-        &together[0].trace.final_latents,
+        &trace(&alone_a).final_latents,
+        &trace(&together[0]).final_latents,
     );
     let lb = max_abs_diff(
-        &alone_b.trace.final_latents,
-        &together[1].trace.final_latents,
+        &trace(&alone_b).final_latents,
+        &trace(&together[1]).final_latents,
     );
     println!("batched vs single: image {da:.2e} / {db:.2e}, latents {la:.2e} / {lb:.2e}");
     assert!(
@@ -101,30 +109,34 @@ fn incompatible_or_oversized_batches_are_refused() {
     let cfg = request(1, 7.5, 1.0, 1, "");
     let no_cfg = request(1, 1.0, 1.0, 1, "");
     let err = p
-        .render_batch(&[(&cfg, &f), (&no_cfg, &f)])
+        .render_batch(&[(&cfg, &f), (&no_cfg, &f)], &RenderOptions::traced())
         .unwrap_err()
         .to_string();
     assert!(err.contains("same size, steps and CFG"), "{err}");
     let mut odd = request(1, 7.5, 1.0, 1, "");
     odd.width = 100;
-    let err = p.render(&odd, &f).unwrap_err().to_string();
+    let err = p
+        .render(&odd, &f, &RenderOptions::traced())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("multiples of 8"), "{err}");
-    let mut bad_latents = request(1, 7.5, 1.0, 1, "");
-    bad_latents.initial_latents = Some(
-        candle_core::Tensor::zeros(
+    let bad_latents =
+        RenderOptions::traced().with_initial_latents(vec![candle_core::Tensor::zeros(
             (1, 4, 8, 8),
             candle_core::DType::F32,
             &candle_core::Device::Cpu,
         )
-        .unwrap(),
-    );
-    let err = p.render(&bad_latents, &f).unwrap_err().to_string();
+        .unwrap()]);
+    let err = p.render(&cfg, &f, &bad_latents).unwrap_err().to_string();
     assert!(
         err.contains("initial latents must be [1, 4, 24, 16]"),
         "{err}"
     );
     let mut short_embedding = f.clone();
     short_embedding.id_embedding.truncate(100);
-    let err = p.render(&cfg, &short_embedding).unwrap_err().to_string();
+    let err = p
+        .render(&cfg, &short_embedding, &RenderOptions::traced())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("512"), "{err}");
 }

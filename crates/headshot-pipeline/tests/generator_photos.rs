@@ -5,22 +5,52 @@
 mod common;
 
 use common::{test_assets, tiny_with_faces, workspace};
-use headshot_core::{CensorType, GenerationError, GenerationJob, Generator};
+use headshot_core::{
+    CensorType, GenerationError, GenerationJob, GenerationOutput, Generator, JobSettings,
+};
+use headshot_pipeline::Pipeline;
 
 fn job(photo: Vec<u8>, seed: u64, samples: u32) -> GenerationJob {
     GenerationJob {
-        prompt: "pretty woman".into(),
-        negative_prompt: "blurry".into(),
+        settings: JobSettings {
+            prompt: "pretty woman".into(),
+            negative_prompt: "blurry".into(),
+            width: 128,
+            height: 128,
+            num_inference_steps: 3,
+            guidance_scale: 7.5,
+            s_scale: 1.0,
+            samples,
+            seed,
+            safety_checker: Some(CensorType::Black),
+        },
         face_image: photo,
-        width: 128,
-        height: 128,
-        num_inference_steps: 3,
-        guidance_scale: 7.5,
-        s_scale: 1.0,
-        samples,
-        seed,
-        safety_checker: Some(CensorType::Black),
     }
+}
+
+/// The prepare stage, then the device stage, as the worker runs them.
+fn generate(p: &Pipeline, job: GenerationJob) -> Result<GenerationOutput, GenerationError> {
+    p.generate(&p.prepare(job)?)
+}
+
+/// Each job prepared; the prepared ones generated in one call; results in input order.
+fn generate_all(
+    p: &Pipeline,
+    jobs: &[GenerationJob],
+) -> Vec<Result<GenerationOutput, GenerationError>> {
+    let prepared: Vec<_> = jobs.iter().map(|j| p.prepare(j.clone())).collect();
+    let ready: Vec<_> = prepared
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut generated = p.generate_batch(&ready).into_iter();
+    prepared
+        .into_iter()
+        .map(|r| match r {
+            Ok(_) => generated.next().expect("one result per prepared job"),
+            Err(e) => Err(e),
+        })
+        .collect()
 }
 
 fn photo(name: &str) -> Vec<u8> {
@@ -33,7 +63,7 @@ fn photo_to_images_and_error_kinds() {
     assert!(p.has_face_analyzer() && p.has_safety_checker());
     assert_eq!(p.max_batch_images(), 4);
 
-    let out = p.generate(&job(photo("yaoming.jpg"), 3, 2)).unwrap();
+    let out = generate(&p, job(photo("yaoming.jpg"), 3, 2)).unwrap();
     assert_eq!(out.images.len(), 2);
     for img in &out.images {
         assert_eq!((img.image.width, img.image.height), (128, 128));
@@ -43,19 +73,19 @@ fn photo_to_images_and_error_kinds() {
     let no_face =
         std::fs::read(workspace().join("tests/fixtures/goldens/face/gradient_noface.png")).unwrap();
     assert_eq!(
-        p.generate(&job(no_face, 1, 1)),
+        generate(&p, job(no_face, 1, 1)),
         Err(GenerationError::NoFace)
     );
 
-    match p.generate(&job(b"definitely not an image".to_vec(), 1, 1)) {
+    match generate(&p, job(b"definitely not an image".to_vec(), 1, 1)) {
         Err(GenerationError::UnreadableImage(_)) => {}
         other => panic!("expected UnreadableImage, got {other:?}"),
     }
 
     let mut too_big = job(photo("yaoming.jpg"), 1, 1);
-    too_big.width = 4096;
+    too_big.settings.width = 4096;
     assert!(matches!(
-        p.generate(&too_big),
+        generate(&p, too_big),
         Err(GenerationError::InvalidInput(_))
     ));
 }
@@ -68,7 +98,7 @@ fn generate_batch_keeps_order_and_isolates_failures() {
         job(b"\x89PNG truncated".to_vec(), 1, 1),
         job(photo("gdp.jpg"), 8, 1),
     ];
-    let results = p.generate_batch(&jobs);
+    let results = generate_all(&p, &jobs);
     assert_eq!(results.len(), 3);
     assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     assert!(matches!(
@@ -77,7 +107,7 @@ fn generate_batch_keeps_order_and_isolates_failures() {
     ));
     // A job's image does not depend on what it was batched with (up to float rounding: at most
     // one 8-bit step).
-    let alone = p.generate(&jobs[0]).unwrap();
+    let alone = generate(&p, jobs[0].clone()).unwrap();
     let batched = &results[0].as_ref().unwrap().images[0].image;
     let max_step = alone.images[0]
         .image

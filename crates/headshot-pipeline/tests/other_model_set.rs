@@ -11,13 +11,14 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use headshot_core::{JobSettings, PreparedFace};
 use headshot_models::clip_text::{ClipTextConfig, ClipTextEncoder};
 use headshot_models::clip_vision::{ClipVisionConfig, ClipVisionTransformer};
 use headshot_models::face_projection::{FaceIdPlusConfig, FaceIdPlusProjection};
 use headshot_models::ip_adapter::attention_layer_sites;
 use headshot_models::unet::{UNet2DConditionModel, UNetConfig};
 use headshot_models::vae::{VaeConfig, VaeDecoder};
-use headshot_pipeline::{FaceInput, Pipeline, PipelineConfig, RenderRequest};
+use headshot_pipeline::{Pipeline, PipelineConfig, RenderOptions};
 
 const TEXT_CONFIG: &str = r#"{"architectures": ["CLIPTextModel"], "vocab_size": 49408, "hidden_size": 32,
   "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77,
@@ -208,38 +209,38 @@ fn a_differently_sized_model_set_loads_and_renders() {
     config.resolve.allow_download = false;
     let pipeline = Pipeline::load(&config).unwrap_or_else(|e| panic!("{e}"));
 
-    let face = FaceInput {
+    let face = PreparedFace {
         id_embedding: vec![1.0 / (512f32).sqrt(); 512],
         aligned_224: common::golden_face_crop(),
     };
-    let request = |s_scale| RenderRequest {
+    let request = |s_scale| JobSettings {
         prompt: "pretty woman".into(),
         negative_prompt: String::new(),
         width: 48,
         height: 32,
-        steps: 3,
+        num_inference_steps: 3,
         guidance_scale: 5.0,
         s_scale,
         samples: 2,
         seed: 4,
         safety_checker: None,
-        initial_latents: None,
     };
-    let out = pipeline.render(&request(1.0), &face).unwrap();
+    let out = pipeline
+        .render(&request(1.0), &face, &RenderOptions::traced())
+        .unwrap();
     // 2 pixels per latent cell with this VAE.
-    assert_eq!(out.trace.initial_latents.dims(), &[2, 4, 16, 24]);
+    assert_eq!(common::trace(&out).initial_latents.dims(), &[2, 4, 16, 24]);
     assert_eq!(
-        out.trace.id_tokens.dims(),
+        common::trace(&out).id_tokens.dims(),
         &[4, 2, 32],
         "[uncond x2, cond x2] x 2 tokens x width 32"
     );
-    assert_eq!(out.trace.prompt_embeds.dims(), &[1, 77, 32]);
+    assert_eq!(common::trace(&out).prompt_embeds.dims(), &[1, 77, 32]);
     assert_eq!(out.images.len(), 2);
     for img in &out.images {
         assert_eq!((img.image.width, img.image.height), (48, 32));
     }
-    let values = out
-        .trace
+    let values = common::trace(&out)
         .image
         .flatten_all()
         .unwrap()
@@ -250,6 +251,13 @@ fn a_differently_sized_model_set_loads_and_renders() {
         .all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
 
     // s_scale reaches the id tokens of this set too.
-    let other = pipeline.render(&request(0.0), &face).unwrap();
-    assert!(common::max_abs_diff(&out.trace.id_tokens, &other.trace.id_tokens) > 1e-4);
+    let other = pipeline
+        .render(&request(0.0), &face, &RenderOptions::traced())
+        .unwrap();
+    assert!(
+        common::max_abs_diff(
+            &common::trace(&out).id_tokens,
+            &common::trace(&other).id_tokens
+        ) > 1e-4
+    );
 }

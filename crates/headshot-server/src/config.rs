@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "HEADSHOT_QUEUE_SIZE", default_value_t = 32)]
     pub queue_size: usize,
 
+    /// Threads of the prepare stage (face photo decoding and analysis, on the CPU, before the
+    /// device queue); at least one per device.
+    #[arg(long, env = "HEADSHOT_PREPARE_THREADS", default_value_t = 2)]
+    pub prepare_threads: usize,
+
     /// How long a submit waits for its images before answering `processing` (seconds).
     #[arg(long, env = "HEADSHOT_SYNC_WAIT_SECS", default_value_t = 30.0)]
     pub sync_wait_secs: f64,

@@ -192,7 +192,7 @@ pub fn generation_failure_message(e: &GenerationError) -> String {
         }
         GenerationError::InvalidInput(detail) => detail.clone(),
         // Internal details (paths, tensor shapes) go to the log, not to the client.
-        GenerationError::Internal(_) => {
+        GenerationError::Internal { .. } => {
             "Image generation failed on the server. Please try again later.".to_string()
         }
     }

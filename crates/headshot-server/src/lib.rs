@@ -5,12 +5,13 @@
 //! [`error`].
 
 pub mod auth;
+pub mod bodies;
 pub mod config;
 pub mod connections;
 pub mod error;
 pub mod face_image;
+pub mod finish;
 pub mod intake;
-pub mod jobs;
 pub mod net;
 pub mod recovery;
 pub mod routes;

@@ -2,9 +2,9 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use headshot_core::Generator;
 use headshot_server::auth::ApiKeys;
 use headshot_server::{serve, AppState, Config, ModelArgs, StartupError, Stores};
+use headshot_worker::Stages;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -20,19 +20,19 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Loading models is slow and synchronous; do it before the async runtime starts serving.
-    let generators = load_generators(&config.model)?;
+    let stages = load_stages(&config.model)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the tokio runtime")?;
-    runtime.block_on(run(config, generators))
+    runtime.block_on(run(config, stages))
 }
 
-async fn run(config: Config, generators: Vec<Box<dyn Generator>>) -> anyhow::Result<()> {
+async fn run(config: Config, stages: Stages) -> anyhow::Result<()> {
     let stores = Stores::open_local(&config.data_dir, config.output_ttl())
         .with_context(|| format!("opening the data folder {}", config.data_dir.display()))?;
-    let state = AppState::with_generators(&config, generators, stores)?;
+    let state = AppState::new(&config, stages, stores)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("could not listen on {}", config.bind))?;
@@ -46,8 +46,9 @@ async fn run(config: Config, generators: Vec<Box<dyn Generator>>) -> anyhow::Res
 }
 
 /// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker)
-/// once per device; each becomes one device thread of the worker.
-fn load_generators(args: &ModelArgs) -> anyhow::Result<Vec<Box<dyn Generator>>> {
+/// once per device; each becomes one device thread of the worker, and its face analyzer (on
+/// that device's `--face-device`) one preparer of the prepare stage.
+fn load_stages(args: &ModelArgs) -> anyhow::Result<Stages> {
     // Settle every device's placement before minutes of loading, so a bad flag fails at once.
     let placements = args.placements().map_err(anyhow::Error::msg)?;
     let mut base = headshot_pipeline::PipelineConfig::new(&args.models);
@@ -61,7 +62,10 @@ fn load_generators(args: &ModelArgs) -> anyhow::Result<Vec<Box<dyn Generator>>> 
         .resolve()
         .with_context(|| format!("resolving the model set {}", args.models.display()))?;
     base.models = headshot_pipeline::ModelSet::Resolved(set);
-    let mut generators: Vec<Box<dyn Generator>> = Vec::with_capacity(placements.len());
+    let mut stages = Stages {
+        preparers: Vec::with_capacity(placements.len()),
+        generators: Vec::with_capacity(placements.len()),
+    };
     for (device, face_cuda_device) in placements {
         let mut config = base.clone();
         config.device = device;
@@ -72,9 +76,13 @@ fn load_generators(args: &ModelArgs) -> anyhow::Result<Vec<Box<dyn Generator>>> 
                 args.models.display()
             )
         })?;
-        generators.push(Box::new(pipeline));
+        let faces = pipeline
+            .face_analyzer()
+            .context("the model set has no face models (face_detector, face_recognizer)")?;
+        stages.preparers.push(faces);
+        stages.generators.push(Box::new(pipeline));
     }
-    Ok(generators)
+    Ok(stages)
 }
 
 async fn shutdown_signal() {

@@ -6,7 +6,7 @@
 use headshot_core::store::{JobRecord, StoreError, WebhookDelivery};
 use headshot_worker::WorkerHandle;
 
-use crate::jobs::{spawn_completion, JobContext};
+use crate::finish::{spawn_completion, JobContext};
 use crate::webhooks::{delivery_for, resume_outbox, spawn_delivery};
 
 /// The message of a job that could not be resumed.
@@ -32,7 +32,7 @@ pub fn recover(
     let mut resumable = Vec::new();
     for record in unfinished {
         let job = match ctx.jobs.input(record.id) {
-            Ok(Some(input)) => input.into_job(),
+            Ok(Some(job)) => Ok(job),
             Ok(None) => Err("no inputs stored".to_string()),
             Err(e @ StoreError::Corrupt { .. }) => Err(e.to_string()),
             Err(e) => return Err(e),

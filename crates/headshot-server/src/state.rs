@@ -6,17 +6,16 @@ use std::time::{Duration, SystemTime};
 
 use headshot_core::store::{JobStore, OutputStore, StoreError};
 use headshot_core::wire::TextLimits;
-use headshot_core::Generator;
 use headshot_store::{LocalDiskOutputStore, RedbJobStore};
-use headshot_worker::{Worker, WorkerConfig, WorkerError, WorkerHandle};
+use headshot_worker::{Stages, Worker, WorkerConfig, WorkerError, WorkerHandle};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::connections::ConnectionLimits;
 use crate::face_image::FaceImageLimits;
+use crate::finish::JobContext;
 use crate::intake::BodyIntake;
-use crate::jobs::JobContext;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
 use crate::recovery::recover;
 use crate::urls::PublicUrls;
@@ -95,23 +94,10 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Starts the worker thread around `generator` and, inside a tokio runtime, runs again the
-    /// jobs a previous run left unfinished (before any new one), resumes pending webhooks and
-    /// starts the expiry sweep.
-    pub fn new(
-        config: &Config,
-        generator: Box<dyn Generator>,
-        stores: Stores,
-    ) -> Result<Self, StartupError> {
-        Self::with_generators(config, vec![generator], stores)
-    }
-
-    /// Like [`AppState::new`] with one generator (device thread) per device.
-    pub fn with_generators(
-        config: &Config,
-        generators: Vec<Box<dyn Generator>>,
-        stores: Stores,
-    ) -> Result<Self, StartupError> {
+    /// Starts the worker around the model `stages` (prepare pool, one device thread per
+    /// generator) and, inside a tokio runtime, runs again the jobs a previous run left
+    /// unfinished (before any new one), resumes pending webhooks and starts the expiry sweep.
+    pub fn new(config: &Config, stages: Stages, stores: Stores) -> Result<Self, StartupError> {
         let keys = ApiKeys::new(&config.api_keys, config.no_auth);
         if !keys.is_configured() {
             return Err(StartupError::NoApiKeys);
@@ -122,11 +108,12 @@ impl AppState {
                 .get_or_init_secret(KEY_FINGERPRINT_SECRET, &rand::random::<[u8; 32]>())?,
         );
         let unfinished = stores.jobs.list_unfinished()?;
-        let worker = Worker::spawn_pool(
-            generators,
+        let worker = Worker::spawn(
+            stages,
             WorkerConfig {
                 // Every job the last run accepted is admitted again, even if the limit shrank.
                 queue_size: config.queue_size.max(unfinished.len()).max(1),
+                prepare_threads: config.prepare_threads.max(1),
                 initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
                 ..WorkerConfig::default()
             },

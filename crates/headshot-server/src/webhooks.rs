@@ -14,7 +14,8 @@ use headshot_core::store::{unix_millis, JobRecord, StoreError, WebhookDelivery};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::jobs::{webhook_body, JobContext};
+use crate::bodies::webhook_body;
+use crate::finish::JobContext;
 use crate::net::{FetchError, GuardedHttp};
 use crate::urls::PublicUrls;
 

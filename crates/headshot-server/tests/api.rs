@@ -19,23 +19,7 @@ async fn documented_example_body_verbatim() {
     let (server, internet) = setup().await;
     // The example of head_shot_endpoint.txt, byte for byte except the face image URL. Its key
     // is "", so the key travels in the `key` header.
-    let raw = r#"{
-"key": "",
-"prompt": "pretty woman",
-"negative_prompt": "anime, cartoon, drawing, big nose, long nose, fat, ugly, big lips, big mouth, face proportion mismatch, unrealistic, monochrome, lowres, bad anatomy, worst quality, low quality, blurry",
-"face_image":"FACE_URL",
-"width": "512",
-"height": "512",
-"samples": "1",
-"num_inference_steps": "21",
-"safety_checker": false,
-"base64": false,
-"seed": null,
-"guidance_scale": 7.5,
-"webhook": null,
-"track_id": null
-}"#
-    .replace("FACE_URL", &internet.url("/face.png"));
+    let raw = headshot_test_support::wire::documented_example(&internet.url("/face.png"));
     let response = client()
         .post(server.url("/api/v6/image_editing/head_shot"))
         .header("Content-Type", "application/json")
@@ -124,7 +108,7 @@ async fn meta_echoes_normalised_values_and_jobs_use_them() {
         job.safety_checker,
         Some(headshot_core::CensorType::Pixelate)
     );
-    assert_eq!(job.face_image, face_png());
+    assert_eq!(server.faces.photos()[0], face_png());
 }
 
 #[tokio::test]
@@ -483,10 +467,7 @@ async fn base64_in_and_out() {
             .unwrap();
         assert!(png.starts_with(b"\x89PNG"));
     }
-    assert_eq!(
-        server.generator.jobs.lock().unwrap()[0].face_image,
-        face_png()
-    );
+    assert_eq!(server.faces.photos()[0], face_png());
 }
 
 #[tokio::test]

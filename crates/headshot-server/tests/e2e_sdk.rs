@@ -58,7 +58,7 @@ fn official_sdk_against_the_real_binary() {
         }
     };
     let root = repo_root();
-    let assets = test_assets(&root);
+    let assets = test_assets();
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -26,8 +26,7 @@ async fn jobs_accepted_before_a_kill_finish_after_the_restart() {
         eprintln!("\n\n!!!!!!!!!! SKIPPED jobs_accepted_before_a_kill_finish_after_the_restart: HEADSHOT_SKIP_E2E=1 !!!!!!!!!!\n\n");
         return;
     }
-    let root = repo_root();
-    let face = std::fs::read(test_assets(&root).join("yaoming.jpg")).unwrap();
+    let face = std::fs::read(test_assets().join("yaoming.jpg")).unwrap();
     let face = format!(
         "data:image/jpeg;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(face)

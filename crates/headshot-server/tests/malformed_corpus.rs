@@ -796,7 +796,7 @@ fn malformed_corpus() {
         return skip_or_fail(TEST, "HEADSHOT_SKIP_E2E=1");
     }
     let root = repo_root();
-    let assets = test_assets(&root);
+    let assets = test_assets();
     let photo = std::fs::read(assets.join("yaoming.jpg")).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let hosts = runtime.block_on(start_hosts(photo.clone()));

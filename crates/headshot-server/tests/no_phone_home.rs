@@ -82,7 +82,7 @@ fn inside_the_namespace() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let root = repo_root();
-    let assets = test_assets(&root);
+    let assets = test_assets();
     let (hosts, webhooks) = runtime.block_on(start_hosts(assets.join("yaoming.jpg")));
 
     let data = tempfile::tempdir().unwrap();

@@ -7,23 +7,20 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use headshot_core::store::{JobInput, JobRecord, OutputFormat};
-use headshot_core::GenerationJob;
+use headshot_core::store::{JobRecord, OutputFormat};
+use headshot_core::{GenerationJob, JobSettings};
 use serde_json::json;
 
 fn job(seed: u64) -> GenerationJob {
     GenerationJob {
-        prompt: format!("resumed {seed}"),
-        negative_prompt: String::new(),
+        settings: JobSettings {
+            prompt: format!("resumed {seed}"),
+            width: 64,
+            height: 64,
+            num_inference_steps: 2,
+            ..headshot_test_support::settings(seed)
+        },
         face_image: face_png(),
-        width: 64,
-        height: 64,
-        num_inference_steps: 2,
-        guidance_scale: 7.5,
-        s_scale: 1.0,
-        samples: 1,
-        seed,
-        safety_checker: None,
     }
 }
 
@@ -39,10 +36,7 @@ async fn unfinished_jobs_run_again_in_order_before_new_ones() {
                 let id = stores.jobs.next_id().unwrap();
                 let prefix = stores.outputs.new_prefix();
                 let record = JobRecord::queued(id, json!({}), prefix, OutputFormat::Png, 1);
-                stores
-                    .jobs
-                    .insert_with_input(&record, &JobInput::of(&job(seed)))
-                    .unwrap();
+                stores.jobs.insert_with_input(&record, &job(seed)).unwrap();
                 id
             })
             .collect()
@@ -82,7 +76,7 @@ async fn unfinished_jobs_run_again_in_order_before_new_ones() {
         [1, 2, 3, 77],
         "resumed jobs first, in order, with their own inputs"
     );
-    assert!(server.generator.jobs.lock().unwrap()[0].face_image == face_png());
+    assert!(server.faces.photos()[0] == face_png());
     server.stop().await;
 }
 

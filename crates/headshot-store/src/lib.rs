@@ -11,8 +11,8 @@ mod redb_jobs;
 
 pub use expiry::{sweep_expired, ExpirySummary, DEFAULT_RECORD_TTL};
 pub use headshot_core::store::{
-    JobId, JobInput, JobParams, JobRecord, JobStatus, JobStore, OutputFormat, OutputName,
-    OutputStore, StoreError, SweepReport, WebhookDelivery,
+    JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
+    SweepReport, WebhookDelivery,
 };
 pub use local_disk::{
     encode_output, png_data_uri, random_prefix, LocalDiskOutputStore, DEFAULT_OUTPUT_TTL,

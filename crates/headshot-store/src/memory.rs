@@ -5,15 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use headshot_core::store::{
-    unix_millis, JobId, JobInput, JobRecord, JobStore, StoreError, WebhookDelivery,
-};
+use headshot_core::store::{unix_millis, JobId, JobRecord, JobStore, StoreError, WebhookDelivery};
+use headshot_core::GenerationJob;
 
 #[derive(Debug, Default)]
 struct Inner {
     next_id: JobId,
     jobs: BTreeMap<JobId, JobRecord>,
-    inputs: HashMap<JobId, JobInput>,
+    inputs: HashMap<JobId, GenerationJob>,
     outbox: Vec<WebhookDelivery>,
     secrets: HashMap<String, Vec<u8>>,
 }
@@ -112,14 +111,14 @@ impl JobStore for MemoryJobStore {
             .collect())
     }
 
-    fn insert_with_input(&self, record: &JobRecord, input: &JobInput) -> Result<(), StoreError> {
+    fn insert_with_input(&self, record: &JobRecord, job: &GenerationJob) -> Result<(), StoreError> {
         let mut inner = self.lock();
         inner.insert(record);
-        inner.inputs.insert(record.id, input.clone());
+        inner.inputs.insert(record.id, job.clone());
         Ok(())
     }
 
-    fn input(&self, id: JobId) -> Result<Option<JobInput>, StoreError> {
+    fn input(&self, id: JobId) -> Result<Option<GenerationJob>, StoreError> {
         Ok(self.lock().inputs.get(&id).cloned())
     }
 

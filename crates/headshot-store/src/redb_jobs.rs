@@ -7,9 +7,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use headshot_core::store::{
-    unix_millis, JobId, JobInput, JobRecord, JobStore, StoreError, WebhookDelivery,
-};
+use headshot_core::store::{unix_millis, JobId, JobRecord, JobStore, StoreError, WebhookDelivery};
+use headshot_core::GenerationJob;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -210,8 +209,8 @@ impl JobStore for RedbJobStore {
         Ok(removed)
     }
 
-    fn insert_with_input(&self, record: &JobRecord, input: &JobInput) -> Result<(), StoreError> {
-        let params = serde_json::to_vec(&input.params).map_err(|e| corrupt(record.id, e))?;
+    fn insert_with_input(&self, record: &JobRecord, job: &GenerationJob) -> Result<(), StoreError> {
+        let params = serde_json::to_vec(&job.settings).map_err(|e| corrupt(record.id, e))?;
         let txn = self.db.begin_write().map_err(db_error)?;
         insert_record(&txn, record)?;
         txn.open_table(INPUT_PARAMS)
@@ -220,12 +219,12 @@ impl JobStore for RedbJobStore {
             .map_err(db_error)?;
         txn.open_table(INPUT_FACES)
             .map_err(db_error)?
-            .insert(record.id, input.face_image.as_slice())
+            .insert(record.id, job.face_image.as_slice())
             .map_err(db_error)?;
         txn.commit().map_err(db_error)
     }
 
-    fn input(&self, id: JobId) -> Result<Option<JobInput>, StoreError> {
+    fn input(&self, id: JobId) -> Result<Option<GenerationJob>, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let params = txn.open_table(INPUT_PARAMS).map_err(db_error)?;
         let faces = txn.open_table(INPUT_FACES).map_err(db_error)?;
@@ -235,8 +234,8 @@ impl JobStore for RedbJobStore {
         ) else {
             return Ok(None);
         };
-        Ok(Some(JobInput {
-            params: serde_json::from_slice(params.value()).map_err(|e| corrupt(id, e))?,
+        Ok(Some(GenerationJob {
+            settings: serde_json::from_slice(params.value()).map_err(|e| corrupt(id, e))?,
             face_image: face.value().to_vec(),
         }))
     }

@@ -1,25 +1,19 @@
 //! Job inputs kept until the job finishes, the webhook outbox, and store secrets, for every
 //! `JobStore` implementation; the redb store also across a reopen.
 
+use headshot_core::{CensorType, GenerationJob, JobSettings};
 use headshot_store::{
-    JobInput, JobParams, JobRecord, JobStatus, JobStore, MemoryJobStore, OutputFormat,
-    RedbJobStore, StoreError, WebhookDelivery,
+    JobRecord, JobStatus, JobStore, MemoryJobStore, OutputFormat, RedbJobStore, StoreError,
+    WebhookDelivery,
 };
 use serde_json::json;
 
-fn input(seed: u64) -> JobInput {
-    JobInput {
-        params: JobParams {
+fn input(seed: u64) -> GenerationJob {
+    GenerationJob {
+        settings: JobSettings {
             prompt: "portrait".into(),
-            negative_prompt: String::new(),
-            width: 512,
-            height: 512,
-            num_inference_steps: 21,
-            guidance_scale: 7.5,
-            s_scale: 1.0,
-            samples: 1,
-            seed,
-            safety_checker: Some("blur".into()),
+            safety_checker: Some(CensorType::Blur),
+            ..headshot_test_support::settings(seed)
         },
         face_image: (0..=255u8).cycle().take(70_000).collect(),
     }

@@ -2,23 +2,26 @@
 //! with a generator that returns at once, so the numbers are the queue's own cost per job.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::sync::Arc;
+
 use headshot_core::{
-    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+    GeneratedImage, GenerationError, GenerationOutput, Generator, PreparedJob, RgbImage,
 };
-use headshot_worker::{Worker, WorkerConfig};
+use headshot_test_support::{job, ScriptedFaces};
+use headshot_worker::{Stages, Worker, WorkerConfig};
 
 struct Instant {
     max_batch: usize,
 }
 
 impl Generator for Instant {
-    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+    fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
         Ok(GenerationOutput {
             images: vec![GeneratedImage {
                 image: RgbImage {
                     width: 1,
                     height: 1,
-                    pixels: vec![job.seed as u8; 3],
+                    pixels: vec![job.settings.seed as u8; 3],
                 },
                 nsfw: false,
             }],
@@ -30,22 +33,6 @@ impl Generator for Instant {
     }
 }
 
-fn job(seed: u64) -> GenerationJob {
-    GenerationJob {
-        prompt: "bench".into(),
-        negative_prompt: String::new(),
-        face_image: Vec::new(),
-        width: 512,
-        height: 512,
-        num_inference_steps: 21,
-        guidance_scale: 7.5,
-        s_scale: 1.0,
-        samples: 1,
-        seed,
-        safety_checker: None,
-    }
-}
-
 fn round_trips(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -54,7 +41,10 @@ fn round_trips(c: &mut Criterion) {
     let mut group = c.benchmark_group("worker");
     for (jobs, max_batch) in [(1usize, 1usize), (32, 1), (32, 8)] {
         let worker = Worker::spawn(
-            Box::new(Instant { max_batch }),
+            Stages::new(
+                Arc::new(ScriptedFaces::default()),
+                Box::new(Instant { max_batch }),
+            ),
             WorkerConfig {
                 queue_size: 64,
                 ..WorkerConfig::default()

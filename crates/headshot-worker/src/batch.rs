@@ -1,35 +1,9 @@
-//! Which queued jobs may share one generator call, and how a batch is taken from the queue.
+//! How a batch is taken from the device queue: jobs with equal `batch_key` (the job's own
+//! method in headshot-core, the same one the pipeline batches by), oldest first.
 
 use std::collections::VecDeque;
 
-use headshot_core::GenerationJob;
-
-/// Jobs with equal keys can run in one UNet batch: same latent size, same number of denoising
-/// steps, and either all with classifier-free guidance (scale > 1) or all without it (the
-/// unconditional branch doubles the batch, so it cannot be mixed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct BatchKey {
-    pub width: u32,
-    pub height: u32,
-    pub num_inference_steps: u32,
-    pub guided: bool,
-}
-
-impl BatchKey {
-    pub fn of(job: &GenerationJob) -> Self {
-        BatchKey {
-            width: job.width,
-            height: job.height,
-            num_inference_steps: job.num_inference_steps,
-            guided: job.guidance_scale > 1.0,
-        }
-    }
-}
-
-/// Images one job adds to a batch (at least one, so an odd `samples: 0` cannot starve others).
-pub(crate) fn images_of(job: &GenerationJob) -> usize {
-    (job.samples as usize).max(1)
-}
+use headshot_core::{BatchKey, JobSettings};
 
 /// Takes the oldest job and then, in queue order, every later job with the same [`BatchKey`]
 /// while the total image count stays within `max_images`. The oldest job always goes (even if
@@ -38,13 +12,13 @@ pub(crate) fn images_of(job: &GenerationJob) -> usize {
 pub(crate) fn take_batch<T>(
     queue: &mut VecDeque<T>,
     max_images: usize,
-    job_of: impl Fn(&T) -> &GenerationJob,
+    job_of: impl Fn(&T) -> &JobSettings,
 ) -> Vec<T> {
     let Some(head) = queue.pop_front() else {
         return Vec::new();
     };
-    let key = BatchKey::of(job_of(&head));
-    let mut images = images_of(job_of(&head));
+    let key = job_of(&head).batch_key();
+    let mut images = job_of(&head).images();
     let mut batch = vec![head];
     extend_batch(queue, &mut batch, &mut images, key, max_images, &job_of);
     batch
@@ -57,13 +31,13 @@ pub(crate) fn extend_batch<T>(
     images: &mut usize,
     key: BatchKey,
     max_images: usize,
-    job_of: &impl Fn(&T) -> &GenerationJob,
+    job_of: &impl Fn(&T) -> &JobSettings,
 ) {
     let mut i = 0;
     while i < queue.len() && *images < max_images {
         let job = job_of(&queue[i]);
-        if BatchKey::of(job) == key && *images + images_of(job) <= max_images {
-            *images += images_of(job);
+        if job.batch_key() == key && *images + job.images() <= max_images {
+            *images += job.images();
             if let Some(taken) = queue.remove(i) {
                 batch.push(taken);
             }
@@ -77,23 +51,16 @@ pub(crate) fn extend_batch<T>(
 mod tests {
     use super::*;
 
-    fn job(seed: u64, width: u32, samples: u32, guidance: f64) -> GenerationJob {
-        GenerationJob {
-            prompt: "p".into(),
-            negative_prompt: String::new(),
-            face_image: Vec::new(),
+    fn job(seed: u64, width: u32, samples: u32, guidance: f64) -> JobSettings {
+        JobSettings {
             width,
-            height: 512,
-            num_inference_steps: 21,
-            guidance_scale: guidance,
-            s_scale: 1.0,
             samples,
-            seed,
-            safety_checker: None,
+            guidance_scale: guidance,
+            ..headshot_test_support::settings(seed)
         }
     }
 
-    fn seeds(jobs: &[GenerationJob]) -> Vec<u64> {
+    fn seeds(jobs: &[JobSettings]) -> Vec<u64> {
         jobs.iter().map(|j| j.seed).collect()
     }
 

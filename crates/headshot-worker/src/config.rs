@@ -6,6 +6,9 @@ pub struct WorkerConfig {
     /// Most jobs admitted at once (waiting + running). One more is refused with
     /// [`SubmitError::QueueFull`](crate::SubmitError::QueueFull) carrying this number.
     pub queue_size: usize,
+    /// Threads of the prepare stage (checks and face analysis, CPU work before the device
+    /// queue); raised to one per preparer. Two let one decode while the other runs a model.
+    pub prepare_threads: usize,
     /// After taking a job, how long a device thread may wait for more compatible jobs to fill a
     /// batch. Zero (the default) batches only what is already queued, so a lone job never waits.
     pub batch_wait: Duration,
@@ -22,6 +25,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             queue_size: 16,
+            prepare_threads: 2,
             batch_wait: Duration::ZERO,
             eta_window: 16,
             initial_job_estimate: Duration::from_secs(10),

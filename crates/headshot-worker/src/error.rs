@@ -17,6 +17,8 @@ pub enum SubmitError {
 pub enum WorkerError {
     #[error("a worker needs at least one generator (one per device)")]
     NoGenerators,
+    #[error("a worker needs at least one face preparer for its prepare stage")]
+    NoPreparers,
     #[error("queue_size must be at least 1")]
     ZeroQueueSize,
     #[error("could not start the device thread '{name}': {source}")]

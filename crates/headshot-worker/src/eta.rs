@@ -7,18 +7,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use headshot_core::GenerationJob;
-
-use crate::batch::images_of;
+use headshot_core::JobSettings;
 
 /// steps x pixels x samples of the reference job.
 const REFERENCE_WORK: f64 = 512.0 * 512.0 * 21.0;
 
 /// A job's work in reference jobs.
-pub(crate) fn work_of(job: &GenerationJob) -> f64 {
+pub(crate) fn work_of(job: &JobSettings) -> f64 {
     f64::from(job.num_inference_steps.max(1)) * f64::from(job.width) * f64::from(job.height)
         / REFERENCE_WORK
-        * images_of(job) as f64
+        * job.images() as f64
 }
 
 /// The batch a device is running.
@@ -161,19 +159,13 @@ impl Estimator {
 mod tests {
     use super::*;
 
-    fn job(width: u32, height: u32, steps: u32, samples: u32) -> GenerationJob {
-        GenerationJob {
-            prompt: "p".into(),
-            negative_prompt: String::new(),
-            face_image: Vec::new(),
+    fn job(width: u32, height: u32, steps: u32, samples: u32) -> JobSettings {
+        JobSettings {
             width,
             height,
             num_inference_steps: steps,
-            guidance_scale: 7.5,
-            s_scale: 1.0,
             samples,
-            seed: 1,
-            safety_checker: None,
+            ..headshot_test_support::settings(1)
         }
     }
 

@@ -1,21 +1,23 @@
-//! The async face of the worker: spawning device threads, admitting jobs, tickets, shutdown.
+//! The async face of the worker: spawning the stages' threads, admitting jobs, tickets,
+//! estimates, shutdown.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use headshot_core::{GenerationError, GenerationJob, GenerationOutput, Generator};
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use headshot_core::{FacePreparer, GenerationError, GenerationJob, GenerationOutput, Generator};
+use tokio::sync::{oneshot, watch, Semaphore, TryAcquireError};
 
 use crate::config::WorkerConfig;
 use crate::error::{SubmitError, WorkerError};
 use crate::eta::{work_of, Estimator};
 use crate::metrics_names::*;
-use crate::thread;
+use crate::shared::{lock, PrepareState, QueueState, Queued, Shared};
+use crate::{device, prepare};
 
 /// What a finished job hands back.
 #[derive(Debug, Clone)]
@@ -31,10 +33,10 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    fn worker_stopped() -> Self {
+    pub(crate) fn worker_stopped() -> Self {
         JobResult {
-            output: Err(GenerationError::Internal(
-                "the worker stopped before this job ran; submit it again".to_string(),
+            output: Err(GenerationError::internal(
+                "the worker stopped before this job ran; submit it again",
             )),
             generation_time: Duration::ZERO,
             queue_wait: Duration::ZERO,
@@ -84,60 +86,6 @@ impl Future for JobTicket {
     }
 }
 
-/// A job waiting in the queue with everything needed to answer it.
-pub(crate) struct Queued {
-    pub seq: u64,
-    /// The job's work in reference jobs (for estimates).
-    pub work: f64,
-    pub job: GenerationJob,
-    pub reply: oneshot::Sender<JobResult>,
-    pub admitted_at: Instant,
-    /// The job's span (a child of the submitter's), so its logs nest under the request.
-    pub span: tracing::Span,
-    /// The admission slot; released when the job's result is sent.
-    pub permit: OwnedSemaphorePermit,
-}
-
-pub(crate) struct QueueState {
-    pub jobs: VecDeque<Queued>,
-    /// No more jobs will come; device threads drain what is left and exit.
-    pub closed: bool,
-}
-
-pub(crate) struct Shared {
-    pub config: WorkerConfig,
-    pub devices: usize,
-    pub admission: Arc<Semaphore>,
-    pub queue: Mutex<QueueState>,
-    pub available: Condvar,
-    /// Lock order: `queue` before `times`, never the other way round.
-    pub times: Mutex<Estimator>,
-    pub next_seq: AtomicU64,
-    /// Device threads still running; shutdown waits for zero.
-    pub live_threads: watch::Sender<usize>,
-}
-
-/// Locks ignoring poison: every critical section leaves the state consistent, and the worker
-/// must keep serving after a panic elsewhere.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    pub(crate) fn in_flight(&self) -> usize {
-        self.config
-            .queue_size
-            .saturating_sub(self.admission.available_permits())
-    }
-
-    /// Stops admission and tells the device threads to exit once the queue is empty.
-    pub(crate) fn close(&self) {
-        self.admission.close();
-        lock(&self.queue).closed = true;
-        self.available.notify_all();
-    }
-}
-
 /// Closes the queue when the last [`WorkerHandle`] is dropped, so device threads drain and exit.
 struct Owner {
     shared: Arc<Shared>,
@@ -149,34 +97,60 @@ impl Drop for Owner {
     }
 }
 
+/// The model work a worker drives: face analysis for the prepare pool, one generator per
+/// device thread.
+pub struct Stages {
+    /// The prepare threads take turns over these (e.g. one per GPU when faces run on each).
+    pub preparers: Vec<Arc<dyn FacePreparer>>,
+    /// One device thread each, all fed by one device queue.
+    pub generators: Vec<Box<dyn Generator>>,
+}
+
+impl Stages {
+    /// One preparer and one device.
+    pub fn new(preparer: Arc<dyn FacePreparer>, generator: Box<dyn Generator>) -> Self {
+        Stages {
+            preparers: vec![preparer],
+            generators: vec![generator],
+        }
+    }
+}
+
 /// Starts workers.
 pub struct Worker;
 
 impl Worker {
-    /// One device thread owning `generator`.
-    pub fn spawn(
-        generator: Box<dyn Generator>,
-        config: WorkerConfig,
-    ) -> Result<WorkerHandle, WorkerError> {
-        Self::spawn_pool(vec![generator], config)
-    }
-
-    /// One device thread per generator (e.g. one per GPU), all fed by one queue.
-    pub fn spawn_pool(
-        generators: Vec<Box<dyn Generator>>,
-        config: WorkerConfig,
-    ) -> Result<WorkerHandle, WorkerError> {
+    /// `config.prepare_threads` prepare threads (at least one per preparer) and one device
+    /// thread per generator.
+    pub fn spawn(stages: Stages, config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
+        let Stages {
+            preparers,
+            generators,
+        } = stages;
         if generators.is_empty() {
             return Err(WorkerError::NoGenerators);
+        }
+        if preparers.is_empty() {
+            return Err(WorkerError::NoPreparers);
         }
         if config.queue_size == 0 {
             return Err(WorkerError::ZeroQueueSize);
         }
         let mut config = config;
         config.queue_size = config.queue_size.min(Semaphore::MAX_PERMITS);
+        let prepare_threads = config.prepare_threads.max(preparers.len());
+        // Every device runs the same model set, so one set of limits holds for all.
+        let limits = generators[0].limits();
         let shared = Arc::new(Shared {
             devices: generators.len(),
+            limits,
             admission: Arc::new(Semaphore::new(config.queue_size)),
+            prepare: Mutex::new(PrepareState {
+                jobs: VecDeque::with_capacity(config.queue_size.min(1024)),
+                preparing: Vec::new(),
+                closed: false,
+            }),
+            to_prepare: Condvar::new(),
             queue: Mutex::new(QueueState {
                 jobs: VecDeque::with_capacity(config.queue_size.min(1024)),
                 closed: false,
@@ -188,6 +162,10 @@ impl Worker {
                 config.initial_job_estimate,
             )),
             next_seq: AtomicU64::new(1),
+            live_preparers: AtomicUsize::new(0),
+            live_devices: AtomicUsize::new(0),
+            in_prepare: AtomicUsize::new(0),
+            idle_with_work_nanos: AtomicU64::new(0),
             live_threads: watch::channel(0).0,
             config,
         });
@@ -196,26 +174,53 @@ impl Worker {
                 shared: shared.clone(),
             }),
         };
-        for (index, generator) in generators.into_iter().enumerate() {
-            let name = format!("{}-{index}", shared.config.name);
-            shared.live_threads.send_modify(|n| *n += 1);
+        for index in 0..prepare_threads {
+            let faces = preparers[index % preparers.len()].clone();
             let thread_shared = shared.clone();
-            std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || thread::run(thread_shared, generator, index))
-                .map_err(|source| {
-                    shared.live_threads.send_modify(|n| *n -= 1);
-                    // Dropping `handle` closes the queue and lets started threads exit.
-                    WorkerError::Spawn { name, source }
-                })?;
+            spawn_thread(
+                &shared,
+                "prepare",
+                index,
+                &shared.live_preparers,
+                move || prepare::run(thread_shared, faces, index),
+            )?;
+        }
+        for (index, generator) in generators.into_iter().enumerate() {
+            let thread_shared = shared.clone();
+            spawn_thread(&shared, "device", index, &shared.live_devices, move || {
+                device::run(thread_shared, generator, index)
+            })?;
         }
         tracing::info!(
             name = %shared.config.name,
             devices = shared.devices,
+            prepare_threads,
             queue_size = shared.config.queue_size,
             "worker started"
         );
         Ok(handle)
+    }
+}
+
+/// Starts one stage thread, counted in `live` and in the threads shutdown waits for. On
+/// failure the caller drops its handle, which closes the queues and lets started threads exit.
+fn spawn_thread(
+    shared: &Shared,
+    stage: &str,
+    index: usize,
+    live: &AtomicUsize,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<(), WorkerError> {
+    let name = format!("{}-{stage}-{index}", shared.config.name);
+    live.fetch_add(1, Ordering::AcqRel);
+    shared.live_threads.send_modify(|n| *n += 1);
+    match std::thread::Builder::new().name(name.clone()).spawn(body) {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            live.fetch_sub(1, Ordering::AcqRel);
+            shared.live_threads.send_modify(|n| *n -= 1);
+            Err(WorkerError::Spawn { name, source })
+        }
     }
 }
 
@@ -257,18 +262,18 @@ impl WorkerHandle {
         };
         let ahead = shared.in_flight().saturating_sub(1);
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let work = work_of(&job);
+        let work = work_of(&job.settings);
         // A span per job, under the submitter's span (the request that made it).
         let span = tracing::info_span!("job", seq);
         let (reply, receiver) = oneshot::channel();
         let eta = {
-            let mut queue = lock(&shared.queue);
-            if queue.closed {
+            let mut prepare = lock(&shared.prepare);
+            if prepare.closed {
                 return Err(SubmitError::ShuttingDown);
             }
-            let queued_ahead: f64 = queue.jobs.iter().map(|q| q.work).sum();
-            let eta = lock(&shared.times).eta(queued_ahead, work, Instant::now());
-            queue.jobs.push_back(Queued {
+            let ahead_work = work_ahead(&prepare, &lock(&shared.queue));
+            let eta = lock(&shared.times).eta(ahead_work, work, Instant::now());
+            prepare.jobs.push_back(Queued {
                 seq,
                 work,
                 job,
@@ -277,12 +282,11 @@ impl WorkerHandle {
                 span: span.clone(),
                 permit,
             });
-            metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
+            shared.in_prepare.fetch_add(1, Ordering::AcqRel);
             eta
         };
         metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
-        // Wake every device thread: one may be idle, another collecting a batch.
-        shared.available.notify_all();
+        shared.to_prepare.notify_one();
         span.in_scope(|| tracing::debug!(ahead, eta_s = eta.as_secs_f64(), "job admitted"));
         Ok(JobTicket {
             seq,
@@ -296,24 +300,31 @@ impl WorkerHandle {
     /// would be done.
     pub fn eta_for_new_job(&self) -> Duration {
         let shared = self.shared();
-        let queue = lock(&shared.queue);
-        let queued: f64 = queue.jobs.iter().map(|q| q.work).sum();
-        let eta = lock(&shared.times).eta(queued, 1.0, Instant::now());
+        let prepare = lock(&shared.prepare);
+        let ahead = work_ahead(&prepare, &lock(&shared.queue));
+        let eta = lock(&shared.times).eta(ahead, 1.0, Instant::now());
         eta
     }
 
     /// Estimated time from now until job `seq` (see [`JobTicket::seq`]) is done: its place in
-    /// the queue, or what is left of its running batch; zero once it has finished.
+    /// the queues, or what is left of its running batch; zero once it has finished.
     pub fn eta_of(&self, seq: u64) -> Duration {
         let shared = self.shared();
+        let prepare = lock(&shared.prepare);
         let queue = lock(&shared.queue);
         let now = Instant::now();
+        let waiting = queue
+            .jobs
+            .iter()
+            .map(|q| (q.seq, q.work))
+            .chain(prepare.preparing.iter().copied())
+            .chain(prepare.jobs.iter().map(|q| (q.seq, q.work)));
         let mut ahead = 0.0;
-        for queued in &queue.jobs {
-            if queued.seq == seq {
-                return lock(&shared.times).eta(ahead, queued.work, now);
+        for (queued, work) in waiting {
+            if queued == seq {
+                return lock(&shared.times).eta(ahead, work, now);
             }
-            ahead += queued.work;
+            ahead += work;
         }
         let eta = lock(&shared.times).running_eta(seq, now);
         eta.unwrap_or(Duration::ZERO)
@@ -322,10 +333,22 @@ impl WorkerHandle {
     /// When a queue slot is expected to free up (the rate-limit answer's `retry_after`).
     pub fn retry_after(&self) -> Duration {
         let shared = self.shared();
+        let prepare = lock(&shared.prepare);
         let queue = lock(&shared.queue);
-        let next = queue.jobs.front().map(|q| q.work);
+        let next = queue
+            .jobs
+            .front()
+            .map(|q| q.work)
+            .or_else(|| prepare.preparing.first().map(|(_, work)| *work))
+            .or_else(|| prepare.jobs.front().map(|q| q.work));
         let after = lock(&shared.times).retry_after(next);
         after
+    }
+
+    /// How long device threads have waited for work, in all, while admitted jobs were still
+    /// being prepared (face analysis); the separate prepare stage keeps this small.
+    pub fn device_idle_with_work(&self) -> Duration {
+        Duration::from_nanos(self.shared().idle_with_work_nanos.load(Ordering::Relaxed))
     }
 
     /// Moving average of the time one reference job takes (the configured guess before any).
@@ -343,8 +366,16 @@ impl WorkerHandle {
         self.shared().in_flight()
     }
 
-    /// Jobs waiting for a device thread.
+    /// Jobs admitted and not yet running: being prepared or waiting for a device thread.
     pub fn queue_depth(&self) -> usize {
+        let shared = self.shared();
+        let prepare = lock(&shared.prepare);
+        let depth = prepare.jobs.len() + prepare.preparing.len() + lock(&shared.queue).jobs.len();
+        depth
+    }
+
+    /// Prepared jobs waiting for a device thread.
+    pub fn waiting_for_device(&self) -> usize {
         lock(&self.shared().queue).jobs.len()
     }
 
@@ -358,8 +389,8 @@ impl WorkerHandle {
         self.shared().devices
     }
 
-    /// Stops admitting jobs, lets the device threads finish every admitted job, and waits until
-    /// they have exited (and dropped their generators). Safe to call from several clones.
+    /// Stops admitting jobs, lets the stages finish every admitted job, and waits until their
+    /// threads have exited (and dropped their generators). Safe to call from several clones.
     pub async fn shutdown(&self) {
         let shared = self.shared();
         tracing::info!(name = %shared.config.name, in_flight = shared.in_flight(), "worker draining");
@@ -369,4 +400,13 @@ impl WorkerHandle {
         let _ = live.wait_for(|n| *n == 0).await;
         tracing::info!(name = %shared.config.name, "worker stopped");
     }
+}
+
+/// Work (in reference jobs) ahead of a new job: everything waiting for a device, being
+/// prepared, or waiting to be prepared.
+fn work_ahead(prepare: &PrepareState, queue: &QueueState) -> f64 {
+    let waiting: f64 = queue.jobs.iter().map(|q| q.work).sum();
+    let preparing: f64 = prepare.preparing.iter().map(|(_, work)| work).sum();
+    let to_prepare: f64 = prepare.jobs.iter().map(|q| q.work).sum();
+    waiting + preparing + to_prepare
 }

@@ -1,31 +1,49 @@
-//! The worker owns concurrency between the HTTP server and the synchronous [`Generator`]:
-//! a bounded admission gate (full -> [`SubmitError::QueueFull`]), a FIFO queue, one OS thread per
-//! device that batches compatible jobs, a oneshot reply per job, and `catch_unwind` around every
-//! generator call so a failing or panicking job never takes the worker down.
+//! The worker owns concurrency between the HTTP server and the synchronous model stages: a
+//! bounded admission gate (full -> [`SubmitError::QueueFull`]), the prepare stage (a small CPU
+//! pool that checks each job and analyses its face photo), the device stage (one OS thread per
+//! device, fed prepared jobs only, batching compatible ones), a oneshot reply per job, and
+//! `catch_unwind` around every model call so a failing or panicking job never takes the
+//! worker down. Each stage is its own module: `prepare.rs`, `device.rs`; `handle.rs` is the
+//! async face.
 //!
 //! ```text
-//! submit ─▶ Semaphore::try_acquire ─▶ queue (Mutex<VecDeque> + Condvar) ─▶ device thread(s)
-//!              full: QueueFull{max}                                       │ batch by BatchKey
-//!                                                                         ▼
+//! submit ─▶ Semaphore::try_acquire ─▶ prepare queue ─▶ prepare threads (FacePreparer)
+//!              full: QueueFull{max}                      │ bad photo: answered here
+//!                                                        ▼
+//!                                     device queue ─▶ device thread(s), batch by batch_key
+//!                                                        ▼
 //!   JobTicket (await) ◀──────────── oneshot reply ◀──── generate_batch (panics caught)
 //! ```
 //!
 //! ```
-//! use headshot_core::{GenerationError, GenerationJob, GenerationOutput, Generator};
-//! use headshot_worker::{SubmitError, Worker, WorkerConfig};
+//! use std::sync::Arc;
+//! use headshot_core::{
+//!     FacePreparer, GenerationError, GenerationJob, GenerationOutput, Generator, JobSettings,
+//!     PreparedFace, PreparedJob, RgbImage,
+//! };
+//! use headshot_worker::{Stages, SubmitError, Worker, WorkerConfig};
 //!
+//! struct AnyFace;
+//! impl FacePreparer for AnyFace {
+//!     fn prepare_face(&self, _photo: &[u8]) -> Result<PreparedFace, GenerationError> {
+//!         let aligned_224 = RgbImage { width: 224, height: 224, pixels: vec![0; 224 * 224 * 3] };
+//!         Ok(PreparedFace { id_embedding: vec![0.0; 512], aligned_224 })
+//!     }
+//! }
 //! struct Nothing;
 //! impl Generator for Nothing {
-//!     fn generate(&self, _job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+//!     fn generate(&self, _job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
 //!         Ok(GenerationOutput { images: Vec::new() })
 //!     }
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let worker = Worker::spawn(Box::new(Nothing), WorkerConfig { queue_size: 8, ..Default::default() })?;
-//! # let job = GenerationJob { prompt: "p".into(), negative_prompt: String::new(), face_image: Vec::new(),
+//! let stages = Stages::new(Arc::new(AnyFace), Box::new(Nothing));
+//! let worker = Worker::spawn(stages, WorkerConfig { queue_size: 8, ..Default::default() })?;
+//! # let settings = JobSettings { prompt: "p".into(), negative_prompt: String::new(),
 //! #     width: 512, height: 512, num_inference_steps: 21, guidance_scale: 7.5, s_scale: 1.0,
 //! #     samples: 1, seed: 1, safety_checker: None };
+//! # let job = GenerationJob { settings, face_image: Vec::new() };
 //! match worker.submit(job) {
 //!     Ok(ticket) => {
 //!         let eta = ticket.eta(); // for a `processing` answer if the wait times out
@@ -49,14 +67,16 @@ compile_error!("headshot-worker needs panic = \"unwind\" (it catches generator p
 
 mod batch;
 mod config;
+mod device;
 mod error;
 mod eta;
 mod handle;
 mod metrics_names;
-mod thread;
+mod panics;
+mod prepare;
+mod shared;
 
-pub use batch::BatchKey;
 pub use config::WorkerConfig;
 pub use error::{SubmitError, WorkerError};
-pub use handle::{JobResult, JobTicket, Worker, WorkerHandle};
+pub use handle::{JobResult, JobTicket, Stages, Worker, WorkerHandle};
 pub use metrics_names::*;

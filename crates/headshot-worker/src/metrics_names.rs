@@ -16,6 +16,11 @@ pub const METRIC_JOBS_FINISHED: &str = "headshot_jobs_finished_total";
 pub const METRIC_JOB_FAILURES: &str = "headshot_job_failures_total";
 /// Counter: generator calls that panicked.
 pub const METRIC_GENERATOR_PANICS: &str = "headshot_generator_panics_total";
+/// Histogram (seconds): time the prepare stage spent on a job (checks and face analysis).
+pub const METRIC_PREPARE_DURATION: &str = "headshot_prepare_duration_seconds";
+/// Histogram (seconds): each wait of a device thread for work while admitted jobs were still
+/// being prepared (what the separate prepare stage keeps small).
+pub const METRIC_DEVICE_IDLE_WITH_WORK: &str = "headshot_device_idle_with_work_seconds";
 /// Counter: submissions refused because the queue was full.
 pub const METRIC_QUEUE_FULL: &str = "headshot_queue_full_total";
 
@@ -50,6 +55,16 @@ pub fn describe_metrics() {
     describe_counter!(
         METRIC_GENERATOR_PANICS,
         "Generator calls that panicked (caught)"
+    );
+    describe_histogram!(
+        METRIC_PREPARE_DURATION,
+        Unit::Seconds,
+        "Time the prepare stage spent on a job (checks and face analysis)"
+    );
+    describe_histogram!(
+        METRIC_DEVICE_IDLE_WITH_WORK,
+        Unit::Seconds,
+        "Waits of device threads for work while admitted jobs were still being prepared"
     );
     describe_counter!(
         METRIC_QUEUE_FULL,

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use headshot_core::{
-    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+    GeneratedImage, GenerationError, GenerationOutput, Generator, PreparedJob, RgbImage,
 };
+use headshot_test_support::{job, ScriptedFaces};
 use headshot_worker::*;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -121,9 +122,9 @@ fn recorder() -> &'static TestRecorder {
 struct Gated(Mutex<std::sync::mpsc::Receiver<()>>);
 
 impl Generator for Gated {
-    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+    fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
         self.0.lock().unwrap().recv().unwrap();
-        match job.seed {
+        match job.settings.seed {
             1 => Err(GenerationError::NoFace),
             2 => panic!("test panic"),
             _ => Ok(GenerationOutput {
@@ -137,22 +138,6 @@ impl Generator for Gated {
                 }],
             }),
         }
-    }
-}
-
-fn job(seed: u64) -> GenerationJob {
-    GenerationJob {
-        prompt: "p".into(),
-        negative_prompt: String::new(),
-        face_image: Vec::new(),
-        width: 512,
-        height: 512,
-        num_inference_steps: 21,
-        guidance_scale: 7.5,
-        s_scale: 1.0,
-        samples: 1,
-        seed,
-        safety_checker: None,
     }
 }
 
@@ -174,7 +159,10 @@ async fn worker_reports_queue_and_job_metrics() {
 
     let (gate, rx) = std::sync::mpsc::channel();
     let worker = Worker::spawn(
-        Box::new(Gated(Mutex::new(rx))),
+        Stages::new(
+            Arc::new(ScriptedFaces::default()),
+            Box::new(Gated(Mutex::new(rx))),
+        ),
         WorkerConfig {
             queue_size: 3,
             ..WorkerConfig::default()

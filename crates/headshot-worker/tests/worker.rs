@@ -5,34 +5,27 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use headshot_core::{
-    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
+    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, JobSettings,
+    PreparedJob, RgbImage,
 };
-use headshot_worker::{SubmitError, Worker, WorkerConfig, WorkerError, WorkerHandle};
+use headshot_test_support::{job, seed_of, ScriptedFaces};
+use headshot_worker::{Stages, SubmitError, Worker, WorkerConfig, WorkerError, WorkerHandle};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// Seeds that make the double misbehave.
 const PANIC_SEED: u64 = 666;
 const NO_FACE_SEED: u64 = 13;
 
-fn job(seed: u64) -> GenerationJob {
-    GenerationJob {
-        prompt: format!("portrait {seed}"),
-        negative_prompt: String::new(),
-        face_image: vec![1, 2, 3],
-        width: 512,
-        height: 512,
-        num_inference_steps: 21,
-        guidance_scale: 7.5,
-        s_scale: 1.0,
-        samples: 1,
-        seed,
-        safety_checker: None,
-    }
+/// A job whose settings differ from the reference ones by `change`.
+fn job_with(seed: u64, change: impl FnOnce(&mut JobSettings)) -> GenerationJob {
+    let mut job = job(seed);
+    change(&mut job.settings);
+    job
 }
 
 /// One 1x1 image per sample whose pixel encodes the job's seed, so each answer can be traced
 /// back to the job that asked for it.
-fn render(job: &GenerationJob) -> GenerationOutput {
+fn render(job: &JobSettings) -> GenerationOutput {
     let pixel = [
         job.seed as u8,
         (job.seed >> 8) as u8,
@@ -50,11 +43,6 @@ fn render(job: &GenerationJob) -> GenerationOutput {
             })
             .collect(),
     }
-}
-
-fn seed_of(output: &GenerationOutput) -> u64 {
-    let p = &output.images[0].image.pixels;
-    p[0] as u64 | (p[1] as u64) << 8 | (p[2] as u64) << 16
 }
 
 /// A generator that records every batch it is given, can be held at a gate (each call waits
@@ -121,7 +109,8 @@ impl Double {
         }
     }
 
-    fn one(job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
+    fn one(job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
+        let job = &job.settings;
         match job.seed {
             PANIC_SEED => panic!("kaboom in job {}", job.seed),
             NO_FACE_SEED => Err(GenerationError::NoFace),
@@ -137,16 +126,16 @@ impl Drop for Double {
 }
 
 impl Generator for Double {
-    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
-        self.enter(vec![job.seed]);
+    fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
+        self.enter(vec![job.settings.seed]);
         Self::one(job)
     }
 
     fn generate_batch(
         &self,
-        jobs: &[GenerationJob],
+        jobs: &[PreparedJob],
     ) -> Vec<Result<GenerationOutput, GenerationError>> {
-        self.enter(jobs.iter().map(|j| j.seed).collect());
+        self.enter(jobs.iter().map(|j| j.settings.seed).collect());
         jobs.iter().map(Self::one).collect()
     }
 
@@ -162,10 +151,14 @@ fn config(queue_size: usize) -> WorkerConfig {
     }
 }
 
+fn stages(generator: Box<dyn Generator>) -> Stages {
+    Stages::new(Arc::new(ScriptedFaces::default()), generator)
+}
+
 fn spawn(max_batch: usize, gated: bool, queue_size: usize) -> (WorkerHandle, Controls) {
     let (generator, controls) = double(max_batch, gated);
     (
-        Worker::spawn(generator, config(queue_size)).unwrap(),
+        Worker::spawn(stages(generator), config(queue_size)).unwrap(),
         controls,
     )
 }
@@ -216,7 +209,7 @@ async fn a_panicking_job_fails_and_the_worker_lives_on() {
     let boom = worker.submit(job(PANIC_SEED)).unwrap();
     let next = worker.submit(job(7)).unwrap();
     match boom.await.output {
-        Err(GenerationError::Internal(message)) => {
+        Err(GenerationError::Internal { message, .. }) => {
             assert!(
                 message.contains("panicked") && message.contains("kaboom"),
                 "{message}"
@@ -241,6 +234,7 @@ async fn a_panic_inside_a_batch_fails_only_the_culprit() {
         .into_iter()
         .map(|s| worker.submit(job(s)).unwrap())
         .collect();
+    settled(&worker, 3).await;
     // The blocker, the panicking batch, then the three jobs retried one by one.
     controls.open_gate(5);
     assert!(blocker.await.output.is_ok());
@@ -248,7 +242,7 @@ async fn a_panic_inside_a_batch_fails_only_the_culprit() {
     assert_eq!(seed_of(outcomes[0].output.as_ref().unwrap()), 2);
     assert!(matches!(
         outcomes[1].output,
-        Err(GenerationError::Internal(_))
+        Err(GenerationError::Internal { .. })
     ));
     assert_eq!(seed_of(outcomes[2].output.as_ref().unwrap()), 3);
     assert_eq!(
@@ -277,22 +271,10 @@ async fn batches_group_compatible_jobs_only() {
     let blocker = worker.submit(job(1)).unwrap();
     assert_eq!(controls.next_started().await, [1]);
 
-    let tall = GenerationJob {
-        height: 768,
-        ..job(2)
-    };
-    let two_samples = GenerationJob {
-        samples: 2,
-        ..job(3)
-    };
-    let unguided = GenerationJob {
-        guidance_scale: 1.0,
-        ..job(4)
-    };
-    let more_steps = GenerationJob {
-        num_inference_steps: 31,
-        ..job(5)
-    };
+    let tall = job_with(2, |s| s.height = 768);
+    let two_samples = job_with(3, |s| s.samples = 2);
+    let unguided = job_with(4, |s| s.guidance_scale = 1.0);
+    let more_steps = job_with(5, |s| s.num_inference_steps = 31);
     let jobs = vec![
         tall,
         two_samples,
@@ -306,6 +288,7 @@ async fn batches_group_compatible_jobs_only() {
         .into_iter()
         .map(|j| worker.submit(j).unwrap())
         .collect();
+    settled(&worker, 7).await;
     controls.open_gate(16);
     assert!(blocker.await.output.is_ok());
     let results = futures_join(tickets).await;
@@ -331,6 +314,7 @@ async fn without_batching_jobs_run_in_submission_order() {
     assert_eq!(positions, (1..=10).collect::<Vec<_>>());
     // ETA grows with the position in the queue.
     assert!(tickets.windows(2).all(|w| w[0].eta() < w[1].eta()));
+    settled(&worker, 10).await;
     controls.open_gate(11);
     blocker.await;
     futures_join(tickets).await;
@@ -346,7 +330,7 @@ async fn eta_uses_the_initial_guess_then_measured_times() {
         initial_job_estimate: Duration::from_secs(1000),
         ..WorkerConfig::default()
     };
-    let worker = Worker::spawn(generator, cfg).unwrap();
+    let worker = Worker::spawn(stages(generator), cfg).unwrap();
     assert_eq!(worker.eta_for_new_job(), Duration::from_secs(1000));
     worker.submit(job(1)).unwrap().await;
     // The double answers far faster than the guess, and the estimate follows it.
@@ -403,7 +387,12 @@ async fn dropping_every_handle_stops_the_thread() {
 async fn several_devices_share_one_queue() {
     let (a, mut ca) = double(1, true);
     let (b, mut cb) = double(1, true);
-    let worker = Worker::spawn_pool(vec![a, b], config(8)).unwrap();
+    let faces = Arc::new(ScriptedFaces::default());
+    let stages = Stages {
+        preparers: vec![faces],
+        generators: vec![a, b],
+    };
+    let worker = Worker::spawn(stages, config(8)).unwrap();
     assert_eq!(worker.devices(), 2);
     let first = worker.submit(job(1)).unwrap();
     let second = worker.submit(job(2)).unwrap();
@@ -421,13 +410,42 @@ async fn several_devices_share_one_queue() {
 fn bad_configs_are_refused() {
     let (g, _c) = double(1, false);
     assert!(matches!(
-        Worker::spawn(g, config(0)),
+        Worker::spawn(stages(g), config(0)),
         Err(WorkerError::ZeroQueueSize)
     ));
     assert!(matches!(
-        Worker::spawn_pool(Vec::new(), config(1)),
+        Worker::spawn(
+            Stages {
+                preparers: vec![Arc::new(ScriptedFaces::default())],
+                generators: Vec::new()
+            },
+            config(1)
+        ),
         Err(WorkerError::NoGenerators)
     ));
+    let (g, _c) = double(1, false);
+    assert!(matches!(
+        Worker::spawn(
+            Stages {
+                preparers: Vec::new(),
+                generators: vec![g]
+            },
+            config(1)
+        ),
+        Err(WorkerError::NoPreparers)
+    ));
+}
+
+/// Waits until `n` jobs are prepared and waiting for the (held) device, so the batches the
+/// test expects do not depend on how fast the prepare threads were.
+async fn settled(worker: &WorkerHandle, n: usize) {
+    for _ in 0..3000 {
+        if worker.waiting_for_device() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} jobs were never prepared");
 }
 
 /// Awaits tickets in order (no `futures` dependency needed for this).
@@ -449,7 +467,7 @@ async fn batch_wait_collects_jobs_that_arrive_shortly_after() {
         batch_wait: Duration::from_secs(30),
         ..WorkerConfig::default()
     };
-    let worker = Worker::spawn(generator, cfg).unwrap();
+    let worker = Worker::spawn(stages(generator), cfg).unwrap();
     let first = worker.submit(job(1)).unwrap();
     tokio::task::yield_now().await;
     let second = worker.submit(job(2)).unwrap();
@@ -466,7 +484,7 @@ async fn shutdown_cuts_a_batch_wait_short() {
         batch_wait: Duration::from_secs(3600),
         ..WorkerConfig::default()
     };
-    let worker = Worker::spawn(generator, cfg).unwrap();
+    let worker = Worker::spawn(stages(generator), cfg).unwrap();
     let lone = worker.submit(job(1)).unwrap();
     worker.shutdown().await;
     assert_eq!(seed_of(&lone.await.output.unwrap()), 1);
@@ -481,7 +499,7 @@ async fn queue_full_suggests_retrying_after_one_job_time() {
         initial_job_estimate: Duration::from_secs(42),
         ..WorkerConfig::default()
     };
-    let worker = Worker::spawn(generator, cfg).unwrap();
+    let worker = Worker::spawn(stages(generator), cfg).unwrap();
     let running = worker.submit(job(1)).unwrap();
     assert_eq!(controls.next_started().await, [1]);
     assert_eq!(
@@ -517,17 +535,17 @@ async fn estimates_follow_the_work_queued_not_the_job_count() {
         initial_job_estimate: Duration::from_secs(10),
         ..WorkerConfig::default()
     };
-    let worker = Worker::spawn(generator, cfg).unwrap();
+    let worker = Worker::spawn(stages(generator), cfg).unwrap();
     // A 512x768, 42-step job is three reference jobs (512x512, 21 steps) of work.
     let mut big = job(1);
-    big.height = 768;
-    big.num_inference_steps = 42;
+    big.settings.height = 768;
+    big.settings.num_inference_steps = 42;
     let running = worker.submit(big.clone()).unwrap();
     assert_eq!(running.eta(), Duration::from_secs(30));
     assert_eq!(controls.next_started().await, [1]);
     let mut small = job(2);
-    small.width = 256;
-    small.height = 256;
+    small.settings.width = 256;
+    small.settings.height = 256;
     let behind_big = worker.submit(small.clone()).unwrap();
     assert!(
         behind_big.eta() > Duration::from_secs(20),

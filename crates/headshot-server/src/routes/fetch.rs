@@ -10,8 +10,8 @@ use axum::Json;
 use headshot_core::wire::{parse_request_id, FetchRequest};
 
 use super::body::{header_key, parse_object, query_object, refuse_wrong_header_key};
+use crate::bodies::fetch_body;
 use crate::error::ApiError;
-use crate::jobs::fetch_body;
 use crate::state::AppState;
 
 pub async fn fetch_by_path(

@@ -8,16 +8,17 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use headshot_core::store::{JobInput, JobRecord, JobStatus, OutputFormat};
+use headshot_core::store::{JobRecord, JobStatus, OutputFormat};
 use headshot_core::wire::{
     FetchRequest, HeadShotRequest, ProcessingResponse, ValidationErrors, WireResponse,
 };
 use headshot_worker::SubmitError;
 
 use super::body::{header_key, parse_object, refuse_wrong_header_key};
+use crate::bodies::{failure_message, future_urls, success_body};
 use crate::error::ApiError;
 use crate::face_image::obtain_face_image;
-use crate::jobs::{failure_message, future_urls, spawn_completion, success_body};
+use crate::finish::spawn_completion;
 use crate::state::AppState;
 
 pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -96,7 +97,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     record.owner = caller.owner();
 
     let job = request.to_job(face_image);
-    let input = JobInput::of(&job);
+    let stored = job.clone();
     // Admission first, so a refused request leaves no record behind.
     let ticket = state.worker.submit(job).map_err(|e| match e {
         SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
@@ -110,7 +111,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         // With its inputs, so a crash from here on loses nothing: start-up runs it again.
         let jobs = ctx.jobs.clone();
         let record = record.clone();
-        tokio::task::spawn_blocking(move || jobs.insert_with_input(&record, &input))
+        tokio::task::spawn_blocking(move || jobs.insert_with_input(&record, &stored))
             .await
             .map_err(|e| ApiError::Internal(format!("storing the job record panicked: {e}")))??;
     }

@@ -1,12 +1,12 @@
 //! Test harness: the real router on loopback with a scripted test double of the generator,
 //! a loopback "internet" serving face images and receiving webhooks, and JSON helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -15,78 +15,17 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use headshot_core::{
-    GeneratedImage, GenerationError, GenerationJob, GenerationOutput, Generator, RgbImage,
-};
 use headshot_server::{serve, AppState, Config, Stores};
+pub use headshot_test_support::wire::META_KEYS;
+pub use headshot_test_support::{Gate, ScriptedFaces, ScriptedGenerator};
+use headshot_worker::Stages;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 pub const KEY: &str = "test-key";
 
-/// A gate the test opens to let held generator calls proceed.
-#[derive(Clone, Default)]
-pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
-
-impl Gate {
-    pub fn closed() -> Self {
-        Gate::default()
-    }
-    pub fn open(&self) {
-        let (lock, cv) = &*self.0;
-        *lock.lock().unwrap() = true;
-        cv.notify_all();
-    }
-    fn wait(&self) {
-        let (lock, cv) = &*self.0;
-        let mut open = lock.lock().unwrap();
-        while !*open {
-            open = cv.wait(open).unwrap();
-        }
-    }
-}
-
-/// Test double of the pipeline: images of the requested size whose colour depends on the seed;
-/// `NoFace` when the prompt contains "[noface]", a panic for "[panic]"; NSFW-flagged when it contains "[nsfw]";
-/// optionally held at a gate until the test opens it.
-#[derive(Clone, Default)]
-pub struct ScriptedGenerator {
-    pub gate: Option<Gate>,
-    pub calls: Arc<AtomicUsize>,
-    pub jobs: Arc<Mutex<Vec<GenerationJob>>>,
-}
-
-impl Generator for ScriptedGenerator {
-    fn generate(&self, job: &GenerationJob) -> Result<GenerationOutput, GenerationError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.jobs.lock().unwrap().push(job.clone());
-        if let Some(gate) = &self.gate {
-            gate.wait();
-        }
-        if job.prompt.contains("[panic]") {
-            panic!("scripted generator panic");
-        }
-        if job.prompt.contains("[noface]") {
-            return Err(GenerationError::NoFace);
-        }
-        let nsfw = job.prompt.contains("[nsfw]");
-        let colour = [(job.seed % 251) as u8, (job.seed / 251 % 251) as u8, 128];
-        let images = (0..job.samples)
-            .map(|_| GeneratedImage {
-                image: RgbImage {
-                    width: job.width,
-                    height: job.height,
-                    pixels: colour.repeat((job.width * job.height) as usize),
-                },
-                nsfw,
-            })
-            .collect();
-        Ok(GenerationOutput { images })
-    }
-}
-
-/// A small valid PNG (a stand-in face photo; the scripted generator does not look at it).
+/// A small valid PNG (a stand-in face photo; the scripted stages do not look at it).
 pub fn face_png() -> Vec<u8> {
     png_of_size(96, 96)
 }
@@ -176,6 +115,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
     pub generator: ScriptedGenerator,
+    /// The prepare stage's double: every face photo that reached it.
+    pub faces: ScriptedFaces,
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -210,7 +151,9 @@ impl TestServer {
         config.public_base_url = Some(format!("http://{addr}"));
         edit(&mut config);
         let stores = Stores::open_local(&config.data_dir, config.output_ttl()).unwrap();
-        let state = AppState::new(&config, Box::new(generator.clone()), stores).unwrap();
+        let faces = ScriptedFaces::default();
+        let stages = Stages::new(Arc::new(faces.clone()), Box::new(generator.clone()));
+        let state = AppState::new(&config, stages, stores).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
@@ -224,6 +167,7 @@ impl TestServer {
             addr,
             state,
             generator,
+            faces,
             data_dir,
             shutdown: Some(tx),
             task: Some(task),
@@ -373,23 +317,6 @@ pub const PROCESSING_KEYS: [&str; 10] = [
     "proxy_links",
     "status",
     "tip",
-];
-pub const META_KEYS: [&str; 15] = [
-    "base64",
-    "face_image",
-    "file_prefix",
-    "guidance_scale",
-    "height",
-    "negative_prompt",
-    "num_inference_steps",
-    "outdir",
-    "prompt",
-    "safety_checker",
-    "safety_checker_type",
-    "samples",
-    "seed",
-    "temp",
-    "width",
 ];
 
 /// Downloads a URL we handed out; (status, bytes).

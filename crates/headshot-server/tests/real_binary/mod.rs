@@ -8,27 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The face test assets (models, photos, libonnxruntime), fetched when missing.
-pub fn test_assets(root: &Path) -> PathBuf {
-    let dir = std::env::var_os("HEADSHOT_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/test-assets"));
-    if !dir.join("yaoming.jpg").exists() {
-        let status = Command::new("bash")
-            .arg(root.join("tools/fetch-test-assets.sh"))
-            .status()
-            .expect("running tools/fetch-test-assets.sh");
-        assert!(status.success(), "tools/fetch-test-assets.sh failed");
-    }
-    dir
-}
+pub use headshot_test_support::{test_assets, workspace as repo_root};
 
 /// Whether CI demands the real-binary tests (HEADSHOT_E2E_REQUIRED=1): then a missing tool
 /// is a failure, elsewhere a loud skip.
@@ -80,7 +60,7 @@ pub fn tiny_server_args(
 /// (the tests' webhook receivers and face hosts are on loopback); callers add more arguments.
 pub fn tiny_server_command(port: u16, key: &str, data: &Path) -> Command {
     let root = repo_root();
-    let assets = test_assets(&root);
+    let assets = test_assets();
     let mut command = Command::new(server_binary());
     command
         .current_dir(&root)

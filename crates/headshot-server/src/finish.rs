@@ -1,20 +1,14 @@
-//! A job's life after admission: store its images (PNG or `.base64`), finish its record with
-//! its webhook queued in the outbox, and deliver that. Also the bodies built from a record
-//! (success, fetch, webhook).
+//! The finish stage: a job's life after the device answered. Store its images (PNG or
+//! `.base64`), finish its record with its webhook queued in the outbox, and deliver that.
 
 use std::io::Cursor;
 use std::sync::Arc;
 
 use headshot_core::store::{
-    JobRecord, JobStatus, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
+    JobRecord, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
 };
-use headshot_core::wire::{
-    FailedResponse, FetchProcessingResponse, FetchSuccessResponse, Meta, SuccessResponse,
-    WebhookFailed, WebhookSuccess, WireResponse,
-};
-use headshot_core::{GenerationOutput, RgbImage};
+use headshot_core::{error_chain, GenerationOutput, RgbImage};
 use headshot_worker::{JobResult, JobTicket};
-use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,7 +41,7 @@ pub fn finish_job(
             }
         },
         Err(e) => {
-            tracing::warn!(id = record.id, error = %e, "generation failed");
+            tracing::warn!(id = record.id, error = %error_chain(&e), "generation failed");
             record.mark_failed(generation_failure_message(&e));
         }
     }
@@ -93,77 +87,6 @@ pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, String> {
         .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| format!("PNG encoding failed: {e}"))?;
     Ok(png)
-}
-
-/// The record's `meta` as the wire type.
-pub fn record_meta(record: &JobRecord) -> Result<Meta, StoreError> {
-    serde_json::from_value(record.meta.clone()).map_err(|e| StoreError::Corrupt {
-        id: record.id,
-        message: format!("meta: {e}"),
-    })
-}
-
-pub fn output_urls(record: &JobRecord, urls: &PublicUrls) -> Vec<String> {
-    record.output_files.iter().map(|f| urls.output(f)).collect()
-}
-
-pub fn future_urls(record: &JobRecord, urls: &PublicUrls) -> Vec<String> {
-    record
-        .planned_output_names()
-        .iter()
-        .map(|n| urls.output(&n.to_string()))
-        .collect()
-}
-
-/// The submit-style success body of a finished record.
-pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResponse, StoreError> {
-    Ok(SuccessResponse::new(
-        record.id,
-        record.generation_time_s.unwrap_or(0.0),
-        output_urls(record, urls),
-        record.nsfw_content_detected,
-        record_meta(record)?,
-    ))
-}
-
-pub fn failure_message(record: &JobRecord) -> String {
-    record
-        .error
-        .clone()
-        .unwrap_or_else(|| "Image generation failed.".to_string())
-}
-
-/// What fetch answers for a record.
-pub fn fetch_body(record: &JobRecord, urls: &PublicUrls) -> WireResponse {
-    match record.status {
-        JobStatus::Queued | JobStatus::Processing => FetchProcessingResponse::new(record.id).into(),
-        JobStatus::Success => {
-            FetchSuccessResponse::new(record.id, output_urls(record, urls)).into()
-        }
-        JobStatus::Failed => FailedResponse::new(record.id, failure_message(record)).into(),
-    }
-}
-
-/// The webhook body for a finished record, `None` if it has no webhook or is not finished.
-pub fn webhook_body(record: &JobRecord, urls: &PublicUrls) -> Option<Value> {
-    record.webhook.as_ref()?;
-    let track_id = record.track_id.clone().unwrap_or(Value::Null);
-    let body = match record.status {
-        JobStatus::Success => match success_body(record, urls) {
-            Ok(body) => serde_json::to_value(WebhookSuccess { body, track_id }),
-            Err(e) => {
-                tracing::error!(id = record.id, error = %e, "cannot build the webhook body");
-                return None;
-            }
-        },
-        JobStatus::Failed => serde_json::to_value(WebhookFailed::new(
-            record.id,
-            failure_message(record),
-            Some(track_id),
-        )),
-        JobStatus::Queued | JobStatus::Processing => return None,
-    };
-    body.ok()
 }
 
 /// Shared handles for the background part of a job.

@@ -1,36 +1,41 @@
-//! The device thread: takes batches from the queue, runs the generator with panics caught, and
-//! answers every job. Nothing here may panic outside `catch_unwind`; if it ever does, the exit
-//! guard still fails the remaining jobs instead of leaving their callers waiting forever.
+//! The device stage: one thread per device takes batches of prepared jobs from the device
+//! queue, runs the generator with panics caught, and answers every job. Nothing here may panic
+//! outside `catch_unwind`; if it ever does, the exit guard still fails the remaining jobs
+//! instead of leaving their callers waiting forever.
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use headshot_core::{GenerationError, GenerationJob, GenerationOutput, Generator};
+use headshot_core::{
+    error_chain, GenerationError, GenerationOutput, Generator, JobSettings, PreparedJob,
+};
 
-use crate::batch::{extend_batch, images_of, take_batch, BatchKey};
-use crate::handle::{lock, JobResult, Queued, Shared};
+use crate::batch::{extend_batch, take_batch};
+use crate::handle::JobResult;
 use crate::metrics_names::*;
+use crate::panics::{panic_message, panicked};
+use crate::shared::{lock, Queued, Shared};
 
 type JobOutcome = Result<GenerationOutput, GenerationError>;
 
-/// Counts this thread out when it ends (normally or by an unexpected panic). The last thread
-/// out closes the queue and drops what is left, so waiting tickets resolve as failed.
+/// Counts this thread out when it ends (normally or by an unexpected panic). The last device
+/// thread out closes admission and the device queue and drops what is left, so waiting tickets
+/// resolve as failed (the prepare stage then answers the jobs it still finishes).
 struct ExitGuard {
     shared: Arc<Shared>,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let mut last = false;
-        self.shared.live_threads.send_modify(|n| {
-            *n = n.saturating_sub(1);
-            last = *n == 0;
-        });
-        if last {
+        if self.shared.live_devices.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.close();
-            let orphans: Vec<Queued> = lock(&self.shared.queue).jobs.drain(..).collect();
+            let orphans: Vec<Queued<PreparedJob>> = {
+                let mut queue = lock(&self.shared.queue);
+                queue.closed = true;
+                queue.jobs.drain(..).collect()
+            };
             if !orphans.is_empty() {
                 tracing::error!(
                     jobs = orphans.len(),
@@ -38,6 +43,9 @@ impl Drop for ExitGuard {
                 );
             }
         }
+        self.shared
+            .live_threads
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -56,7 +64,11 @@ pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usi
 }
 
 /// Blocks until there is work; `None` once the queue is closed and empty.
-fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Option<Vec<Queued>> {
+fn next_batch(
+    shared: &Shared,
+    generator: &dyn Generator,
+    device: usize,
+) -> Option<Vec<Queued<PreparedJob>>> {
     let max_images = catch_unwind(AssertUnwindSafe(|| generator.max_batch_images()))
         .unwrap_or(1)
         .max(1);
@@ -65,14 +77,24 @@ fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Opti
         if queue.closed {
             return None;
         }
+        // Idle while jobs are still being prepared: the time a separate prepare stage saves.
+        let waiting_for_prepare = shared.in_prepare.load(Ordering::Acquire) > 0;
+        let idle_since = Instant::now();
         queue = shared
             .available
             .wait(queue)
             .unwrap_or_else(|p| p.into_inner());
+        if waiting_for_prepare {
+            let idle = idle_since.elapsed();
+            shared
+                .idle_with_work_nanos
+                .fetch_add(idle.as_nanos() as u64, Ordering::Relaxed);
+            metrics::histogram!(METRIC_DEVICE_IDLE_WITH_WORK).record(idle.as_secs_f64());
+        }
     }
-    let mut batch = take_batch(&mut queue.jobs, max_images, |q: &Queued| &q.job);
-    let key = BatchKey::of(&batch[0].job);
-    let mut images: usize = batch.iter().map(|q| images_of(&q.job)).sum();
+    let mut batch = take_batch(&mut queue.jobs, max_images, settings_of);
+    let key = batch[0].job.settings.batch_key();
+    let mut images: usize = batch.iter().map(|q| q.job.settings.images()).sum();
 
     // Optionally linger a little for compatible jobs to fill the batch.
     let wait = shared.config.batch_wait;
@@ -94,7 +116,7 @@ fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Opti
                 &mut images,
                 key,
                 max_images,
-                &|q: &Queued| &q.job,
+                &settings_of,
             );
         }
     }
@@ -108,9 +130,18 @@ fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Opti
     Some(batch)
 }
 
-fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, device: usize) {
+fn settings_of(queued: &Queued<PreparedJob>) -> &JobSettings {
+    &queued.job.settings
+}
+
+fn run_batch(
+    shared: &Shared,
+    generator: &dyn Generator,
+    batch: Vec<Queued<PreparedJob>>,
+    device: usize,
+) {
     let size = batch.len();
-    let key = BatchKey::of(&batch[0].job);
+    let key = batch[0].job.settings.batch_key();
     let span = tracing::info_span!(
         "generate_batch",
         device,
@@ -138,8 +169,9 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
                 "job started"
             )
         });
-        waiting.push((queued.reply, queued.span, queued.permit, queue_wait));
-        jobs.push(queued.job);
+        let (queued, job) = queued.with_job(queue_wait);
+        waiting.push(queued);
+        jobs.push(job);
     }
 
     let outcomes = generate_guarded(generator, &jobs);
@@ -147,9 +179,9 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
     lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
 
-    for ((reply, job_span, permit, queue_wait), output) in waiting.into_iter().zip(outcomes) {
+    for (queued, output) in waiting.into_iter().zip(outcomes) {
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
-        job_span.in_scope(|| match &output {
+        queued.span.in_scope(|| match &output {
             Ok(out) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "success").increment(1);
                 tracing::info!(
@@ -161,13 +193,11 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
             Err(error) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "failed").increment(1);
                 metrics::counter!(METRIC_JOB_FAILURES).increment(1);
-                tracing::warn!(%error, "job failed");
+                tracing::warn!(error = %error_chain(error), "job failed");
             }
         });
-        // Free the slot before answering, so a caller that resubmits on the answer finds room.
-        drop(permit);
-        // The caller may have stopped waiting; the result is simply dropped then.
-        let _ = reply.send(JobResult {
+        let queue_wait = queued.job;
+        queued.answer(JobResult {
             output,
             generation_time: elapsed,
             queue_wait,
@@ -179,7 +209,7 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Vec<Queued>, dev
 
 /// Runs the batch with panics caught. If a batch of several panics, each job is retried alone
 /// so only the job that causes the panic fails. Always returns one outcome per job.
-fn generate_guarded(generator: &dyn Generator, jobs: &[GenerationJob]) -> Vec<JobOutcome> {
+fn generate_guarded(generator: &dyn Generator, jobs: &[PreparedJob]) -> Vec<JobOutcome> {
     match catch_unwind(AssertUnwindSafe(|| generator.generate_batch(jobs))) {
         Ok(outcomes) if outcomes.len() == jobs.len() => outcomes,
         Ok(mut outcomes) => {
@@ -190,8 +220,8 @@ fn generate_guarded(generator: &dyn Generator, jobs: &[GenerationJob]) -> Vec<Jo
             );
             outcomes.truncate(jobs.len());
             while outcomes.len() < jobs.len() {
-                outcomes.push(Err(GenerationError::Internal(
-                    "the generator returned no result for this job".to_string(),
+                outcomes.push(Err(GenerationError::internal(
+                    "the generator returned no result for this job",
                 )));
             }
             outcomes
@@ -215,21 +245,5 @@ fn generate_guarded(generator: &dyn Generator, jobs: &[GenerationJob]) -> Vec<Jo
                 })
                 .collect()
         }
-    }
-}
-
-fn panicked(payload: &(dyn Any + Send)) -> GenerationError {
-    let message = panic_message(payload);
-    tracing::error!(%message, "the generator panicked; the job failed and the worker goes on");
-    GenerationError::Internal(format!("the generator panicked: {message}"))
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
     }
 }

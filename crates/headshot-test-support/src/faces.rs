@@ -1,0 +1,48 @@
+//! A scripted prepare stage: records every photo it is given, refuses two marker photos the
+//! way the real analyzer refuses bad ones, and can be made slow.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use headshot_core::{FacePreparer, GenerationError, PreparedFace};
+
+use crate::gate::Gate;
+use crate::jobs::prepared_face;
+
+/// Refused as an unreadable image.
+pub const UNREADABLE_PHOTO: &[u8] = b"not an image at all";
+/// Refused with `NoFace`.
+pub const FACELESS_PHOTO: &[u8] = b"a photo of a wall";
+
+#[derive(Clone, Default)]
+pub struct ScriptedFaces {
+    /// Every photo given, in order.
+    pub photos: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Time each analysis takes (a stand-in for ONNX Runtime on a busy CPU).
+    pub delay: Duration,
+    /// This photo's analysis waits at the gate (a slow analyzer the test controls).
+    pub held_photo: Option<(Vec<u8>, Gate)>,
+}
+
+impl ScriptedFaces {
+    pub fn photos(&self) -> Vec<Vec<u8>> {
+        self.photos.lock().unwrap().clone()
+    }
+}
+
+impl FacePreparer for ScriptedFaces {
+    fn prepare_face(&self, photo: &[u8]) -> Result<PreparedFace, GenerationError> {
+        self.photos.lock().unwrap().push(photo.to_vec());
+        match &self.held_photo {
+            Some((held, gate)) if held == photo => gate.wait(),
+            _ => std::thread::sleep(self.delay),
+        }
+        match photo {
+            UNREADABLE_PHOTO => Err(GenerationError::UnreadableImage(
+                "the data is not a JPEG, PNG or WebP image".into(),
+            )),
+            FACELESS_PHOTO => Err(GenerationError::NoFace),
+            _ => Ok(prepared_face()),
+        }
+    }
+}

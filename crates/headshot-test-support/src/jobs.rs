@@ -1,0 +1,46 @@
+//! Jobs with the reference settings (512x512, 21 steps, guidance 7.5, one sample), told apart
+//! by their seed.
+
+use headshot_core::{GenerationJob, JobSettings, PreparedFace, PreparedJob, RgbImage};
+
+pub fn settings(seed: u64) -> JobSettings {
+    JobSettings {
+        prompt: format!("portrait {seed}"),
+        negative_prompt: String::new(),
+        width: 512,
+        height: 512,
+        num_inference_steps: 21,
+        guidance_scale: 7.5,
+        s_scale: 1.0,
+        samples: 1,
+        seed,
+        safety_checker: None,
+    }
+}
+
+/// A job whose photo is three arbitrary bytes (the scripted preparer accepts them).
+pub fn job(seed: u64) -> GenerationJob {
+    GenerationJob {
+        settings: settings(seed),
+        face_image: vec![1, 2, 3],
+    }
+}
+
+/// A face as the prepare stage hands it on: a zero embedding and a grey crop.
+pub fn prepared_face() -> PreparedFace {
+    PreparedFace {
+        id_embedding: vec![0.0; 512],
+        aligned_224: RgbImage {
+            width: 224,
+            height: 224,
+            pixels: vec![128; 224 * 224 * 3],
+        },
+    }
+}
+
+pub fn prepared(settings: JobSettings) -> PreparedJob {
+    PreparedJob {
+        settings,
+        face: prepared_face(),
+    }
+}

@@ -1,0 +1,19 @@
+//! What the crates' tests share instead of keeping copies: job builders with the reference
+//! settings, test doubles of the two model stages (a scripted face preparer and a scripted
+//! generator whose images say which job they belong to), and facts of the wire format. A
+//! dev-dependency only.
+
+mod assets;
+mod faces;
+mod gate;
+mod generator;
+mod jobs;
+#[cfg(feature = "tensors")]
+pub mod tensors;
+pub mod wire;
+
+pub use assets::{test_assets, workspace, ASSET_FILES};
+pub use faces::{ScriptedFaces, FACELESS_PHOTO, UNREADABLE_PHOTO};
+pub use gate::Gate;
+pub use generator::{image_of_seed, seed_of, ScriptedGenerator};
+pub use jobs::{job, prepared, prepared_face, settings};
