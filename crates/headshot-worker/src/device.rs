@@ -3,7 +3,6 @@
 //! outside `catch_unwind`; if it ever does, the exit guard still fails the remaining jobs
 //! instead of leaving their callers waiting forever.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +14,7 @@ use headshot_core::{
 use crate::batch::{extend_batch, take_batch};
 use crate::handle::JobResult;
 use crate::metrics_names::*;
-use crate::panics::{panic_message, panicked};
+use crate::panics::guarded;
 use crate::shared::{lock, Queued, Shared};
 
 type JobOutcome = Result<GenerationOutput, GenerationError>;
@@ -69,9 +68,7 @@ fn next_batch(
     generator: &dyn Generator,
     device: usize,
 ) -> Option<Vec<Queued<PreparedJob>>> {
-    let max_images = catch_unwind(AssertUnwindSafe(|| generator.max_batch_images()))
-        .unwrap_or(1)
-        .max(1);
+    let max_images = guarded(|| generator.max_batch_images()).unwrap_or(1).max(1);
     let mut queue = lock(&shared.queue);
     while queue.jobs.is_empty() {
         if queue.closed {
@@ -210,7 +207,7 @@ fn run_batch(
 /// Runs the batch with panics caught. If a batch of several panics, each job is retried alone
 /// so only the job that causes the panic fails. Always returns one outcome per job.
 fn generate_guarded(generator: &dyn Generator, jobs: &[PreparedJob]) -> Vec<JobOutcome> {
-    match catch_unwind(AssertUnwindSafe(|| generator.generate_batch(jobs))) {
+    match guarded(|| generator.generate_batch(jobs)) {
         Ok(outcomes) if outcomes.len() == jobs.len() => outcomes,
         Ok(mut outcomes) => {
             tracing::error!(
@@ -226,23 +223,15 @@ fn generate_guarded(generator: &dyn Generator, jobs: &[PreparedJob]) -> Vec<JobO
             }
             outcomes
         }
-        Err(panic) => {
-            metrics::counter!(METRIC_GENERATOR_PANICS).increment(1);
-            if jobs.len() == 1 {
-                return vec![Err(panicked(panic.as_ref()))];
-            }
+        Err(error) if jobs.len() == 1 => vec![Err(error)],
+        Err(error) => {
             tracing::warn!(
                 jobs = jobs.len(),
-                message = %panic_message(panic.as_ref()),
+                %error,
                 "a batch panicked; retrying its jobs one by one"
             );
             jobs.iter()
-                .map(|job| {
-                    catch_unwind(AssertUnwindSafe(|| generator.generate(job))).unwrap_or_else(|p| {
-                        metrics::counter!(METRIC_GENERATOR_PANICS).increment(1);
-                        Err(panicked(p.as_ref()))
-                    })
-                })
+                .map(|job| guarded(|| generator.generate(job)).and_then(|r| r))
                 .collect()
         }
     }

@@ -3,7 +3,6 @@
 //! take a place in the device queue. A bad photo is answered here; the device threads only
 //! ever see prepared jobs, so face analysis never holds up a GPU.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use headshot_core::{error_chain, prepare_job, FacePreparer, GenerationJob};
 
 use crate::handle::JobResult;
 use crate::metrics_names::*;
-use crate::panics::panicked;
+use crate::panics::guarded;
 use crate::shared::{lock, Queued, Shared};
 
 /// Counts this thread out when it ends. The last prepare thread out closes the device queue
@@ -78,11 +77,7 @@ fn prepare_one(shared: &Shared, faces: &dyn FacePreparer, queued: Queued<Generat
     let _entered = span.enter();
     let started = Instant::now();
     let (queued, job) = queued.with_job(());
-    let outcome = catch_unwind(AssertUnwindSafe(|| prepare_job(job, &shared.limits, faces)))
-        .unwrap_or_else(|panic| {
-            metrics::counter!(METRIC_GENERATOR_PANICS).increment(1);
-            Err(panicked(panic.as_ref()))
-        });
+    let outcome = guarded(|| prepare_job(job, &shared.limits, faces)).and_then(|r| r);
     metrics::histogram!(METRIC_PREPARE_DURATION).record(started.elapsed().as_secs_f64());
 
     let mut prepare = lock(&shared.prepare);

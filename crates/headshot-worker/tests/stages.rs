@@ -99,3 +99,49 @@ async fn a_slow_face_analysis_does_not_delay_another_jobs_render() {
     assert_eq!(seed_of(&slow.output.unwrap()), 1);
     assert_eq!(faces.photos().len(), 2);
 }
+
+/// A panic payload whose own `Drop` panics: dropped carelessly after `catch_unwind`, it
+/// would unwind through the device thread and stop it.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("dropping the payload");
+    }
+}
+
+struct PanicsWithABadPayload;
+
+impl headshot_core::Generator for PanicsWithABadPayload {
+    fn generate(
+        &self,
+        job: &headshot_core::PreparedJob,
+    ) -> Result<headshot_core::GenerationOutput, GenerationError> {
+        if job.settings.seed == 1 {
+            std::panic::panic_any(PanicsWhenDropped);
+        }
+        ScriptedGenerator::default().generate(job)
+    }
+}
+
+#[tokio::test]
+async fn a_panic_whose_payload_panics_when_dropped_fails_only_its_job() {
+    let stages = Stages::new(
+        Arc::new(ScriptedFaces::default()),
+        Box::new(PanicsWithABadPayload),
+    );
+    let worker = Worker::spawn(stages, WorkerConfig::default()).unwrap();
+    let bad = tokio::time::timeout(GUARD, worker.submit(job(1)).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&bad.output, Err(GenerationError::Internal { message, .. }) if message.contains("panicked")),
+        "{:?}",
+        bad.output
+    );
+    // The device thread is still there.
+    let good = tokio::time::timeout(GUARD, worker.submit(job(2)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seed_of(&good.output.unwrap()), 2);
+}
