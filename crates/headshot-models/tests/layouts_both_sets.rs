@@ -145,6 +145,20 @@ fn safety_checker_matches_diffusers_in_both_layouts() {
 }
 
 #[test]
+fn safety_checker_from_a_torch_pickle_matches_diffusers() {
+    // CompVis/stable-diffusion-safety-checker's main holds `pytorch_model.bin` (transformers 4.x
+    // layout); tiny/safety-checker-bin is the tiny checker saved the same way.
+    let set = &SETS[0];
+    let checker =
+        SafetyChecker::from_folder(set.path("safety-checker-bin"), &Device::Cpu, DType::F32)
+            .unwrap();
+    let g = set.golden("safety_checker.safetensors");
+    let (special, concept) = checker.cosine_similarities(&g["pixel_values"]).unwrap();
+    assert_close("special_cos (.bin)", &special, &g["special_cos"], 1e-4);
+    assert_close("concept_cos (.bin)", &concept, &g["concept_cos"], 1e-4);
+}
+
+#[test]
 fn face_projection_unet_step_and_vae_match_diffusers_for_both_sets() {
     // Both sets share the adapter file; their UNet and VAE come from each diffusers version.
     let adapter = IpAdapterWeights::load(
