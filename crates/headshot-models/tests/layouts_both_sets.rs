@@ -1,8 +1,8 @@
 //! Both committed fixture sets through the loaders the pipeline uses, each against its own
-//! goldens: `tiny/` + `goldens/` written by diffusers 0.35 / transformers 4.57 and `tiny-current/`
-//! + `goldens-current/` written by diffusers 0.42 / transformers 5.24 (tools/fixtures,
-//! `--libs current`), whose text encoder has no `text_model.` prefix and whose safety checker
-//! tower sits one `vision_model.` level higher.
+//! goldens: `tiny/` with `goldens/`, written by diffusers 0.35 / transformers 4.57, and
+//! `tiny-current/` with `goldens-current/`, written by diffusers 0.42 / transformers 5.24
+//! (tools/fixtures, `--libs current`), whose text encoder has no `text_model.` prefix and whose
+//! safety checker tower sits one `vision_model.` level higher.
 
 mod encoders_common;
 
