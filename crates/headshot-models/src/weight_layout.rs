@@ -4,8 +4,9 @@
 //! 5.x builds `CLIPTextModel` / `CLIPVisionModel` without their inner transformer, so
 //! `text_encoder/model.safetensors` loses `text_model.` and a safety checker's tower loses one of
 //! its two `vision_model.` levels; on load 5.x strips the old prefix (`PrefixChange` in its
-//! `conversion_mapping.py`) and, like 4.x, the base-model prefix `clip.` of a full `CLIPModel`.
-//! We accept the same spellings. As in transformers, the layout is decided once per file from its
+//! `conversion_mapping.py`), and both strip CLIP's base-model prefix `clip.` (keys of a model
+//! that wraps CLIP). We accept every spelling either version accepts (tried by renaming the keys
+//! of a saved model and counting missing/unexpected ones, see tools/fixtures/README.md). As in transformers, the layout is decided once per file from its
 //! keys (one probe tensor), so a tensor missing from the chosen layout is reported by its full name.
 
 use candle_core::Result;
@@ -33,8 +34,8 @@ pub const CLIP_TEXT_MODEL: Layout = Layout {
 
 /// The vision tower in a `CLIPVisionModelWithProjection` file (the FaceID image encoder):
 /// `vision_model.*` in 4.x and 5.x; 5.x also loads `vision_model.vision_model.*` (a 4.x
-/// `CLIPVisionModel` nested one level deeper) and a bare tower at the root, 4.x a `CLIPModel`
-/// file's `clip.vision_model.*`.
+/// `CLIPVisionModel` nested one level deeper) and a bare tower at the root, 4.x
+/// `clip.vision_model.*` (the base-model prefix stripped).
 pub const CLIP_VISION_WITH_PROJECTION: Layout = Layout {
     what: "CLIP vision tower",
     prefixes: &[
