@@ -109,7 +109,11 @@ pub struct ClipTextEncoder {
 impl ClipTextEncoder {
     /// `vb` at the root of the text encoder file, in any layout of `weight_layout::CLIP_TEXT_MODEL`.
     pub fn load(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
-        let vb = crate::weight_layout::CLIP_TEXT_MODEL.locate(&vb)?;
+        crate::weight_layout::CLIP_TEXT_MODEL.load(&vb, |vb| Self::load_at(vb, cfg))
+    }
+
+    /// `vb` at the text transformer's own prefix.
+    fn load_at(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
         let emb = vb.pp("embeddings");
         let token_embedding =
             candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, emb.pp("token_embedding"))?;

@@ -215,11 +215,9 @@ impl SafetyChecker {
         let dtype = vb.dtype();
         // StableDiffusionSafetyChecker wraps a CLIPVisionModel, which (before transformers 5)
         // wraps the transformer.
-        let tower = crate::weight_layout::SAFETY_CHECKER_VISION
-            .locate(&vb)
+        let vision = crate::weight_layout::SAFETY_CHECKER_VISION
+            .load(&vb, |tower| ClipVisionTransformer::load(tower, &cfg.vision))
             .map_err(SafetyCheckerError::Load)?;
-        let vision =
-            ClipVisionTransformer::load(tower, &cfg.vision).map_err(SafetyCheckerError::Load)?;
         let visual_projection = candle_nn::linear_no_bias(
             cfg.vision.hidden_size,
             cfg.projection_dim,

@@ -88,15 +88,29 @@ impl Layout {
         )
     }
 
-    /// `vb` moved to the module's prefix in this file.
-    pub fn locate<'a>(&self, vb: &VarBuilder<'a>) -> Result<VarBuilder<'a>> {
-        let prefix = self.find_prefix(vb)?;
-        tracing::debug!(module = self.what, prefix, "weights layout");
-        Ok(if prefix.is_empty() {
-            vb.clone()
-        } else {
-            vb.pp(prefix)
-        })
+    /// Runs `load` with `vb` moved to the module's prefix in this file. When no layout's probe
+    /// is there (a file of another model, or a builder that makes tensors on demand such as a
+    /// `VarMap`), the first spelling is used, and if `load` then fails the error names every key
+    /// looked for.
+    pub fn load<'a, T>(
+        &self,
+        vb: &VarBuilder<'a>,
+        load: impl FnOnce(VarBuilder<'a>) -> Result<T>,
+    ) -> Result<T> {
+        let at = |prefix: &str| {
+            if prefix.is_empty() {
+                vb.clone()
+            } else {
+                vb.pp(prefix)
+            }
+        };
+        match self.find_prefix(vb) {
+            Ok(prefix) => {
+                tracing::debug!(module = self.what, prefix, "weights layout");
+                load(at(prefix))
+            }
+            Err(none_found) => load(at(self.prefixes[0])).map_err(|_| none_found),
+        }
     }
 }
 
@@ -139,11 +153,13 @@ mod tests {
                 "{key}"
             );
         }
-        // The located builder reads the file's own tensor name.
-        let vb = CLIP_TEXT_MODEL
-            .locate(&file(&["embeddings.token_embedding.weight"]))
+        // The builder handed to the loader reads the file's own tensor names.
+        let found = CLIP_TEXT_MODEL
+            .load(&file(&["embeddings.token_embedding.weight"]), |vb| {
+                Ok(vb.contains_tensor("embeddings.token_embedding.weight"))
+            })
             .unwrap();
-        assert!(vb.contains_tensor("embeddings.token_embedding.weight"));
+        assert!(found);
     }
 
     #[test]
@@ -163,6 +179,29 @@ mod tests {
                 .find_prefix(&file(&["embeddings.patch_embedding.weight"]))
                 .unwrap(),
             ""
+        );
+    }
+
+    #[test]
+    fn builders_that_create_tensors_get_the_first_spelling() {
+        // A VarMap has no tensors until asked: models built from scratch use the 4.x names.
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        CLIP_TEXT_MODEL
+            .load(&vb, |vb| vb.get(3, "embeddings.token_embedding.weight"))
+            .unwrap();
+        let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        assert_eq!(names, ["text_model.embeddings.token_embedding.weight"]);
+        // A failing load in no layout reports every spelling, not just the first.
+        let err = CLIP_TEXT_MODEL
+            .load(&file(&["unrelated"]), |vb| {
+                vb.get(3, "embeddings.token_embedding.weight")
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`clip.embeddings.token_embedding.weight`"),
+            "{err}"
         );
     }
 

@@ -248,8 +248,8 @@ impl ClipVisionTransformer {
         cfg: &ClipVisionConfig,
         outputs: ClipVisionOutputs,
     ) -> Result<Self> {
-        let vb = crate::weight_layout::CLIP_VISION_WITH_PROJECTION.locate(&vb)?;
-        Self::load_for(vb, cfg, outputs)
+        crate::weight_layout::CLIP_VISION_WITH_PROJECTION
+            .load(&vb, |vb| Self::load_for(vb, cfg, outputs))
     }
 
     /// Loads only the weights the chosen outputs need.
