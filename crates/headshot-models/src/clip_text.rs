@@ -1,5 +1,6 @@
 //! SD1.5 text encoder: transformers' `CLIPTextModel` (weights under `text_model.` in
-//! `text_encoder/model.safetensors`). The pipeline conditions on `last_hidden_state`, i.e. the
+//! `text_encoder/model.safetensors` as transformers 4.x writes it, at the root as 5.x does; see
+//! `weight_layout`). The pipeline conditions on `last_hidden_state`, i.e. the
 //! output of `final_layer_norm`, computed with CLIP's causal attention mask.
 
 use std::path::Path;
@@ -106,9 +107,13 @@ pub struct ClipTextEncoder {
 }
 
 impl ClipTextEncoder {
-    /// `vb` at the root of the text encoder file (the tensors are read under `text_model.`).
+    /// `vb` at the root of the text encoder file, in any layout of `weight_layout::CLIP_TEXT_MODEL`.
     pub fn load(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
-        let vb = vb.pp("text_model");
+        crate::weight_layout::CLIP_TEXT_MODEL.load(&vb, |vb| Self::load_at(vb, cfg))
+    }
+
+    /// `vb` at the text transformer's own prefix.
+    fn load_at(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
         let emb = vb.pp("embeddings");
         let token_embedding =
             candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, emb.pp("token_embedding"))?;

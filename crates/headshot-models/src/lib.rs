@@ -32,5 +32,7 @@ pub mod vae;
 pub mod ddim;
 // StableDiffusionSafetyChecker head.
 pub mod safety_checker;
+// Which key prefixes a weights file uses (transformers 4.x and 5.x spell them differently).
+pub mod weight_layout;
 // CLIPImageProcessor with Pillow-exact resampling (FaceID crop and safety checker inputs).
 pub mod clip_preprocess;

@@ -1,4 +1,5 @@
-//! diffusers' `StableDiffusionSafetyChecker`: a CLIP vision tower (`vision_model.vision_model.*`),
+//! diffusers' `StableDiffusionSafetyChecker`: a CLIP vision tower (`vision_model.vision_model.*`
+//! from transformers 4.x, `vision_model.*` from 5.x),
 //! `visual_projection` (no bias), and cosine similarities of the projected image embedding with
 //! `concept_embeds` / `special_care_embeds`, compared with the per-concept thresholds
 //! `concept_embeds_weights` / `special_care_embeds_weights` stored in the same weights file.
@@ -212,10 +213,11 @@ impl SafetyChecker {
     /// similarities and scores are always f32.
     pub fn load(vb: VarBuilder, cfg: &SafetyCheckerConfig) -> Result<Self, SafetyCheckerError> {
         let dtype = vb.dtype();
-        // StableDiffusionSafetyChecker wraps a CLIPVisionModel, which wraps the transformer.
-        let vision =
-            ClipVisionTransformer::load(vb.pp("vision_model").pp("vision_model"), &cfg.vision)
-                .map_err(SafetyCheckerError::Load)?;
+        // StableDiffusionSafetyChecker wraps a CLIPVisionModel, which (before transformers 5)
+        // wraps the transformer.
+        let vision = crate::weight_layout::SAFETY_CHECKER_VISION
+            .load(&vb, |tower| ClipVisionTransformer::load(tower, &cfg.vision))
+            .map_err(SafetyCheckerError::Load)?;
         let visual_projection = candle_nn::linear_no_bias(
             cfg.vision.hidden_size,
             cfg.projection_dim,

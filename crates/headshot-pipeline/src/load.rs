@@ -152,9 +152,12 @@ impl Pipeline {
             let cfg_path = c.file("config.json")?;
             let cfg = ClipVisionConfig::from_file(cfg_path)
                 .map_err(PipelineError::load(c.kind, cfg_path))?;
-            let vb = var_builder(c, dtype, &device)?.pp("vision_model");
-            ClipVisionTransformer::load_for(vb, &cfg, ClipVisionOutputs::PenultimateOnly)
-                .map_err(PipelineError::load(c.kind, cfg_path))
+            ClipVisionTransformer::load_from_model_file(
+                var_builder(c, dtype, &device)?,
+                &cfg,
+                ClipVisionOutputs::PenultimateOnly,
+            )
+            .map_err(PipelineError::load(c.kind, cfg_path))
         })?;
         // FaceID-PlusV2 feeds the crop through CLIPImageProcessor() with its defaults, sized
         // to the encoder.

@@ -295,6 +295,19 @@ mod tests {
     }
 
     #[test]
+    fn the_default_build_can_fetch_the_default_model_set() {
+        // The default manifest names hub repos; a build without `download` would stop at
+        // start-up on a fresh machine, so the feature is on by default.
+        let models = parse(&[]).unwrap().model.models;
+        assert_eq!(models, PathBuf::from("models/sd15-faceid-plusv2.toml"));
+        let can_download = cfg!(feature = "download");
+        assert!(
+            can_download,
+            "headshot-server's default features must include `download`"
+        );
+    }
+
+    #[test]
     fn devices_are_a_typed_list() {
         let config = parse(&["--device", "cuda:0,cuda:1", "--dtype", "f16"]).unwrap();
         assert_eq!(

@@ -14,6 +14,9 @@
 //! files = ["config.json", "diffusion_pytorch_model.safetensors"]
 //! ```
 //!
+//! A source or component may carry `licence = "..."`, a notice logged (warn) whenever the set is
+//! resolved, e.g. for weights that are not licensed for commercial use.
+//!
 //! `local` may contain `${VAR}` or `${VAR:-default}` (e.g. a test-asset folder chosen by an
 //! environment variable).
 
@@ -103,6 +106,8 @@ pub struct SourceSpec {
     pub revision: Option<String>,
     /// A local folder laid out like the repo.
     pub local: Option<String>,
+    /// A licence notice for the weights from this source (logged at start-up).
+    pub licence: Option<String>,
 }
 
 /// One component as written in the manifest.
@@ -118,6 +123,8 @@ pub struct ComponentSpec {
     pub folder: Option<String>,
     /// Files of this component, relative to `folder`.
     pub files: Vec<String>,
+    /// A licence notice; overrides the source's.
+    pub licence: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +147,8 @@ pub struct ComponentEntry {
     pub local: Option<PathBuf>,
     pub folder: Option<String>,
     pub files: Vec<String>,
+    /// The component's licence notice, or its source's.
+    pub licence: Option<String>,
 }
 
 impl ComponentEntry {
@@ -239,6 +248,7 @@ fn component_entry(
             repo: spec.repo,
             revision: spec.revision,
             local: spec.local,
+            licence: None,
         },
     };
     if source.repo.is_none() && source.local.is_none() {
@@ -285,6 +295,7 @@ fn component_entry(
         local,
         folder: spec.folder.filter(|f| !f.is_empty()),
         files: spec.files,
+        licence: spec.licence.or(source.licence),
     })
 }
 

@@ -165,6 +165,10 @@ pub fn resolve(
             )?);
         }
         tracing::debug!(component = %kind, files = files.len(), "resolved component");
+        if let Some(licence) = &entry.licence {
+            let from = entry.repo.as_deref().unwrap_or("a local folder");
+            tracing::warn!(component = %kind, from, "licence: {licence}");
+        }
         components.insert(
             *kind,
             ResolvedComponent {

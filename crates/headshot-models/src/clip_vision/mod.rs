@@ -241,6 +241,17 @@ impl ClipVisionTransformer {
         Self::load_for(vb, cfg, ClipVisionOutputs::All)
     }
 
+    /// Loads from `vb` at the root of a `CLIPVisionModelWithProjection` (or `CLIPVisionModel`)
+    /// file in any layout of `weight_layout::CLIP_VISION_WITH_PROJECTION`.
+    pub fn load_from_model_file(
+        vb: VarBuilder,
+        cfg: &ClipVisionConfig,
+        outputs: ClipVisionOutputs,
+    ) -> Result<Self> {
+        crate::weight_layout::CLIP_VISION_WITH_PROJECTION
+            .load(&vb, |vb| Self::load_for(vb, cfg, outputs))
+    }
+
     /// Loads only the weights the chosen outputs need.
     pub fn load_for(
         vb: VarBuilder,

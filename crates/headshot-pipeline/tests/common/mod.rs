@@ -60,7 +60,12 @@ pub struct Golden {
 
 impl Golden {
     pub fn read(name: &str) -> Golden {
-        let path = goldens().join(format!("{name}.safetensors"));
+        Golden::read_in(&goldens(), name)
+    }
+
+    /// A golden from another folder (e.g. tests/fixtures/goldens-current).
+    pub fn read_in(dir: &std::path::Path, name: &str) -> Golden {
+        let path = dir.join(format!("{name}.safetensors"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, header) =
             safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
@@ -221,7 +226,12 @@ impl E2eTolerance {
 /// Runs golden `name` on `pipeline` with the reference's initial latents and compares every
 /// stage with diffusers' (f32) values.
 pub fn check_e2e(pipeline: &Pipeline, name: &str, tol: &E2eTolerance) {
-    let golden = Golden::read(name);
+    check_e2e_in(pipeline, &goldens(), name, tol);
+}
+
+/// `check_e2e` with the golden read from `dir`.
+pub fn check_e2e_in(pipeline: &Pipeline, dir: &std::path::Path, name: &str, tol: &E2eTolerance) {
+    let golden = Golden::read_in(dir, name);
     let job = golden.e2e_job();
     let face = golden.e2e_face();
     let out = pipeline
