@@ -37,6 +37,20 @@ pub struct Config {
     #[arg(long, env = "HEADSHOT_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
 
+    /// Log one JSON object per line (with the request id and the other span fields) instead of
+    /// human-readable lines.
+    #[arg(long, env = "HEADSHOT_JSON_LOGS")]
+    pub json_logs: bool,
+
+    /// Browser origins allowed to call the API (comma-separated, e.g. a web app's
+    /// `https://app.example.com`; `*` for any). Without it no CORS headers are sent.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "HEADSHOT_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
+
     /// Folder for generated images (`outputs/`) and the job database (`jobs.redb`).
     #[arg(long, env = "HEADSHOT_DATA_DIR", default_value = "headshot-data")]
     pub data_dir: PathBuf,

@@ -14,6 +14,7 @@ pub mod finish;
 pub mod intake;
 pub mod net;
 pub mod recovery;
+pub mod request_context;
 pub mod routes;
 pub mod state;
 pub mod urls;

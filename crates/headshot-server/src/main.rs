@@ -8,12 +8,8 @@ use headshot_worker::Stages;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let config = Config::parse();
+    init_logs(config.json_logs);
     // Refuse a configuration without keys before spending minutes loading models.
     if !ApiKeys::new(&config.api_keys, config.no_auth).is_configured() {
         anyhow::bail!(StartupError::NoApiKeys);
@@ -83,6 +79,23 @@ fn load_stages(args: &ModelArgs) -> anyhow::Result<Stages> {
         stages.generators.push(Box::new(pipeline));
     }
     Ok(stages)
+}
+
+/// Human-readable lines on stderr, or one JSON object per line (`--json-logs`) for log
+/// collectors; `RUST_LOG` filters either way (default `info`).
+fn init_logs(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        logs.init();
+    }
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,7 @@ use crate::finish::JobContext;
 use crate::intake::BodyIntake;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
 use crate::recovery::recover;
+use crate::request_context::CorsPolicy;
 use crate::urls::PublicUrls;
 use crate::webhooks::WebhookPolicy;
 
@@ -80,6 +81,7 @@ pub struct Inner {
     pub worker: WorkerHandle,
     pub jobs: JobContext,
     pub metrics: PrometheusHandle,
+    pub cors: CorsPolicy,
 }
 
 /// Shared state of the router; cheap to clone.
@@ -167,6 +169,7 @@ impl AppState {
                 stop_deliveries: tokio_util::sync::CancellationToken::new(),
             },
             metrics: metrics_handle(),
+            cors: CorsPolicy::new(&config.cors_allow_origins),
         }));
         if tokio::runtime::Handle::try_current().is_ok() {
             let recovered = recover(&state.jobs, &state.worker, unfinished)?;

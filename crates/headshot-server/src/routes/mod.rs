@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::request_context;
 
 use crate::state::AppState;
 use crate::urls::OUTPUTS_PATH;
@@ -61,6 +62,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn(json_method_not_allowed))
+        .layer(axum::middleware::from_fn_with_state(
+            state.cors.clone(),
+            request_context::cors,
+        ))
+        // Outermost, so every answer (CORS preflights and 405s included) carries the id.
+        .layer(axum::middleware::from_fn(request_context::with_request_id))
         .with_state(state)
 }
 
