@@ -60,8 +60,9 @@ pub struct Config {
     pub queue_size: usize,
 
     /// Threads of the prepare stage (face photo decoding and analysis, on the CPU, before the
-    /// device queue); at least one per device.
-    #[arg(long, env = "HEADSHOT_PREPARE_THREADS", default_value_t = 2)]
+    /// device queue); at least one per device. One keeps jobs in admission order; more let a
+    /// quick photo pass one that is slow to analyse.
+    #[arg(long, env = "HEADSHOT_PREPARE_THREADS", default_value_t = 1)]
     pub prepare_threads: usize,
 
     /// How long a submit waits for its images before answering `processing` (seconds).

@@ -553,6 +553,11 @@ async fn health_and_metrics() {
     server.submit(&body(&internet)).await;
     let (status, v) = server.get("/health").await;
     assert_eq!((status, v["status"].clone()), (200, json!("ok")));
+    let (status, ready) = server.get("/health/ready").await;
+    assert_eq!((status, ready["status"].clone()), (200, json!("ok")));
+    assert_eq!(ready["devices_alive"], ready["devices"]);
+    let (status, live) = server.get("/health/live").await;
+    assert_eq!((status, live), (200, json!({"status": "alive"})));
     let text = client()
         .get(server.url("/metrics"))
         .send()

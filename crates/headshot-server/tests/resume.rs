@@ -114,6 +114,11 @@ async fn the_drain_keeps_fetch_and_outputs_answering_and_refuses_submits() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(draining, "/health never reported the drain");
+    // Readiness says the same; liveness stays up, so nothing restarts a draining server.
+    let (status, ready) = server.get("/health/ready").await;
+    assert_eq!((status, ready["status"].as_str()), (503, Some("draining")));
+    let (status, live) = server.get("/health/live").await;
+    assert_eq!((status, live["status"].as_str()), (200, Some("alive")));
     let (status, refused) = server.post("/api/v6/image_editing/head_shot", &body).await;
     assert_eq!(status, 503);
     assert_eq!(keys(&refused), sorted(&["message", "status"]));

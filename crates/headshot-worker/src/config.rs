@@ -7,7 +7,9 @@ pub struct WorkerConfig {
     /// [`SubmitError::QueueFull`](crate::SubmitError::QueueFull) carrying this number.
     pub queue_size: usize,
     /// Threads of the prepare stage (checks and face analysis, CPU work before the device
-    /// queue); raised to one per preparer. Two let one decode while the other runs a model.
+    /// queue); raised to one per preparer. One keeps jobs strictly in admission order (ONNX
+    /// Runtime already spreads one analysis over the cores); more let a quick photo pass one
+    /// that is slow to analyse, at the price of that order.
     pub prepare_threads: usize,
     /// After taking a job, how long a device thread may wait for more compatible jobs to fill a
     /// batch. Zero (the default) batches only what is already queued, so a lone job never waits.
@@ -25,7 +27,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             queue_size: 16,
-            prepare_threads: 2,
+            prepare_threads: 1,
             batch_wait: Duration::ZERO,
             eta_window: 16,
             initial_job_estimate: Duration::from_secs(10),

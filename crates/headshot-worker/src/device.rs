@@ -118,6 +118,8 @@ fn next_batch(
         }
     }
     metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
+    // In admission order within the batch, however the prepare threads finished them.
+    batch.sort_by_key(|q| q.seq);
     lock(&shared.times).started(
         device,
         batch.iter().map(|q| q.seq).collect(),

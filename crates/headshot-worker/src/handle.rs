@@ -389,6 +389,17 @@ impl WorkerHandle {
         self.shared().devices
     }
 
+    /// Device threads still running (fewer than [`Self::devices`] only after a thread died or
+    /// after shutdown).
+    pub fn live_devices(&self) -> usize {
+        self.shared().live_devices.load(Ordering::Acquire)
+    }
+
+    /// Prepare threads still running.
+    pub fn live_preparers(&self) -> usize {
+        self.shared().live_preparers.load(Ordering::Acquire)
+    }
+
     /// Stops admitting jobs, lets the stages finish every admitted job, and waits until their
     /// threads have exited (and dropped their generators). Safe to call from several clones.
     pub async fn shutdown(&self) {

@@ -15,8 +15,17 @@ use headshot_worker::{Stages, Worker, WorkerConfig, WorkerHandle};
 const GUARD: Duration = Duration::from_secs(60);
 
 fn spawn(faces: ScriptedFaces, generator: ScriptedGenerator) -> WorkerHandle {
+    spawn_with(faces, generator, 1)
+}
+
+fn spawn_with(
+    faces: ScriptedFaces,
+    generator: ScriptedGenerator,
+    prepare_threads: usize,
+) -> WorkerHandle {
     let config = WorkerConfig {
         queue_size: 8,
+        prepare_threads,
         ..WorkerConfig::default()
     };
     Worker::spawn(Stages::new(Arc::new(faces), Box::new(generator)), config).unwrap()
@@ -80,7 +89,8 @@ async fn a_slow_face_analysis_does_not_delay_another_jobs_render() {
         ..ScriptedFaces::default()
     };
     let generator = ScriptedGenerator::default();
-    let worker = spawn(faces.clone(), generator.clone());
+    // Two prepare threads, so the quick photo need not wait behind the slow one's analysis.
+    let worker = spawn_with(faces.clone(), generator.clone(), 2);
 
     let mut slow = job(1);
     slow.face_image = slow_photo;
@@ -144,4 +154,16 @@ async fn a_panic_whose_payload_panics_when_dropped_fails_only_its_job() {
         .await
         .unwrap();
     assert_eq!(seed_of(&good.output.unwrap()), 2);
+}
+
+#[tokio::test]
+async fn live_thread_counts_follow_the_stages() {
+    let worker = spawn(ScriptedFaces::default(), ScriptedGenerator::default());
+    assert_eq!(worker.live_devices(), worker.devices());
+    assert_eq!(
+        worker.live_preparers(),
+        WorkerConfig::default().prepare_threads
+    );
+    worker.shutdown().await;
+    assert_eq!((worker.live_devices(), worker.live_preparers()), (0, 0));
 }

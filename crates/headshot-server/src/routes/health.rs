@@ -1,4 +1,5 @@
-//! `/health`, `/metrics` and the JSON 404 for unknown paths.
+//! `/health` (readiness, as before), `/health/live`, `/health/ready`, `/metrics` and the JSON
+//! 404 for unknown paths.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -9,10 +10,16 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// Ready (200, `ok`) or draining after SIGTERM (503, `draining`: no new jobs, fetch works).
+/// Readiness: 200 `ok` while jobs are taken; 503 `draining` after SIGTERM (no new jobs, fetch
+/// works), 503 `degraded` when a device or every prepare thread has stopped (submits would
+/// fail). Models are loaded before the server listens, so a listening server has them.
 pub async fn health(State(state): State<AppState>) -> Response {
-    let (code, status) = if state.worker.is_closed() {
+    let worker = &state.worker;
+    let devices_alive = worker.live_devices();
+    let (code, status) = if worker.is_closed() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if devices_alive < worker.devices() || worker.live_preparers() == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
     } else {
         (StatusCode::OK, "ok")
     };
@@ -20,12 +27,19 @@ pub async fn health(State(state): State<AppState>) -> Response {
         code,
         Json(json!({
             "status": status,
-            "in_flight": state.worker.in_flight(),
-            "max_queued": state.worker.max_queue_size(),
-            "devices": state.worker.devices(),
+            "in_flight": worker.in_flight(),
+            "max_queued": worker.max_queue_size(),
+            "devices": worker.devices(),
+            "devices_alive": devices_alive,
         })),
     )
         .into_response()
+}
+
+/// Liveness: the process is up and serving HTTP, draining or not (restarting a draining
+/// server would lose its drain).
+pub async fn live() -> Response {
+    Json(json!({"status": "alive"})).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -59,6 +59,8 @@ pub fn build_router(state: AppState) -> Router {
             get(outputs::serve_output),
         )
         .route("/health", get(health::health))
+        .route("/health/ready", get(health::health))
+        .route("/health/live", get(health::live))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn(json_method_not_allowed))
