@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every file the tests read from the asset folder (besides libonnxruntime).
-pub const ASSET_FILES: [&str; 5] = [
+const ASSET_FILES: [&str; 5] = [
     "scrfd_500m_bnkps.onnx",
     "w600k_mbf.onnx",
     "players.jpg",

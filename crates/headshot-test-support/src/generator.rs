@@ -60,7 +60,7 @@ impl Generator for ScriptedGenerator {
 }
 
 /// An image of the job's size whose pixels all encode its seed (low 24 bits).
-pub fn image_of_seed(job: &JobSettings) -> RgbImage {
+fn image_of_seed(job: &JobSettings) -> RgbImage {
     let pixel = [
         job.seed as u8,
         (job.seed >> 8) as u8,
@@ -73,7 +73,7 @@ pub fn image_of_seed(job: &JobSettings) -> RgbImage {
     }
 }
 
-/// The seed an output of [`image_of_seed`] encodes.
+/// The seed a [`ScriptedGenerator`] output encodes.
 pub fn seed_of(output: &GenerationOutput) -> u64 {
     let p = &output.images[0].image.pixels;
     p[0] as u64 | (p[1] as u64) << 8 | (p[2] as u64) << 16

@@ -1,7 +1,7 @@
 //! Jobs with the reference settings (512x512, 21 steps, guidance 7.5, one sample), told apart
 //! by their seed.
 
-use headshot_core::{GenerationJob, JobSettings, PreparedFace, PreparedJob, RgbImage};
+use headshot_core::{GenerationJob, JobSettings, PreparedFace, RgbImage};
 
 pub fn settings(seed: u64) -> JobSettings {
     JobSettings {
@@ -27,7 +27,7 @@ pub fn job(seed: u64) -> GenerationJob {
 }
 
 /// A face as the prepare stage hands it on: a zero embedding and a grey crop.
-pub fn prepared_face() -> PreparedFace {
+pub(crate) fn prepared_face() -> PreparedFace {
     PreparedFace {
         id_embedding: vec![0.0; 512],
         aligned_224: RgbImage {
@@ -35,12 +35,5 @@ pub fn prepared_face() -> PreparedFace {
             height: 224,
             pixels: vec![128; 224 * 224 * 3],
         },
-    }
-}
-
-pub fn prepared(settings: JobSettings) -> PreparedJob {
-    PreparedJob {
-        settings,
-        face: prepared_face(),
     }
 }

@@ -12,8 +12,8 @@ mod jobs;
 pub mod tensors;
 pub mod wire;
 
-pub use assets::{test_assets, workspace, ASSET_FILES};
+pub use assets::{test_assets, workspace};
 pub use faces::{ScriptedFaces, FACELESS_PHOTO, UNREADABLE_PHOTO};
 pub use gate::Gate;
-pub use generator::{image_of_seed, seed_of, ScriptedGenerator};
-pub use jobs::{job, prepared, prepared_face, settings};
+pub use generator::{seed_of, ScriptedGenerator};
+pub use jobs::{job, settings};

@@ -313,14 +313,8 @@ impl WorkerHandle {
         let prepare = lock(&shared.prepare);
         let queue = lock(&shared.queue);
         let now = Instant::now();
-        let waiting = queue
-            .jobs
-            .iter()
-            .map(|q| (q.seq, q.work))
-            .chain(prepare.preparing.iter().copied())
-            .chain(prepare.jobs.iter().map(|q| (q.seq, q.work)));
         let mut ahead = 0.0;
-        for (queued, work) in waiting {
+        for (queued, work) in waiting(&prepare, &queue) {
             if queued == seq {
                 return lock(&shared.times).eta(ahead, work, now);
             }
@@ -335,12 +329,7 @@ impl WorkerHandle {
         let shared = self.shared();
         let prepare = lock(&shared.prepare);
         let queue = lock(&shared.queue);
-        let next = queue
-            .jobs
-            .front()
-            .map(|q| q.work)
-            .or_else(|| prepare.preparing.first().map(|(_, work)| *work))
-            .or_else(|| prepare.jobs.front().map(|q| q.work));
+        let next = waiting(&prepare, &queue).next().map(|(_, work)| work);
         let after = lock(&shared.times).retry_after(next);
         after
     }
@@ -370,7 +359,7 @@ impl WorkerHandle {
     pub fn queue_depth(&self) -> usize {
         let shared = self.shared();
         let prepare = lock(&shared.prepare);
-        let depth = prepare.jobs.len() + prepare.preparing.len() + lock(&shared.queue).jobs.len();
+        let depth = waiting(&prepare, &lock(&shared.queue)).count();
         depth
     }
 
@@ -413,11 +402,21 @@ impl WorkerHandle {
     }
 }
 
-/// Work (in reference jobs) ahead of a new job: everything waiting for a device, being
-/// prepared, or waiting to be prepared.
+/// Admitted jobs not yet running, as `(seq, work)` in the order they will run: prepared ones
+/// waiting for a device, those being prepared, those waiting to be prepared.
+fn waiting<'a>(
+    prepare: &'a PrepareState,
+    queue: &'a QueueState,
+) -> impl Iterator<Item = (u64, f64)> + 'a {
+    queue
+        .jobs
+        .iter()
+        .map(|q| (q.seq, q.work))
+        .chain(prepare.preparing.iter().copied())
+        .chain(prepare.jobs.iter().map(|q| (q.seq, q.work)))
+}
+
+/// Work (in reference jobs) ahead of a new job: everything admitted and not yet running.
 fn work_ahead(prepare: &PrepareState, queue: &QueueState) -> f64 {
-    let waiting: f64 = queue.jobs.iter().map(|q| q.work).sum();
-    let preparing: f64 = prepare.preparing.iter().map(|(_, work)| work).sum();
-    let to_prepare: f64 = prepare.jobs.iter().map(|q| q.work).sum();
-    waiting + preparing + to_prepare
+    waiting(prepare, queue).map(|(_, work)| work).sum()
 }
