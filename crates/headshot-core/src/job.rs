@@ -113,7 +113,11 @@ impl JobSettings {
     /// The one check of a job against what the models allow (`InvalidInput` says what is off).
     pub fn validate(&self, limits: &JobLimits) -> Result<(), GenerationError> {
         let invalid = |m: String| Err(GenerationError::InvalidInput(m));
-        if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
+        if self.width == 0
+            || self.height == 0
+            || !self.width.is_multiple_of(8)
+            || !self.height.is_multiple_of(8)
+        {
             return invalid(format!(
                 "width and height must be positive multiples of 8, got {}x{}",
                 self.width, self.height
