@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::job::{GenerationJob, JobLimits, PreparedFace, PreparedJob};
@@ -54,6 +55,9 @@ pub enum GenerationError {
     /// The job is well-formed on the wire but this generator cannot honour it.
     #[error("{0}")]
     InvalidInput(String),
+    /// The job was cancelled (before it ran, or between two denoising steps).
+    #[error("the job was cancelled")]
+    Cancelled,
     /// Anything else (model failure, out of memory, a panic caught by the worker). The cause
     /// is kept for the log; the client gets a fixed message.
     #[error("generation failed: {message}")]
@@ -91,7 +95,7 @@ impl PartialEq for GenerationError {
         use GenerationError::*;
         match (self, other) {
             (UnreadableImage(a), UnreadableImage(b)) | (InvalidInput(a), InvalidInput(b)) => a == b,
-            (NoFace, NoFace) => true,
+            (NoFace, NoFace) | (Cancelled, Cancelled) => true,
             (Internal { message: a, .. }, Internal { message: b, .. }) => a == b,
             _ => false,
         }
@@ -135,6 +139,20 @@ pub fn prepare_job(
     })
 }
 
+/// Watches a batch's denoising loop: told after every step, and asked whether to go on.
+/// Implemented by the device thread (progress, cancellation); `()` watches nothing.
+pub trait StepObserver: Sync {
+    /// `done` of `total` denoising steps are finished (1-based). `Break` stops the batch:
+    /// every job of it then fails with [`GenerationError::Cancelled`].
+    fn step_done(&self, done: usize, total: usize) -> ControlFlow<()>;
+}
+
+impl StepObserver for () {
+    fn step_done(&self, _done: usize, _total: usize) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
 /// Turns prepared jobs into images. Implemented by the candle pipeline; owned by one device
 /// thread, which is the only caller, so implementations may be synchronous and hold the device.
 pub trait Generator: Send + 'static {
@@ -147,6 +165,18 @@ pub trait Generator: Send + 'static {
         jobs: &[PreparedJob],
     ) -> Vec<Result<GenerationOutput, GenerationError>> {
         jobs.iter().map(|job| self.generate(job)).collect()
+    }
+
+    /// [`Generator::generate_batch`] telling `observer` after every denoising step and stopping
+    /// when it says so. The default reports nothing and never stops early; generators with a
+    /// step loop override it.
+    fn generate_batch_observed(
+        &self,
+        jobs: &[PreparedJob],
+        observer: &dyn StepObserver,
+    ) -> Vec<Result<GenerationOutput, GenerationError>> {
+        let _ = observer;
+        self.generate_batch(jobs)
     }
 
     /// How many images one UNet batch can hold; the worker groups jobs up to this.

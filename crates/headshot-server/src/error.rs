@@ -181,6 +181,9 @@ impl ApiError {
     }
 }
 
+/// The final message of a cancelled job (fetch and webhook say `failed` with it).
+pub const JOB_CANCELLED: &str = "Job cancelled";
+
 /// The message a client sees when generation fails, by error kind.
 pub fn generation_failure_message(e: &GenerationError) -> String {
     match e {
@@ -191,6 +194,7 @@ pub fn generation_failure_message(e: &GenerationError) -> String {
             format!("The face image could not be read: {detail}. Send a JPEG, PNG or WebP photo.")
         }
         GenerationError::InvalidInput(detail) => detail.clone(),
+        GenerationError::Cancelled => JOB_CANCELLED.to_string(),
         // Internal details (paths, tensor shapes) go to the log, not to the client.
         GenerationError::Internal { .. } => {
             "Image generation failed on the server. Please try again later.".to_string()

@@ -2,7 +2,9 @@
 //! job's seed, so every answer can be traced to the job that asked for it. It records the
 //! jobs it renders, can take a fixed time per call or wait at a gate, and misbehaves on cue:
 //! a prompt containing `[panic]` panics, `[noface]` fails with `NoFace`, `[nsfw]` comes back
-//! flagged by the safety checker.
+//! flagged by the safety checker. With a [`StepGate`] it runs a batch's denoising steps one by
+//! one through that gate, reports each to the worker's observer, and stops (every job failing
+//! with `Cancelled`) when the observer says so.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,10 +12,10 @@ use std::time::Duration;
 
 use headshot_core::{
     GeneratedImage, GenerationError, GenerationOutput, Generator, JobSettings, PreparedJob,
-    RgbImage,
+    RgbImage, StepObserver,
 };
 
-use crate::gate::Gate;
+use crate::gate::{Gate, StepGate};
 
 #[derive(Clone, Default)]
 pub struct ScriptedGenerator {
@@ -24,6 +26,12 @@ pub struct ScriptedGenerator {
     pub delay: Duration,
     /// Each call waits here until the test opens it.
     pub gate: Option<Gate>,
+    /// Steps of an observed batch pass here one by one (none are reported without it).
+    pub steps: Option<StepGate>,
+    /// Images one batch may hold (0 counts as 1).
+    pub batch_images: usize,
+    /// Every batch started through the observed path, as the seeds of its jobs.
+    pub batches: Arc<Mutex<Vec<Vec<u64>>>>,
 }
 
 impl ScriptedGenerator {
@@ -33,6 +41,38 @@ impl ScriptedGenerator {
 }
 
 impl Generator for ScriptedGenerator {
+    fn generate_batch_observed(
+        &self,
+        jobs: &[PreparedJob],
+        observer: &dyn StepObserver,
+    ) -> Vec<Result<GenerationOutput, GenerationError>> {
+        self.batches
+            .lock()
+            .unwrap()
+            .push(jobs.iter().map(|j| j.settings.seed).collect());
+        if let Some(steps) = &self.steps {
+            let total = jobs
+                .first()
+                .map_or(0, |j| j.settings.num_inference_steps as usize);
+            for done in 1..=total {
+                steps.enter();
+                let flow = observer.step_done(done, total);
+                steps.finish();
+                if flow.is_break() {
+                    return jobs
+                        .iter()
+                        .map(|_| Err(GenerationError::Cancelled))
+                        .collect();
+                }
+            }
+        }
+        self.generate_batch(jobs)
+    }
+
+    fn max_batch_images(&self) -> usize {
+        self.batch_images.max(1)
+    }
+
     fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
         let job = &job.settings;
         self.calls.fetch_add(1, Ordering::SeqCst);

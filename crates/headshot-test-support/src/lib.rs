@@ -14,6 +14,6 @@ pub mod wire;
 
 pub use assets::{test_assets, workspace};
 pub use faces::{ScriptedFaces, FACELESS_PHOTO, UNREADABLE_PHOTO};
-pub use gate::Gate;
+pub use gate::{Gate, StepGate};
 pub use generator::{seed_of, ScriptedGenerator};
 pub use jobs::{job, settings};

@@ -2,20 +2,27 @@
 //! queue, runs the generator with panics caught, and answers every job. Nothing here may panic
 //! outside `catch_unwind`; if it ever does, the exit guard still fails the remaining jobs
 //! instead of leaving their callers waiting forever.
+//!
+//! Running jobs sit in the shared `running` map with their answer, so a cancel answers them at
+//! once; after each denoising step the batch's observer records the step there and stops the
+//! batch once none of its jobs is left (the images of a cancelled job in a live batch are
+//! discarded).
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use headshot_core::{
     error_chain, GenerationError, GenerationOutput, Generator, JobSettings, PreparedJob,
+    StepObserver,
 };
 
 use crate::batch::{extend_batch, take_batch};
 use crate::handle::JobResult;
 use crate::metrics_names::*;
 use crate::panics::guarded;
-use crate::shared::{lock, Queued, Shared};
+use crate::shared::{lock, Queued, RunningJob, Shared};
 
 type JobOutcome = Result<GenerationOutput, GenerationError>;
 
@@ -24,10 +31,13 @@ type JobOutcome = Result<GenerationOutput, GenerationError>;
 /// resolve as failed (the prepare stage then answers the jobs it still finishes).
 struct ExitGuard {
     shared: Arc<Shared>,
+    device: usize,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
+        // Only after an unexpected panic: the jobs this thread was running resolve as failed.
+        lock(&self.shared.running).retain(|_, job| job.device != self.device);
         if self.shared.live_devices.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.close();
             let orphans: Vec<Queued<PreparedJob>> = {
@@ -51,6 +61,7 @@ impl Drop for ExitGuard {
 pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usize) {
     let guard = ExitGuard {
         shared: shared.clone(),
+        device: index,
     };
     tracing::debug!(device = index, "device thread started");
     while let Some(batch) = next_batch(&shared, generator.as_ref(), index) {
@@ -62,12 +73,17 @@ pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usi
     drop(guard);
 }
 
-/// Blocks until there is work; `None` once the queue is closed and empty.
-fn next_batch(
-    shared: &Shared,
-    generator: &dyn Generator,
-    device: usize,
-) -> Option<Vec<Queued<PreparedJob>>> {
+/// A batch as a device thread runs it; its jobs' answers wait in the `running` map.
+struct Batch {
+    jobs: Vec<PreparedJob>,
+    seqs: Vec<u64>,
+    spans: Vec<tracing::Span>,
+    started: Instant,
+}
+
+/// Blocks until there is work; `None` once the queue is closed and empty. The batch's jobs
+/// move to `running` under the queue lock, so a cancel always finds a job in one of the two.
+fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Option<Batch> {
     let max_images = guarded(|| generator.max_batch_images()).unwrap_or(1).max(1);
     let mut queue = lock(&shared.queue);
     while queue.jobs.is_empty() {
@@ -120,44 +136,13 @@ fn next_batch(
     metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
     // In admission order within the batch, however the prepare threads finished them.
     batch.sort_by_key(|q| q.seq);
-    lock(&shared.times).started(
-        device,
-        batch.iter().map(|q| q.seq).collect(),
-        batch.iter().map(|q| q.work).sum(),
-        Instant::now(),
-    );
-    Some(batch)
-}
-
-fn settings_of(queued: &Queued<PreparedJob>) -> &JobSettings {
-    &queued.job.settings
-}
-
-fn run_batch(
-    shared: &Shared,
-    generator: &dyn Generator,
-    batch: Vec<Queued<PreparedJob>>,
-    device: usize,
-) {
-    let size = batch.len();
-    let key = batch[0].job.settings.batch_key();
-    let span = tracing::info_span!(
-        "generate_batch",
-        device,
-        size,
-        width = key.width,
-        height = key.height,
-        steps = key.num_inference_steps,
-        guided = key.guided,
-    );
-    for queued in &batch {
-        span.follows_from(&queued.span);
-    }
-    let _entered = span.enter();
-
     let started = Instant::now();
+    let seqs: Vec<u64> = batch.iter().map(|q| q.seq).collect();
+    let work = batch.iter().map(|q| q.work).sum();
+    let size = batch.len();
     let mut jobs = Vec::with_capacity(size);
-    let mut waiting = Vec::with_capacity(size);
+    let mut spans = Vec::with_capacity(size);
+    let mut running = lock(&shared.running);
     for queued in batch {
         let queue_wait = started.saturating_duration_since(queued.admitted_at);
         metrics::histogram!(METRIC_QUEUE_WAIT).record(queue_wait.as_secs_f64());
@@ -168,17 +153,117 @@ fn run_batch(
                 "job started"
             )
         });
-        let (queued, job) = queued.with_job(queue_wait);
-        waiting.push(queued);
+        let total = queued.job.settings.num_inference_steps as usize;
+        let (mut queued, job) = queued.with_job(queue_wait);
+        if let Some(started) = queued.started.take() {
+            let _ = started.send(());
+        }
+        spans.push(queued.span.clone());
+        running.insert(
+            queued.seq,
+            RunningJob {
+                device,
+                queued,
+                step: 0,
+                total,
+            },
+        );
         jobs.push(job);
     }
+    drop(running);
+    lock(&shared.times).started(device, seqs.clone(), work, started);
+    Some(Batch {
+        jobs,
+        seqs,
+        spans,
+        started,
+    })
+}
 
-    let outcomes = generate_guarded(generator, &jobs);
-    let elapsed = started.elapsed();
+/// Records each denoising step of a batch for its jobs' progress, and stops the batch once
+/// every one of its jobs was cancelled.
+struct BatchProgress<'a> {
+    shared: &'a Shared,
+    seqs: &'a [u64],
+    device: usize,
+}
+
+impl StepObserver for BatchProgress<'_> {
+    fn step_done(&self, done: usize, total: usize) -> ControlFlow<()> {
+        let mut live = 0;
+        {
+            let mut running = lock(&self.shared.running);
+            for seq in self.seqs {
+                if let Some(job) = running.get_mut(seq) {
+                    job.step = done;
+                    job.total = total;
+                    live += 1;
+                }
+            }
+        }
+        metrics::counter!(METRIC_DENOISE_STEPS).increment(1);
+        tracing::debug!(
+            device = self.device,
+            step = done,
+            total,
+            live,
+            "denoise step done"
+        );
+        if live == 0 {
+            tracing::info!(
+                device = self.device,
+                "every job of the batch was cancelled; stopping it"
+            );
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn settings_of(queued: &Queued<PreparedJob>) -> &JobSettings {
+    &queued.job.settings
+}
+
+fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Batch, device: usize) {
+    let size = batch.jobs.len();
+    let key = batch.jobs[0].settings.batch_key();
+    let span = tracing::info_span!(
+        "generate_batch",
+        device,
+        size,
+        width = key.width,
+        height = key.height,
+        steps = key.num_inference_steps,
+        guided = key.guided,
+    );
+    for job_span in &batch.spans {
+        span.follows_from(job_span);
+    }
+    let _entered = span.enter();
+
+    let observer = BatchProgress {
+        shared,
+        seqs: &batch.seqs,
+        device,
+    };
+    let outcomes = generate_guarded(generator, &batch.jobs, &observer);
+    let elapsed = batch.started.elapsed();
     lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
 
-    for (queued, output) in waiting.into_iter().zip(outcomes) {
+    let answers: Vec<Option<Queued<_>>> = {
+        let mut running = lock(&shared.running);
+        batch
+            .seqs
+            .iter()
+            .map(|seq| running.remove(seq).map(|job| job.queued))
+            .collect()
+    };
+    for ((queued, output), job_span) in answers.into_iter().zip(outcomes).zip(&batch.spans) {
+        let Some(queued) = queued else {
+            job_span.in_scope(|| tracing::debug!("cancelled while running; output discarded"));
+            continue;
+        };
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
         queued.span.in_scope(|| match &output {
             Ok(out) => {
@@ -208,8 +293,12 @@ fn run_batch(
 
 /// Runs the batch with panics caught. If a batch of several panics, each job is retried alone
 /// so only the job that causes the panic fails. Always returns one outcome per job.
-fn generate_guarded(generator: &dyn Generator, jobs: &[PreparedJob]) -> Vec<JobOutcome> {
-    match guarded(|| generator.generate_batch(jobs)) {
+fn generate_guarded(
+    generator: &dyn Generator,
+    jobs: &[PreparedJob],
+    observer: &dyn StepObserver,
+) -> Vec<JobOutcome> {
+    match guarded(|| generator.generate_batch_observed(jobs, observer)) {
         Ok(outcomes) if outcomes.len() == jobs.len() => outcomes,
         Ok(mut outcomes) => {
             tracing::error!(

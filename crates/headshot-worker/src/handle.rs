@@ -1,7 +1,7 @@
 //! The async face of the worker: spawning the stages' threads, admitting jobs, tickets,
 //! estimates, shutdown.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +43,49 @@ impl JobResult {
             batch_size: 0,
         }
     }
+
+    pub(crate) fn cancelled() -> Self {
+        JobResult {
+            output: Err(GenerationError::Cancelled),
+            generation_time: Duration::ZERO,
+            queue_wait: Duration::ZERO,
+            batch_size: 0,
+        }
+    }
+}
+
+/// Where an admitted job is (see [`WorkerHandle::progress`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Progress {
+    /// Not yet on a device: `position` jobs (0-based) will start before it.
+    Waiting { position: usize, eta: Duration },
+    /// On a device: `step` of `total` denoising steps done (0 before the first).
+    Running {
+        step: usize,
+        total: usize,
+        eta: Duration,
+    },
+}
+
+impl Progress {
+    /// Estimated time from now until the job is done.
+    pub fn eta(&self) -> Duration {
+        match *self {
+            Progress::Waiting { eta, .. } | Progress::Running { eta, .. } => eta,
+        }
+    }
+}
+
+/// What [`WorkerHandle::cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was waiting; it is taken out and will never run.
+    Waiting,
+    /// The job was running; it is answered now and its batch stops at the next denoising step
+    /// unless other jobs of it still run (its images are then discarded).
+    Running,
+    /// No such job: already answered (or never admitted).
+    NotFound,
 }
 
 /// An admitted job. Await it for the [`JobResult`]; dropping it does not cancel the job (the
@@ -54,6 +97,7 @@ pub struct JobTicket {
     position: usize,
     eta: Duration,
     reply: oneshot::Receiver<JobResult>,
+    started: Option<oneshot::Receiver<()>>,
 }
 
 impl JobTicket {
@@ -70,6 +114,16 @@ impl JobTicket {
     /// Estimated time until this job is done, as of submission (the `eta` of `processing`).
     pub fn eta(&self) -> Duration {
         self.eta
+    }
+
+    /// Waits until a device thread starts the job: `true`, or `false` if it was answered
+    /// without running (refused by the prepare stage, cancelled, worker stopped). Only the
+    /// first call waits; later ones return `false` at once.
+    pub async fn started(&mut self) -> bool {
+        match self.started.take() {
+            Some(started) => started.await.is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -148,6 +202,7 @@ impl Worker {
             prepare: Mutex::new(PrepareState {
                 jobs: VecDeque::with_capacity(config.queue_size.min(1024)),
                 preparing: Vec::new(),
+                cancelled: HashSet::new(),
                 closed: false,
             }),
             to_prepare: Condvar::new(),
@@ -156,6 +211,7 @@ impl Worker {
                 closed: false,
             }),
             available: Condvar::new(),
+            running: Mutex::new(HashMap::new()),
             times: Mutex::new(Estimator::new(
                 generators.len(),
                 config.eta_window,
@@ -266,6 +322,7 @@ impl WorkerHandle {
         // A span per job, under the submitter's span (the request that made it).
         let span = tracing::info_span!("job", seq);
         let (reply, receiver) = oneshot::channel();
+        let (started, started_receiver) = oneshot::channel();
         let eta = {
             let mut prepare = lock(&shared.prepare);
             if prepare.closed {
@@ -281,6 +338,7 @@ impl WorkerHandle {
                 admitted_at: Instant::now(),
                 span: span.clone(),
                 permit,
+                started: Some(started),
             });
             shared.in_prepare.fetch_add(1, Ordering::AcqRel);
             eta
@@ -293,6 +351,7 @@ impl WorkerHandle {
             position: ahead,
             eta,
             reply: receiver,
+            started: Some(started_receiver),
         })
     }
 
@@ -309,19 +368,93 @@ impl WorkerHandle {
     /// Estimated time from now until job `seq` (see [`JobTicket::seq`]) is done: its place in
     /// the queues, or what is left of its running batch; zero once it has finished.
     pub fn eta_of(&self, seq: u64) -> Duration {
+        self.progress(seq).map_or(Duration::ZERO, |p| p.eta())
+    }
+
+    /// Where job `seq` is: its place among the jobs not yet running, or the denoising step
+    /// its batch reached; `None` once it was answered.
+    pub fn progress(&self, seq: u64) -> Option<Progress> {
         let shared = self.shared();
         let prepare = lock(&shared.prepare);
         let queue = lock(&shared.queue);
         let now = Instant::now();
         let mut ahead = 0.0;
-        for (queued, work) in waiting(&prepare, &queue) {
+        for (position, (queued, work)) in waiting(&prepare, &queue).enumerate() {
             if queued == seq {
-                return lock(&shared.times).eta(ahead, work, now);
+                let eta = lock(&shared.times).eta(ahead, work, now);
+                return Some(Progress::Waiting { position, eta });
             }
             ahead += work;
         }
+        let (step, total) = {
+            let running = lock(&shared.running);
+            let job = running.get(&seq)?;
+            (job.step, job.total)
+        };
         let eta = lock(&shared.times).running_eta(seq, now);
-        eta.unwrap_or(Duration::ZERO)
+        Some(Progress::Running {
+            step,
+            total,
+            eta: eta.unwrap_or(Duration::ZERO),
+        })
+    }
+
+    /// Cancels job `seq`: taken out of its queue if it waits (answered now with
+    /// `GenerationError::Cancelled`; one being analysed is answered when that ends), or, if it
+    /// runs, answered now while its batch stops at the next step once none of its jobs is left.
+    pub fn cancel(&self, seq: u64) -> Cancelled {
+        self.cancel_where(seq, true)
+    }
+
+    /// Cancels job `seq` only if it is not running yet; whether it did.
+    pub fn cancel_waiting(&self, seq: u64) -> bool {
+        self.cancel_where(seq, false) == Cancelled::Waiting
+    }
+
+    fn cancel_where(&self, seq: u64, running_too: bool) -> Cancelled {
+        let shared = self.shared();
+        let outcome = self.take_cancelled(seq, running_too);
+        metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
+        outcome
+    }
+
+    fn take_cancelled(&self, seq: u64, running_too: bool) -> Cancelled {
+        let shared = self.shared();
+        let mut prepare = lock(&shared.prepare);
+        if let Some(at) = prepare.jobs.iter().position(|q| q.seq == seq) {
+            if let Some(queued) = prepare.jobs.remove(at) {
+                shared.in_prepare.fetch_sub(1, Ordering::AcqRel);
+                drop(prepare);
+                queued.cancel();
+                return Cancelled::Waiting;
+            }
+        }
+        if prepare.preparing.iter().any(|(s, _)| *s == seq) {
+            prepare.cancelled.insert(seq);
+            return Cancelled::Waiting;
+        }
+        let mut queue = lock(&shared.queue);
+        if let Some(at) = queue.jobs.iter().position(|q| q.seq == seq) {
+            if let Some(queued) = queue.jobs.remove(at) {
+                metrics::gauge!(METRIC_QUEUE_DEPTH).set(queue.jobs.len() as f64);
+                drop((queue, prepare));
+                queued.cancel();
+                return Cancelled::Waiting;
+            }
+        }
+        let mut running = lock(&shared.running);
+        if !running.contains_key(&seq) {
+            return Cancelled::NotFound;
+        }
+        if !running_too {
+            return Cancelled::Running;
+        }
+        let Some(job) = running.remove(&seq) else {
+            return Cancelled::NotFound;
+        };
+        drop((running, queue, prepare));
+        job.queued.cancel();
+        Cancelled::Running
     }
 
     /// When a queue slot is expected to free up (the rate-limit answer's `retry_after`).

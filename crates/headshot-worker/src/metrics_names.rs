@@ -10,7 +10,7 @@ pub const METRIC_JOB_DURATION: &str = "headshot_job_duration_seconds";
 pub const METRIC_QUEUE_WAIT: &str = "headshot_queue_wait_seconds";
 /// Histogram: jobs per generator call.
 pub const METRIC_BATCH_SIZE: &str = "headshot_batch_size";
-/// Counter, label `outcome` = `success` | `failed`: finished jobs.
+/// Counter, label `outcome` = `success` | `failed` | `cancelled`: finished jobs.
 pub const METRIC_JOBS_FINISHED: &str = "headshot_jobs_finished_total";
 /// Counter: jobs that failed (any reason, panics included).
 pub const METRIC_JOB_FAILURES: &str = "headshot_job_failures_total";
@@ -21,6 +21,8 @@ pub const METRIC_PREPARE_DURATION: &str = "headshot_prepare_duration_seconds";
 /// Histogram (seconds): each wait of a device thread for work while admitted jobs were still
 /// being prepared (what the separate prepare stage keeps small).
 pub const METRIC_DEVICE_IDLE_WITH_WORK: &str = "headshot_device_idle_with_work_seconds";
+/// Counter: denoising steps done by the device threads (one per step of a batch).
+pub const METRIC_DENOISE_STEPS: &str = "headshot_denoise_steps_total";
 /// Counter: submissions refused because the queue was full.
 pub const METRIC_QUEUE_FULL: &str = "headshot_queue_full_total";
 
@@ -49,7 +51,7 @@ pub fn describe_metrics() {
     describe_histogram!(METRIC_BATCH_SIZE, Unit::Count, "Jobs per generator call");
     describe_counter!(
         METRIC_JOBS_FINISHED,
-        "Finished jobs by outcome (success, failed)"
+        "Finished jobs by outcome (success, failed, cancelled)"
     );
     describe_counter!(METRIC_JOB_FAILURES, "Jobs that failed, panics included");
     describe_counter!(
@@ -65,6 +67,10 @@ pub fn describe_metrics() {
         METRIC_DEVICE_IDLE_WITH_WORK,
         Unit::Seconds,
         "Waits of device threads for work while admitted jobs were still being prepared"
+    );
+    describe_counter!(
+        METRIC_DENOISE_STEPS,
+        "Denoising steps done by the device threads (one per step of a batch)"
     );
     describe_counter!(
         METRIC_QUEUE_FULL,

@@ -82,6 +82,13 @@ fn prepare_one(shared: &Shared, faces: &dyn FacePreparer, queued: Queued<Generat
 
     let mut prepare = lock(&shared.prepare);
     prepare.preparing.retain(|(seq, _)| *seq != queued.seq);
+    if prepare.cancelled.remove(&queued.seq) {
+        shared.in_prepare.fetch_sub(1, Ordering::AcqRel);
+        drop(prepare);
+        queued.cancel();
+        metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
+        return;
+    }
     match outcome {
         Ok(prepared) => {
             let mut queue = lock(&shared.queue);

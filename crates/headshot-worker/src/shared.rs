@@ -1,11 +1,12 @@
 //! The state the stages share: the prepare queue (admitted jobs waiting for face analysis),
 //! the device queue (prepared jobs waiting for a device thread), and the counters behind
-//! estimates. Lock order: `prepare` before `queue` before `times`, never the other way round.
+//! estimates, and the jobs on a device with how far their batch got. Lock order: `prepare`
+//! before `queue` before `running` before `times`, never the other way round.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use headshot_core::JobLimits;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -13,6 +14,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::WorkerConfig;
 use crate::eta::Estimator;
 use crate::handle::JobResult;
+use crate::metrics_names::METRIC_JOBS_FINISHED;
 
 /// A job between admission and its answer, with everything needed to answer it. `J` is what
 /// the job is at its stage: a `GenerationJob` waiting to be prepared, a `PreparedJob` waiting
@@ -28,6 +30,8 @@ pub(crate) struct Queued<J> {
     pub span: tracing::Span,
     /// The admission slot; released when the job's result is sent.
     pub permit: OwnedSemaphorePermit,
+    /// Told when a device thread starts the job (dropped unsent if it never does).
+    pub started: Option<oneshot::Sender<()>>,
 }
 
 impl<J> Queued<J> {
@@ -41,6 +45,7 @@ impl<J> Queued<J> {
             admitted_at,
             span,
             permit,
+            started,
         } = self;
         (
             Queued {
@@ -51,6 +56,7 @@ impl<J> Queued<J> {
                 admitted_at,
                 span,
                 permit,
+                started,
             },
             old,
         )
@@ -62,12 +68,32 @@ impl<J> Queued<J> {
         drop(self.permit);
         let _ = self.reply.send(result);
     }
+
+    /// Answers the job as cancelled (it never runs, or its images are discarded).
+    pub fn cancel(self) {
+        metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "cancelled").increment(1);
+        self.span.in_scope(|| tracing::info!("job cancelled"));
+        self.answer(JobResult::cancelled());
+    }
+}
+
+/// A job on a device: its answer (taken out when it is cancelled) and how far the denoising
+/// of its batch got.
+pub(crate) struct RunningJob {
+    pub device: usize,
+    /// The job's time in the queues until its batch started.
+    pub queued: Queued<Duration>,
+    /// Denoising steps done (0 until the first is) of `total`.
+    pub step: usize,
+    pub total: usize,
 }
 
 pub(crate) struct PrepareState {
     pub jobs: VecDeque<Queued<headshot_core::GenerationJob>>,
     /// Jobs a prepare thread is working on: (seq, work).
     pub preparing: Vec<(u64, f64)>,
+    /// Jobs cancelled while a prepare thread works on them; answered when it is done.
+    pub cancelled: HashSet<u64>,
     /// No more jobs will be admitted; prepare threads drain what is left and exit.
     pub closed: bool,
 }
@@ -89,6 +115,8 @@ pub(crate) struct Shared {
     pub to_prepare: Condvar,
     pub queue: Mutex<QueueState>,
     pub available: Condvar,
+    /// Jobs on a device, by seq; a job cancelled while running is taken out at once.
+    pub running: Mutex<HashMap<u64, RunningJob>>,
     pub times: Mutex<Estimator>,
     pub next_seq: AtomicU64,
     /// Prepare threads still running; the last one out closes the device queue.
