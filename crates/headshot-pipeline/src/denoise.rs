@@ -2,6 +2,7 @@
 //! classifier-free guidance, each image with its own guidance scale.
 
 use candle_core::{DType, Tensor};
+use headshot_core::StepObserver;
 use headshot_models::ddim::DdimScheduler;
 
 use crate::error::PipelineError;
@@ -16,6 +17,8 @@ pub(crate) struct Denoised {
 impl Pipeline {
     /// Runs `steps` DDIM steps from `latents` (`[n, C, h, w]`, f32) with `context` (`[2n, ..]`
     /// under CFG, unconditional rows first, else `[n, ..]`) and per-image `guidance` (`[n]`).
+    /// `observer` hears of every step done and may stop the loop (`PipelineError::Cancelled`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn denoise(
         &self,
         mut latents: Tensor,
@@ -24,6 +27,7 @@ impl Pipeline {
         steps: usize,
         cfg: bool,
         keep_step0: bool,
+        observer: &dyn StepObserver,
     ) -> Result<Denoised, PipelineError> {
         let total = guidance.len();
         // Per-image guidance scale, broadcast over [C, h, w].
@@ -62,6 +66,10 @@ impl Pipeline {
                 after_step0 = Some(latents.clone());
             }
             tracing::debug!(step = i, timestep = t, "denoised");
+            let done = i + 1;
+            if observer.step_done(done, steps).is_break() {
+                return Err(PipelineError::Cancelled { done, total: steps });
+            }
         }
         Ok(Denoised {
             latents,

@@ -39,6 +39,10 @@ pub enum PipelineError {
     )]
     NoFaceAnalyzer,
 
+    /// The step observer stopped the denoising loop after `done` of `total` steps.
+    #[error("cancelled after {done} of {total} denoising steps")]
+    Cancelled { done: usize, total: usize },
+
     /// A model failed while running (shape mismatch, out of memory, ...).
     #[error("{stage} failed")]
     Run {
@@ -76,6 +80,7 @@ impl From<PipelineError> for GenerationError {
         match err {
             PipelineError::InvalidInput(message) => GenerationError::InvalidInput(message),
             PipelineError::Face(face) => face.into(),
+            PipelineError::Cancelled { .. } => GenerationError::Cancelled,
             other => GenerationError::internal_from("the model pipeline failed", other),
         }
     }

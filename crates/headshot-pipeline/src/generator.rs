@@ -3,7 +3,8 @@
 //! `max_batch_images` images.
 
 use headshot_core::{
-    error_chain, plan_batches, GenerationError, GenerationOutput, Generator, JobLimits, PreparedJob,
+    error_chain, plan_batches, GenerationError, GenerationOutput, Generator, JobLimits,
+    PreparedJob, StepObserver,
 };
 
 use crate::render::RenderOptions;
@@ -19,6 +20,14 @@ impl Generator for Pipeline {
     fn generate_batch(
         &self,
         jobs: &[PreparedJob],
+    ) -> Vec<Result<GenerationOutput, GenerationError>> {
+        self.generate_batch_observed(jobs, &())
+    }
+
+    fn generate_batch_observed(
+        &self,
+        jobs: &[PreparedJob],
+        observer: &dyn StepObserver,
     ) -> Vec<Result<GenerationOutput, GenerationError>> {
         let mut results: Vec<Option<Result<GenerationOutput, GenerationError>>> =
             vec![None; jobs.len()];
@@ -38,12 +47,18 @@ impl Generator for Pipeline {
                 .iter()
                 .map(|&i| (&jobs[i].settings, &jobs[i].face))
                 .collect();
-            match self.render_batch(&batch, &RenderOptions::default()) {
+            match self.render_batch_observed(&batch, &RenderOptions::default(), observer) {
                 Ok(outputs) => {
                     for (&index, output) in group.iter().zip(outputs) {
                         results[index] = Some(Ok(GenerationOutput {
                             images: output.images,
                         }));
+                    }
+                }
+                Err(err @ crate::PipelineError::Cancelled { .. }) => {
+                    tracing::info!(jobs = group.len(), error = %err, "batch stopped");
+                    for &index in &group {
+                        results[index] = Some(Err(GenerationError::Cancelled));
                     }
                 }
                 Err(err) => {

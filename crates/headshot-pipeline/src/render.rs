@@ -4,7 +4,7 @@
 //! `s_scale`, seed and face.
 
 use candle_core::Tensor;
-use headshot_core::{GeneratedImage, JobSettings, PreparedFace};
+use headshot_core::{GeneratedImage, JobSettings, PreparedFace, StepObserver};
 
 use crate::conditioning::Conditioning;
 use crate::decode::{to_cpu_f32, to_rgb_images};
@@ -81,6 +81,17 @@ impl Pipeline {
         jobs: &[(&JobSettings, &PreparedFace)],
         options: &RenderOptions,
     ) -> Result<Vec<RenderOutput>, PipelineError> {
+        self.render_batch_observed(jobs, options, &())
+    }
+
+    /// [`Pipeline::render_batch`] telling `observer` after every denoising step; when it says
+    /// stop, the batch ends there with [`PipelineError::Cancelled`] (nothing is decoded).
+    pub fn render_batch_observed(
+        &self,
+        jobs: &[(&JobSettings, &PreparedFace)],
+        options: &RenderOptions,
+        observer: &dyn StepObserver,
+    ) -> Result<Vec<RenderOutput>, PipelineError> {
         let Some((first, _)) = jobs.first() else {
             return Ok(Vec::new());
         };
@@ -108,7 +119,15 @@ impl Pipeline {
             })
             .collect();
 
-        let denoised = self.denoise(latents, &context, &guidance, steps, cfg, options.trace)?;
+        let denoised = self.denoise(
+            latents,
+            &context,
+            &guidance,
+            steps,
+            cfg,
+            options.trace,
+            observer,
+        )?;
         let images = self.decode_latents(&denoised.latents)?;
         let images_u8 = to_rgb_images(&images)?;
 
