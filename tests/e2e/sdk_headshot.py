@@ -153,6 +153,11 @@ def main():
     answer = client.post(base + "/api/v6/image_editing/fetch/999999999", {"key": key})
     check(answer == {"status": "failed", "id": "", "message": "Request not found", "output": ""},
           "unknown id", answer)
+
+    # 4. The SDK's enterprise clear_queue (nothing is waiting now).
+    answer = Image_editing(client, enterprise=True).clear_queue()
+    check(answer == {"status": "success", "message": "Queue cleared", "cancelled": 0},
+          "sdk enterprise clear_queue", answer)
     print("e2e: all checks passed")
 
 

@@ -123,6 +123,11 @@ impl JobRecord {
             .collect()
     }
 
+    /// Marks the record `processing`: a device has started on the job.
+    pub fn mark_processing(&mut self) {
+        self.status = JobStatus::Processing;
+    }
+
     /// Marks the record `success` with its stored outputs.
     pub fn mark_success(
         &mut self,

@@ -107,6 +107,38 @@ fn fetch_shapes() {
 }
 
 #[test]
+fn fetch_progress_extends_the_processing_shape() {
+    let base =
+        json!({"status": "processing", "id": 3, "message": "try again later.", "output": ""});
+    let mut waiting = base.clone();
+    waiting["queue_position"] = json!(2);
+    waiting["eta"] = json!(4.5);
+    assert_eq!(
+        json_of(FetchProcessingResponse::waiting(3, 2, 4.5)),
+        waiting
+    );
+    let mut running = base;
+    running["progress"] = json!({"step": 5, "total": 21});
+    running["eta"] = json!(1.0);
+    assert_eq!(
+        json_of(FetchProcessingResponse::running(3, 5, 21, 1.0)),
+        running
+    );
+}
+
+#[test]
+fn cancel_and_clear_queue_shapes() {
+    assert_eq!(
+        json_of(CancelResponse::new(9)),
+        json!({"status": "success", "id": 9, "message": "Job cancelled"})
+    );
+    assert_eq!(
+        json_of(ClearQueueResponse::new(2)),
+        json!({"status": "success", "message": "Queue cleared", "cancelled": 2})
+    );
+}
+
+#[test]
 fn error_shapes() {
     let v = json_of(InvalidKeyResponse::new());
     assert_eq!(keys(&v), ["message", "status", "tip"]);

@@ -5,6 +5,7 @@ use headshot_core::wire::{
     FailedResponse, FetchProcessingResponse, FetchSuccessResponse, Meta, SuccessResponse,
     WebhookFailed, WebhookSuccess, WireResponse,
 };
+use headshot_worker::Progress;
 use serde_json::Value;
 
 use crate::urls::PublicUrls;
@@ -47,10 +48,28 @@ pub fn failure_message(record: &JobRecord) -> String {
         .unwrap_or_else(|| "Image generation failed.".to_string())
 }
 
-/// What fetch answers for a record.
-pub fn fetch_body(record: &JobRecord, urls: &PublicUrls) -> WireResponse {
+/// What fetch answers for a record; `progress` is the worker's word on an unfinished one.
+pub fn fetch_body(
+    record: &JobRecord,
+    urls: &PublicUrls,
+    progress: Option<Progress>,
+) -> WireResponse {
     match record.status {
-        JobStatus::Queued | JobStatus::Processing => FetchProcessingResponse::new(record.id).into(),
+        JobStatus::Queued | JobStatus::Processing => {
+            let eta = |d: std::time::Duration| (d.as_secs_f64() * 10.0).ceil() / 10.0;
+            match progress {
+                Some(Progress::Waiting { position, eta: e }) => {
+                    FetchProcessingResponse::waiting(record.id, position, eta(e))
+                }
+                Some(Progress::Running {
+                    step,
+                    total,
+                    eta: e,
+                }) => FetchProcessingResponse::running(record.id, step, total, eta(e)),
+                None => FetchProcessingResponse::new(record.id),
+            }
+            .into()
+        }
         JobStatus::Success => {
             FetchSuccessResponse::new(record.id, output_urls(record, urls)).into()
         }

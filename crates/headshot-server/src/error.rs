@@ -9,7 +9,7 @@ use axum::Json;
 use headshot_core::store::StoreError;
 use headshot_core::wire::{
     ErrorResponse, FailedResponse, InvalidKeyResponse, NotFoundResponse, RateLimitResponse,
-    ValidationErrorResponse, ValidationErrors, WireResponse,
+    ValidationErrorResponse, ValidationErrors, WireResponse, JOB_CANCELLED_MESSAGE,
 };
 use headshot_core::GenerationError;
 
@@ -49,6 +49,9 @@ pub enum ApiError {
     NotFound,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Cancel of a job that already reached `success` or `failed` (cancelled included).
+    #[error("job {id} has already finished ({status})")]
+    AlreadyFinished { id: u64, status: &'static str },
     #[error("job {id} failed: {message}")]
     JobFailed { id: u64, message: String },
     #[error("storage failed: {0}")]
@@ -130,6 +133,13 @@ impl ApiError {
                 )
                 .into(),
             ),
+            ApiError::AlreadyFinished { id, status } => (
+                StatusCode::OK,
+                ErrorResponse::new(format!(
+                    "Request {id} has already finished ({status}) and cannot be cancelled."
+                ))
+                .into(),
+            ),
             ApiError::JobFailed { id, message } => {
                 (StatusCode::OK, FailedResponse::new(*id, message.clone()).into())
             }
@@ -174,15 +184,13 @@ impl ApiError {
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::NotFound => "not_found",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::AlreadyFinished { .. } => "already_finished",
             ApiError::JobFailed { .. } => "job_failed",
             ApiError::Store(_) => "store",
             ApiError::Internal(_) => "internal",
         }
     }
 }
-
-/// The final message of a cancelled job (fetch and webhook say `failed` with it).
-pub const JOB_CANCELLED: &str = "Job cancelled";
 
 /// The message a client sees when generation fails, by error kind.
 pub fn generation_failure_message(e: &GenerationError) -> String {
@@ -194,7 +202,8 @@ pub fn generation_failure_message(e: &GenerationError) -> String {
             format!("The face image could not be read: {detail}. Send a JPEG, PNG or WebP photo.")
         }
         GenerationError::InvalidInput(detail) => detail.clone(),
-        GenerationError::Cancelled => JOB_CANCELLED.to_string(),
+        // Fetch and the webhook then say `failed` with this message.
+        GenerationError::Cancelled => JOB_CANCELLED_MESSAGE.to_string(),
         // Internal details (paths, tensor shapes) go to the log, not to the client.
         GenerationError::Internal { .. } => {
             "Image generation failed on the server. Please try again later.".to_string()

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use headshot_core::store::{
     JobRecord, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
 };
-use headshot_core::{error_chain, GenerationOutput, RgbImage};
+use headshot_core::{error_chain, GenerationError, GenerationOutput, RgbImage};
 use headshot_worker::{JobResult, JobTicket};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::generation_failure_message;
+use crate::live::{LiveJob, LiveJobs};
 use crate::net::GuardedHttp;
 use crate::urls::PublicUrls;
 use crate::webhooks::{delivery_for, spawn_delivery, WebhookPolicy};
@@ -40,6 +41,10 @@ pub fn finish_job(
                 record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
             }
         },
+        Err(GenerationError::Cancelled) => {
+            tracing::info!(id = record.id, "job cancelled");
+            record.mark_failed(generation_failure_message(&GenerationError::Cancelled));
+        }
         Err(e) => {
             tracing::warn!(id = record.id, error = %error_chain(&e), "generation failed");
             record.mark_failed(generation_failure_message(&e));
@@ -102,19 +107,40 @@ pub struct JobContext {
     /// Webhook deliveries in progress; stopped (left pending in the outbox) after the drain.
     pub deliveries: TaskTracker,
     pub stop_deliveries: CancellationToken,
+    /// Jobs admitted and not finished, for progress and cancel.
+    pub live: Arc<LiveJobs>,
 }
 
 /// Finishes an admitted job in the background, whatever happens to the request that made it:
-/// stores its outcome, then delivers its webhook. The receiver gets the final record.
+/// marks its record `processing` when a device starts it, stores its outcome, then delivers
+/// its webhook. Until it is stored the job is in `ctx.live`. The receiver gets the final record.
 pub fn spawn_completion(
     ctx: &JobContext,
-    record: JobRecord,
-    ticket: JobTicket,
+    mut record: JobRecord,
+    mut ticket: JobTicket,
 ) -> oneshot::Receiver<JobRecord> {
     let (done_tx, done_rx) = oneshot::channel();
+    let (final_tx, final_rx) = watch::channel(None);
     let ctx = ctx.clone();
     let id = record.id;
+    ctx.live.insert(
+        id,
+        LiveJob {
+            seq: ticket.seq(),
+            owner: record.owner.clone(),
+            done: final_rx,
+        },
+    );
     ctx.finishing.clone().spawn(async move {
+        if ticket.started().await {
+            record.mark_processing();
+            let (jobs, started) = (ctx.jobs.clone(), record.clone());
+            match tokio::task::spawn_blocking(move || jobs.update(&started)).await {
+                Ok(Ok(())) => tracing::debug!(id, "job record processing"),
+                Ok(Err(e)) => tracing::error!(id, error = %e, "could not mark the job processing"),
+                Err(e) => tracing::error!(id, error = %e, "marking the job processing panicked"),
+            }
+        }
         let result = ticket.await;
         metrics::histogram!("headshot_generation_seconds")
             .record(result.generation_time.as_secs_f64());
@@ -141,6 +167,8 @@ pub fn spawn_completion(
             }
         };
         metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
+        final_tx.send_replace(Some(finished.clone()));
+        ctx.live.remove(id);
         let _ = done_tx.send(finished);
         if let Some(delivery) = delivery {
             spawn_delivery(ctx, delivery);

@@ -3,7 +3,7 @@
 //! fails with that reason, and its failure webhook goes out like any other. Webhooks the
 //! previous run left pending are sent again.
 
-use headshot_core::store::{JobRecord, StoreError, WebhookDelivery};
+use headshot_core::store::{JobRecord, JobStatus, StoreError, WebhookDelivery};
 use headshot_worker::WorkerHandle;
 
 use crate::finish::{spawn_completion, JobContext};
@@ -48,7 +48,13 @@ pub fn recover(
         }
     }
     recovered.webhooks = resume_outbox(ctx)?;
-    for (record, job) in resumable {
+    for (mut record, job) in resumable {
+        if record.status == JobStatus::Processing {
+            // It was running when the previous run stopped; it waits again until a device
+            // starts it anew (then the completion marks it processing again).
+            record.status = JobStatus::Queued;
+            ctx.jobs.update(&record)?;
+        }
         match worker.submit(job) {
             Ok(ticket) => {
                 tracing::info!(id = record.id, "resuming a job the previous run accepted");

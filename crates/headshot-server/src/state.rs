@@ -167,6 +167,7 @@ impl AppState {
                 finishing: tokio_util::task::TaskTracker::new(),
                 deliveries: tokio_util::task::TaskTracker::new(),
                 stop_deliveries: tokio_util::sync::CancellationToken::new(),
+                live: Default::default(),
             },
             metrics: metrics_handle(),
             cors: CorsPolicy::new(&config.cors_allow_origins),

@@ -343,9 +343,15 @@ async fn processing_then_success_via_fetch_and_queue_full() {
     assert!(full["retry_after"].as_u64().unwrap() >= 1);
 
     // Still running: the fetch processing shape, on every fetch path.
+    // Plus the progress extension: held at the gate (no step reported) or still in line.
     let processing =
         json!({"status": "processing", "id": id, "message": "try again later.", "output": ""});
-    assert_eq!(server.fetch(id).await, processing);
+    let fetched = server.fetch(id).await;
+    assert_eq!(documented_part(&fetched), processing);
+    assert!(
+        fetched["progress"] == json!({"step": 0, "total": 21}) || fetched["queue_position"] == 0,
+        "{fetched}"
+    );
     let fetch_result = v["fetch_result"].as_str().unwrap();
     let response = client()
         .post(fetch_result)
@@ -353,7 +359,10 @@ async fn processing_then_success_via_fetch_and_queue_full() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.json::<Value>().await.unwrap(), processing);
+    assert_eq!(
+        documented_part(&response.json::<Value>().await.unwrap()),
+        processing
+    );
 
     gate.open();
     let done = server.fetch_until_done(id).await;

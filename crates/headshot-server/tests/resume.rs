@@ -124,7 +124,7 @@ async fn the_drain_keeps_fetch_and_outputs_answering_and_refuses_submits() {
     assert_eq!(keys(&refused), sorted(&["message", "status"]));
     assert_eq!(refused["status"], "error");
     assert_eq!(
-        server.fetch(id).await,
+        documented_part(&server.fetch(id).await),
         json!({"status": "processing", "id": id, "message": "try again later.", "output": ""})
     );
     let done = server.fetch(finished).await;
@@ -147,4 +147,43 @@ async fn the_drain_keeps_fetch_and_outputs_answering_and_refuses_submits() {
     );
     again.stop().await;
     drop(tmp);
+}
+
+#[tokio::test]
+async fn a_job_left_processing_by_a_crash_runs_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let stores =
+            headshot_server::Stores::open_local(tmp.path(), Duration::from_secs(3600)).unwrap();
+        let id = stores.jobs.next_id().unwrap();
+        let prefix = stores.outputs.new_prefix();
+        let mut record = JobRecord::queued(id, json!({}), prefix, OutputFormat::Png, 1);
+        record.mark_processing();
+        stores.jobs.insert_with_input(&record, &job(5)).unwrap();
+        id
+    };
+    let steps = headshot_test_support::StepGate::closed();
+    let generator = ScriptedGenerator {
+        steps: Some(steps.clone()),
+        ..Default::default()
+    };
+    let server = TestServer::start_in(tmp.path().to_path_buf(), generator, |_| {}).await;
+    // Resumed: a device runs it again (step 0 of 2), and its record says processing anew.
+    let running = server.fetch(id).await;
+    assert_eq!(running["status"], "processing", "{running}");
+    steps.allow(usize::MAX / 4);
+    let done = server.fetch_until_done(id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let record = server.state.jobs.jobs.get(id).unwrap().unwrap();
+    assert_eq!(record.status, headshot_core::store::JobStatus::Success);
+    assert_eq!(
+        server
+            .generator
+            .rendered()
+            .iter()
+            .map(|j| j.seed)
+            .collect::<Vec<_>>(),
+        [5]
+    );
+    server.stop().await;
 }

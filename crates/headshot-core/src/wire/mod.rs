@@ -12,7 +12,8 @@ pub use request::{
     FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,
 };
 pub use response::{
-    ErrorResponse, FailedResponse, FetchProcessingResponse, FetchSuccessResponse,
-    InvalidKeyResponse, Meta, NotFoundResponse, ProcessingResponse, RateLimitResponse, Status,
-    SuccessResponse, ValidationErrorResponse, WebhookFailed, WebhookSuccess, WireResponse,
+    CancelResponse, ClearQueueResponse, ErrorResponse, FailedResponse, FetchProcessingResponse,
+    FetchSuccessResponse, InvalidKeyResponse, Meta, NotFoundResponse, ProcessingResponse,
+    RateLimitResponse, Status, StepProgress, SuccessResponse, ValidationErrorResponse,
+    WebhookFailed, WebhookSuccess, WireResponse, JOB_CANCELLED_MESSAGE,
 };

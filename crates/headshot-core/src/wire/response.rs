@@ -139,7 +139,9 @@ impl FetchSuccessResponse {
 
 pub const FETCH_PROCESSING_MESSAGE: &str = "try again later.";
 
-/// Fetch of a job still queued or running.
+/// Fetch of a job still queued or running. The documented keys, plus (an extension, absent
+/// when unknown, e.g. for a job this server does not run right now) `queue_position` while it
+/// waits, `progress` once it runs, and `eta` in seconds for either.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FetchProcessingResponse {
     pub status: Status,
@@ -147,6 +149,22 @@ pub struct FetchProcessingResponse {
     pub message: String,
     /// An empty string (not a list), as the hosted service sends.
     pub output: String,
+    /// Denoising steps done, while the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<StepProgress>,
+    /// How many jobs (0-based) will start before this one, while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
+    /// Estimated seconds until the job is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<f64>,
+}
+
+/// `progress` of a running job: `step` of `total` denoising steps are done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub step: usize,
+    pub total: usize,
 }
 
 impl FetchProcessingResponse {
@@ -156,6 +174,66 @@ impl FetchProcessingResponse {
             id,
             message: FETCH_PROCESSING_MESSAGE.to_string(),
             output: String::new(),
+            progress: None,
+            queue_position: None,
+            eta: None,
+        }
+    }
+
+    /// Still waiting: `position` jobs start before it.
+    pub fn waiting(id: u64, position: usize, eta_secs: f64) -> Self {
+        FetchProcessingResponse {
+            queue_position: Some(position),
+            eta: Some(eta_secs),
+            ..FetchProcessingResponse::new(id)
+        }
+    }
+
+    /// Running: `step` of `total` denoising steps done.
+    pub fn running(id: u64, step: usize, total: usize, eta_secs: f64) -> Self {
+        FetchProcessingResponse {
+            progress: Some(StepProgress { step, total }),
+            eta: Some(eta_secs),
+            ..FetchProcessingResponse::new(id)
+        }
+    }
+}
+
+pub const JOB_CANCELLED_MESSAGE: &str = "Job cancelled";
+
+/// A cancel that took effect: the job will not run (or stopped), and its record is `failed`
+/// with [`JOB_CANCELLED_MESSAGE`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    pub status: Status,
+    pub id: u64,
+    pub message: String,
+}
+
+impl CancelResponse {
+    pub fn new(id: u64) -> Self {
+        CancelResponse {
+            status: Status::Success,
+            id,
+            message: JOB_CANCELLED_MESSAGE.to_string(),
+        }
+    }
+}
+
+/// `clear_queue`: how many waiting jobs were cancelled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClearQueueResponse {
+    pub status: Status,
+    pub message: String,
+    pub cancelled: usize,
+}
+
+impl ClearQueueResponse {
+    pub fn new(cancelled: usize) -> Self {
+        ClearQueueResponse {
+            status: Status::Success,
+            message: "Queue cleared".to_string(),
+            cancelled,
         }
     }
 }
@@ -331,6 +409,8 @@ pub enum WireResponse {
     Validation(ValidationErrorResponse),
     Error(ErrorResponse),
     RateLimit(RateLimitResponse),
+    Cancel(CancelResponse),
+    ClearQueue(ClearQueueResponse),
 }
 
 impl WireResponse {
@@ -360,4 +440,6 @@ into_wire!(
     ValidationErrorResponse => Validation,
     ErrorResponse => Error,
     RateLimitResponse => RateLimit,
+    CancelResponse => Cancel,
+    ClearQueueResponse => ClearQueue,
 );

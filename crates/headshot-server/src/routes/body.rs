@@ -5,11 +5,25 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
+use headshot_core::wire::FetchRequest;
 use serde_json::Value;
 
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
 use crate::intake;
+use crate::state::AppState;
+
+/// Reads the tiny body of a fetch, cancel or admin call (`{"key", "request_id"}`), refusing a
+/// wrong header key before reading it.
+pub async fn read_small_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<FetchRequest, ApiError> {
+    let body = refuse_wrong_header_key(&state.keys, headers, body)?;
+    let body = state.intake.read(headers, body, 64 * 1024).await?;
+    Ok(FetchRequest::from_json(&parse_object(&body.bytes)?))
+}
 
 /// Parses a JSON object body; an empty body is an empty object (fetch calls often send none).
 /// A leading UTF-8 byte order mark (some Windows tools write one) is skipped.

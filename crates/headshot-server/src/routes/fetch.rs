@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::wire::{parse_request_id, FetchRequest};
 
-use super::body::{header_key, parse_object, query_object, refuse_wrong_header_key};
+use super::body::{header_key, query_object, read_small_body};
 use crate::bodies::fetch_body;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,7 +20,7 @@ pub async fn fetch_by_path(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_body(&state, &headers, body).await {
+    let request = match read_small_body(&state, &headers, body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -52,7 +52,7 @@ pub async fn fetch_by_body(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_body(&state, &headers, body).await {
+    let request = match read_small_body(&state, &headers, body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -78,17 +78,6 @@ pub async fn fetch_by_query(
     .await
 }
 
-/// Fetch bodies are tiny (`{"key", "request_id"}`).
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<FetchRequest, ApiError> {
-    let body = refuse_wrong_header_key(&state.keys, headers, body)?;
-    let body = state.intake.read(headers, body, 64 * 1024).await?;
-    Ok(FetchRequest::from_json(&parse_object(&body.bytes)?))
-}
-
 async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Response {
     metrics::counter!("headshot_fetch_requests_total").increment(1);
     let Some(caller) = state.keys.authenticate(key.as_deref()) else {
@@ -106,7 +95,16 @@ async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Respo
     match record {
         // Another key's job answers exactly like a missing one.
         Some(record) if caller.may_read(record.owner.as_deref()) => {
-            Json(fetch_body(&record, &state.jobs.urls)).into_response()
+            let progress = if record.status.is_finished() {
+                None
+            } else {
+                state
+                    .jobs
+                    .live
+                    .get(id)
+                    .and_then(|live| state.worker.progress(live.seq))
+            };
+            Json(fetch_body(&record, &state.jobs.urls, progress)).into_response()
         }
         _ => ApiError::NotFound.into_response(),
     }

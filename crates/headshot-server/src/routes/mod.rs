@@ -1,6 +1,8 @@
-//! HTTP routes: every submit and fetch path of wire.md, output files, health and metrics.
+//! HTTP routes: every submit and fetch path of wire.md, cancel and clear_queue, output files,
+//! health and metrics.
 
 mod body;
+mod cancel;
 mod fetch;
 mod health;
 mod outputs;
@@ -18,6 +20,8 @@ use crate::request_context;
 
 use crate::state::AppState;
 use crate::urls::OUTPUTS_PATH;
+
+pub use cancel::{CANCEL_PATHS, CLEAR_QUEUE_PATH};
 
 /// Submit paths (all POST).
 pub const SUBMIT_PATHS: [&str; 3] = [
@@ -49,7 +53,11 @@ pub fn build_router(state: AppState) -> Router {
             post(fetch::fetch_by_path).get(fetch::fetch_by_path_get),
         );
     }
+    for path in CANCEL_PATHS {
+        router = router.route(path, post(cancel::cancel));
+    }
     router
+        .route(CLEAR_QUEUE_PATH, post(cancel::clear_queue))
         .route(
             FETCH_BODY_PATH,
             post(fetch::fetch_by_body).get(fetch::fetch_by_query),

@@ -279,6 +279,18 @@ async fn decode(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// A fetch answer without the progress extension (`progress`, `queue_position`, `eta`), to
+/// compare with the documented shape.
+pub fn documented_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(object) = v.as_object_mut() {
+        for extension in ["progress", "queue_position", "eta"] {
+            object.remove(extension);
+        }
+    }
+    v
+}
+
 /// Sorted keys of a JSON object.
 pub fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v
