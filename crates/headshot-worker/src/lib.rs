@@ -4,7 +4,9 @@
 //! device, fed prepared jobs only, batching compatible ones), a oneshot reply per job, and
 //! `catch_unwind` around every model call so a failing or panicking job never takes the
 //! worker down. Each stage is its own module: `prepare.rs`, `device.rs`; `handle.rs` is the
-//! async face.
+//! async face, with each job's [`Progress`] (place in line, or denoising step reached) and
+//! [`WorkerHandle::cancel`] (a waiting job never runs; a running one is answered at once and
+//! its batch stops at the next step once none of its jobs is left).
 //!
 //! ```text
 //! submit ─▶ Semaphore::try_acquire ─▶ prepare queue ─▶ prepare threads (FacePreparer)
@@ -12,7 +14,8 @@
 //!                                                        ▼
 //!                                     device queue ─▶ device thread(s), batch by batch_key
 //!                                                        ▼
-//!   JobTicket (await) ◀──────────── oneshot reply ◀──── generate_batch (panics caught)
+//!   JobTicket (await) ◀──────────── oneshot reply ◀──── generate_batch_observed
+//!                                                        (panics caught; steps observed)
 //! ```
 //!
 //! ```

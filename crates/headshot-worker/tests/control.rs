@@ -239,3 +239,40 @@ async fn a_batch_stops_once_all_its_jobs_are_cancelled() {
     assert_eq!(steps.done(), 2 + 1 + 3);
     assert_eq!(seeds(&generator), [9, 3]);
 }
+
+#[tokio::test]
+async fn a_job_cancelled_while_its_photo_is_analysed_is_answered_when_that_ends() {
+    let analysis = headshot_test_support::Gate::closed();
+    let faces = ScriptedFaces {
+        held_photo: Some((b"slow photo".to_vec(), analysis.clone())),
+        ..Default::default()
+    };
+    let steps = StepGate::open();
+    let generator = ScriptedGenerator {
+        steps: Some(steps.clone()),
+        ..Default::default()
+    };
+    let stages = Stages::new(Arc::new(faces.clone()), Box::new(generator.clone()));
+    let worker = Worker::spawn(stages, WorkerConfig::default()).unwrap();
+    let mut slow = stepped(1, 2);
+    slow.face_image = b"slow photo".to_vec();
+    let ticket = worker.submit(slow).unwrap();
+    for _ in 0..6000 {
+        if !faces.photos().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(faces.photos().len(), 1, "the analysis has begun");
+    assert_eq!(worker.cancel(ticket.seq()), Cancelled::Waiting);
+    analysis.open();
+    let result = tokio::time::timeout(GUARD, ticket).await.unwrap();
+    assert_eq!(result.output, Err(GenerationError::Cancelled));
+    let after = worker.submit(stepped(2, 2)).unwrap();
+    assert!(tokio::time::timeout(GUARD, after)
+        .await
+        .unwrap()
+        .output
+        .is_ok());
+    assert_eq!(seeds(&generator), [2]);
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use headshot_core::{
     GeneratedImage, GenerationError, GenerationOutput, Generator, PreparedJob, RgbImage,
 };
-use headshot_test_support::{job, ScriptedFaces};
+use headshot_test_support::{job, ScriptedFaces, ScriptedGenerator, StepGate};
 use headshot_worker::*;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -207,4 +207,35 @@ async fn worker_reports_queue_and_job_metrics() {
     assert_eq!(rec.value(METRIC_GENERATOR_PANICS), 1);
     assert_eq!(rec.gauge(METRIC_QUEUE_DEPTH), 0.0);
     assert_eq!(rec.gauge(METRIC_JOBS_IN_FLIGHT), 0.0);
+
+    // Steps are counted as the observer hears of them; a cancel counts once, as cancelled.
+    let steps = StepGate::closed();
+    let generator = ScriptedGenerator {
+        steps: Some(steps.clone()),
+        ..Default::default()
+    };
+    let worker = Worker::spawn(
+        Stages::new(Arc::new(ScriptedFaces::default()), Box::new(generator)),
+        WorkerConfig::default(),
+    )
+    .unwrap();
+    let mut stepped = job(5);
+    stepped.settings.num_inference_steps = 3;
+    let mut running = worker.submit(stepped).unwrap();
+    assert!(running.started().await);
+    let waiting = worker.submit(job(6)).unwrap();
+    assert_eq!(worker.cancel(waiting.seq()), Cancelled::Waiting);
+    waiting.await;
+    steps.allow(3);
+    assert!(running.await.output.is_ok());
+    worker.shutdown().await;
+    assert_eq!(rec.value(METRIC_DENOISE_STEPS), 3);
+    assert_eq!(
+        rec.value(&format!("{METRIC_JOBS_FINISHED}{{outcome=cancelled}}")),
+        1
+    );
+    assert_eq!(
+        rec.value(&format!("{METRIC_JOBS_FINISHED}{{outcome=success}}")),
+        2
+    );
 }
