@@ -418,6 +418,8 @@ impl WorkerHandle {
         outcome
     }
 
+    /// Takes job `seq` out wherever it is and answers it as cancelled. With `running_too`
+    /// false a running job is left alone (the answer is then `Running`, nothing changed).
     fn take_cancelled(&self, seq: u64, running_too: bool) -> Cancelled {
         let shared = self.shared();
         let mut prepare = lock(&shared.prepare);
