@@ -135,6 +135,31 @@ pub fn prepare_job(
     })
 }
 
+/// The finish stage's model work: how much the face in a generated image looks like the job's
+/// identity. Implemented by the face analyzer, which runs beside the device loop, never on it.
+pub trait LikenessScorer: Send + Sync + 'static {
+    /// The cosine similarity between `identity` (the job's ArcFace embedding) and the embedding
+    /// of the largest face in `image`, as insightface's `compute_sim`; `None` when `image` shows
+    /// no face.
+    fn likeness(&self, identity: &[f32], image: &RgbImage) -> Result<Option<f32>, GenerationError>;
+}
+
+/// insightface's `compute_sim`: `dot(a, b) / (|a| |b|)` (0 for a zero vector).
+pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let denominator = norm(a) * norm(b);
+    if denominator == 0.0 {
+        0.0
+    } else {
+        (dot / denominator) as f32
+    }
+}
+
 /// Turns prepared jobs into images. Implemented by the candle pipeline; owned by one device
 /// thread, which is the only caller, so implementations may be synchronous and hold the device.
 pub trait Generator: Send + 'static {
@@ -171,6 +196,16 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("unet failed")]
     struct Outer(#[source] Inner);
+
+    #[test]
+    fn cosine_similarity_is_insightfaces_compute_sim() {
+        assert_eq!(cosine_similarity(&[1.0, 0.0], &[1.0, 0.0]), 1.0);
+        assert_eq!(cosine_similarity(&[1.0, 0.0], &[0.0, 2.0]), 0.0);
+        assert_eq!(cosine_similarity(&[3.0, 4.0], &[-3.0, -4.0]), -1.0);
+        // Not normalised inputs are normalised, as compute_sim does.
+        assert!((cosine_similarity(&[1.0, 1.0], &[2.0, 0.0]) - 0.70710677).abs() < 1e-7);
+        assert_eq!(cosine_similarity(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
 
     #[test]
     fn internal_errors_keep_their_cause_for_the_log() {

@@ -276,14 +276,27 @@ impl FaceAnalyzer {
     /// [`Self::analyze_largest`] on an already decoded image.
     pub fn analyze_largest_decoded(&self, image: &DecodedImage) -> Result<AnalyzedFace, FaceError> {
         let faces = self.analyze_all(image)?;
-        let largest = faces
-            .iter()
-            .fold(None::<&DetectedFace>, |best, face| match best {
-                Some(b) if b.area() >= face.area() => Some(b),
-                _ => Some(face),
-            })
-            .ok_or(FaceError::NoFace)?;
+        let largest = largest_face(&faces).ok_or(FaceError::NoFace)?;
         self.embed(image, largest)
+    }
+
+    /// The identity embedding alone (no 224 px crop) of the largest face in `image`; `None`
+    /// when it shows no usable face. What the likeness score of a generated image needs.
+    pub fn identity_of_largest(&self, image: &DecodedImage) -> Result<Option<Vec<f32>>, FaceError> {
+        let faces = self.analyze_all(image)?;
+        let Some(face) = largest_face(&faces) else {
+            return Ok(None);
+        };
+        let Some(transform) = norm_crop_transform(&face.keypoints, self.recognizer_size) else {
+            return Ok(None);
+        };
+        let crop = warp_affine(
+            image,
+            &transform,
+            self.recognizer_size,
+            self.recognizer_size,
+        );
+        self.embedding_of(&crop).map(Some)
     }
 
     /// ArcFace on an aligned crop: RGB, NCHW, `(x - 127.5) / 127.5`, then L2 normalisation.
@@ -323,6 +336,16 @@ impl FaceAnalyzer {
         }
         Ok(raw.iter().map(|&v| (f64::from(v) / norm) as f32).collect())
     }
+}
+
+/// The largest face by box area; ties go to the earlier one, i.e. the higher detection score.
+pub fn largest_face(faces: &[DetectedFace]) -> Option<&DetectedFace> {
+    faces
+        .iter()
+        .fold(None::<&DetectedFace>, |best, face| match best {
+            Some(b) if b.area() >= face.area() => Some(b),
+            _ => Some(face),
+        })
 }
 
 #[cfg(test)]
