@@ -86,6 +86,11 @@ pub struct JobRecord {
     /// that key may fetch it. `None`: written without keys (`--no-auth`, older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Per output, in order: the likeness of its face to the input identity (cosine of ArcFace
+    /// embeddings), `None` where no face was found. `None` as a whole: not scored (no face
+    /// analyzer, or a record from before scores existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_similarity: Option<Vec<Option<f32>>>,
 }
 
 impl JobRecord {
@@ -113,6 +118,7 @@ impl JobRecord {
             webhook: None,
             track_id: None,
             owner: None,
+            face_similarity: None,
         }
     }
 

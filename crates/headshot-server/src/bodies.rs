@@ -37,7 +37,8 @@ pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResp
         output_urls(record, urls),
         record.nsfw_content_detected,
         record_meta(record)?,
-    ))
+    )
+    .with_face_similarity(record.face_similarity.as_deref()))
 }
 
 pub fn failure_message(record: &JobRecord) -> String {
@@ -51,9 +52,9 @@ pub fn failure_message(record: &JobRecord) -> String {
 pub fn fetch_body(record: &JobRecord, urls: &PublicUrls) -> WireResponse {
     match record.status {
         JobStatus::Queued | JobStatus::Processing => FetchProcessingResponse::new(record.id).into(),
-        JobStatus::Success => {
-            FetchSuccessResponse::new(record.id, output_urls(record, urls)).into()
-        }
+        JobStatus::Success => FetchSuccessResponse::new(record.id, output_urls(record, urls))
+            .with_face_similarity(record.face_similarity.as_deref())
+            .into(),
         JobStatus::Failed => FailedResponse::new(record.id, failure_message(record)).into(),
     }
 }

@@ -1,5 +1,7 @@
-//! The finish stage: a job's life after the device answered. Store its images (PNG or
-//! `.base64`), finish its record with its webhook queued in the outbox, and deliver that.
+//! The finish stage: a job's life after the device answered. Score each image's likeness to
+//! the input face, store the images (PNG or `.base64`), finish the record with its webhook
+//! queued in the outbox, and deliver that. It runs on the blocking pool, beside the device
+//! loop, which has moved on to the next batch.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use headshot_core::store::{
     JobRecord, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
 };
-use headshot_core::{error_chain, GenerationOutput, RgbImage};
+use headshot_core::{error_chain, GenerationOutput, LikenessScorer, RgbImage};
 use headshot_worker::{JobResult, JobTicket};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -24,17 +26,26 @@ use crate::webhooks::{delivery_for, spawn_delivery, WebhookPolicy};
 pub fn finish_job(
     mut record: JobRecord,
     result: JobResult,
-    jobs: &dyn JobStore,
-    outputs: &dyn OutputStore,
-    urls: &PublicUrls,
+    stores: &FinishStores<'_>,
 ) -> (JobRecord, Option<WebhookDelivery>) {
+    let FinishStores {
+        jobs,
+        outputs,
+        urls,
+        likeness,
+    } = *stores;
     match result.output {
         Ok(output) => match store_images(&record, &output, outputs) {
-            Ok(files) => record.mark_success(
-                files,
-                output.nsfw_content_detected(),
-                result.generation_time,
-            ),
+            Ok(files) => {
+                record.face_similarity = likeness
+                    .zip(result.identity.as_deref())
+                    .map(|(scorer, identity)| score_likeness(record.id, scorer, identity, &output));
+                record.mark_success(
+                    files,
+                    output.nsfw_content_detected(),
+                    result.generation_time,
+                )
+            }
             Err(e) => {
                 tracing::error!(id = record.id, error = %e, "could not store generated images");
                 record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
@@ -50,6 +61,39 @@ pub fn finish_job(
         tracing::error!(id = record.id, error = %e, "could not update the job record");
     }
     (record, delivery)
+}
+
+/// What [`finish_job`] stores into, and the scorer of likeness (`None`: not scored).
+#[derive(Clone, Copy)]
+pub struct FinishStores<'a> {
+    pub jobs: &'a dyn JobStore,
+    pub outputs: &'a dyn OutputStore,
+    pub urls: &'a PublicUrls,
+    pub likeness: Option<&'a dyn LikenessScorer>,
+}
+
+/// The likeness of each image, as stored (after censoring: a blacked-out image has no face).
+/// A scorer failure costs the score, never the job.
+fn score_likeness(
+    id: u64,
+    scorer: &dyn LikenessScorer,
+    identity: &[f32],
+    output: &GenerationOutput,
+) -> Vec<Option<f32>> {
+    let started = std::time::Instant::now();
+    let scores = output
+        .images
+        .iter()
+        .map(|generated| match scorer.likeness(identity, &generated.image) {
+            Ok(score) => score,
+            Err(e) => {
+                tracing::warn!(id, error = %error_chain(&e), "could not score the likeness of an image");
+                None
+            }
+        })
+        .collect();
+    metrics::histogram!("headshot_likeness_seconds").record(started.elapsed().as_secs_f64());
+    scores
 }
 
 fn store_images(
@@ -97,6 +141,8 @@ pub struct JobContext {
     pub http: GuardedHttp,
     pub urls: PublicUrls,
     pub webhook: WebhookPolicy,
+    /// Scores each output's likeness to the input face (the face analyzer); `None`: no scores.
+    pub likeness: Option<Arc<dyn LikenessScorer>>,
     /// Jobs between the worker's answer and their stored record; the drain waits for them.
     pub finishing: TaskTracker,
     /// Webhook deliveries in progress; stopped (left pending in the outbox) after the drain.
@@ -118,10 +164,16 @@ pub fn spawn_completion(
         let result = ticket.await;
         metrics::histogram!("headshot_generation_seconds")
             .record(result.generation_time.as_secs_f64());
-        let (jobs, outputs, urls) = (ctx.jobs.clone(), ctx.outputs.clone(), ctx.urls.clone());
+        let stage = ctx.clone();
         let fallback = record.clone();
         let finished = tokio::task::spawn_blocking(move || {
-            finish_job(record, result, jobs.as_ref(), outputs.as_ref(), &urls)
+            let stores = FinishStores {
+                jobs: stage.jobs.as_ref(),
+                outputs: stage.outputs.as_ref(),
+                urls: &stage.urls,
+                likeness: stage.likeness.as_deref(),
+            };
+            finish_job(record, result, &stores)
         })
         .await;
         let (finished, delivery) = match finished {

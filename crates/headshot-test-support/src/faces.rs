@@ -1,10 +1,11 @@
-//! A scripted prepare stage: records every photo it is given, refuses two marker photos the
-//! way the real analyzer refuses bad ones, and can be made slow.
+//! A scripted face analyzer: as the prepare stage it records every photo it is given, refuses
+//! two marker photos the way the real analyzer refuses bad ones, and can be made slow; as the
+//! likeness scorer it reads a score from the image (see [`scripted_likeness`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use headshot_core::{FacePreparer, GenerationError, PreparedFace};
+use headshot_core::{FacePreparer, GenerationError, LikenessScorer, PreparedFace, RgbImage};
 
 use crate::gate::Gate;
 use crate::jobs::prepared_face;
@@ -44,5 +45,25 @@ impl FacePreparer for ScriptedFaces {
             FACELESS_PHOTO => Err(GenerationError::NoFace),
             _ => Ok(prepared_face()),
         }
+    }
+}
+
+/// The likeness [`ScriptedFaces`] gives an image: its first byte over 255 (for a
+/// [`crate::ScriptedGenerator`] image, the low byte of the seed it encodes); no face when the
+/// first pixel is black.
+pub fn scripted_likeness(image: &RgbImage) -> Option<f32> {
+    match image.pixels.get(..3) {
+        Some([0, 0, 0]) | None => None,
+        Some(rgb) => Some(f32::from(rgb[0]) / 255.0),
+    }
+}
+
+impl LikenessScorer for ScriptedFaces {
+    fn likeness(
+        &self,
+        _identity: &[f32],
+        image: &RgbImage,
+    ) -> Result<Option<f32>, GenerationError> {
+        Ok(scripted_likeness(image))
     }
 }

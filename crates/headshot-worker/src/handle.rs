@@ -30,6 +30,9 @@ pub struct JobResult {
     pub queue_wait: Duration,
     /// How many jobs shared the generator call.
     pub batch_size: usize,
+    /// The identity (ArcFace embedding) the images were made for, for their likeness scores;
+    /// `None` when the job never reached a device.
+    pub identity: Option<Vec<f32>>,
 }
 
 impl JobResult {
@@ -41,6 +44,7 @@ impl JobResult {
             generation_time: Duration::ZERO,
             queue_wait: Duration::ZERO,
             batch_size: 0,
+            identity: None,
         }
     }
 }

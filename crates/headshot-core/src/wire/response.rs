@@ -50,6 +50,22 @@ pub struct SuccessResponse {
     pub proxy_links: Vec<String>,
     pub nsfw_content_detected: bool,
     pub meta: Meta,
+    /// Our addition beside `output`: per image, the likeness of its face to the input face
+    /// (cosine similarity of ArcFace embeddings, -1..=1), `null` where no face was found.
+    /// Absent when the server does not score likeness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_similarity: Option<Vec<Option<f64>>>,
+}
+
+/// Scores on the wire: six decimals, so every body (submit, fetch, webhook) writes the same
+/// digits whichever way it is serialised (an f32 widened to f64 would print 17 digits).
+fn wire_scores(scores: Option<&[Option<f32>]>) -> Option<Vec<Option<f64>>> {
+    scores.map(|scores| {
+        scores
+            .iter()
+            .map(|s| s.map(|s| (f64::from(s) * 1e6).round() / 1e6))
+            .collect()
+    })
 }
 
 impl SuccessResponse {
@@ -68,7 +84,13 @@ impl SuccessResponse {
             output,
             nsfw_content_detected,
             meta,
+            face_similarity: None,
         }
+    }
+
+    pub fn with_face_similarity(mut self, scores: Option<&[Option<f32>]>) -> Self {
+        self.face_similarity = wire_scores(scores);
+        self
     }
 }
 
@@ -125,6 +147,9 @@ pub struct FetchSuccessResponse {
     pub status: Status,
     pub id: u64,
     pub output: Vec<String>,
+    /// As in [`SuccessResponse::face_similarity`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_similarity: Option<Vec<Option<f64>>>,
 }
 
 impl FetchSuccessResponse {
@@ -133,7 +158,13 @@ impl FetchSuccessResponse {
             status: Status::Success,
             id,
             output,
+            face_similarity: None,
         }
+    }
+
+    pub fn with_face_similarity(mut self, scores: Option<&[Option<f32>]>) -> Self {
+        self.face_similarity = wire_scores(scores);
+        self
     }
 }
 

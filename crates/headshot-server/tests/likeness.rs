@@ -1,0 +1,94 @@
+//! `face_similarity`: every success answer (submit, fetch, webhook) reports, per image, the
+//! likeness of its face to the input face, from the finish stage's scorer (here the scripted
+//! analyzer, which reads the score out of the scripted image: its seed's low byte / 255).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The scripted score as the wire writes it (six decimals).
+fn score_of_seed(seed: u64) -> Option<f64> {
+    let image = headshot_core::RgbImage {
+        width: 1,
+        height: 1,
+        pixels: vec![seed as u8, (seed >> 8) as u8, (seed >> 16) as u8],
+    };
+    headshot_test_support::scripted_likeness(&image).map(|s| (f64::from(s) * 1e6).round() / 1e6)
+}
+
+fn scores(v: &Value) -> Vec<Option<f64>> {
+    v["face_similarity"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no face_similarity in {v}"))
+        .iter()
+        .map(Value::as_f64)
+        .collect()
+}
+
+#[tokio::test]
+async fn success_fetch_and_webhook_report_one_score_per_image() {
+    let mut internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    let request = with(
+        with(body(&internet), "samples", json!(2)),
+        "webhook",
+        json!(internet.url("/webhook")),
+    );
+    let v = server.submit(&with(request, "seed", json!(200))).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let expected = score_of_seed(200).unwrap();
+    assert_eq!(scores(&v), vec![Some(expected), Some(expected)]);
+    assert_eq!(expected, 0.784314);
+    assert_eq!(v["output"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        keys(&v["meta"]),
+        sorted(&META_KEYS),
+        "meta keeps its documented keys"
+    );
+
+    let fetched = server.fetch(v["id"].as_u64().unwrap()).await;
+    assert_eq!(fetched["status"], "success");
+    assert_eq!(fetched["face_similarity"], v["face_similarity"]);
+
+    let hook = internet.next_webhook().await;
+    assert_eq!(hook["face_similarity"], v["face_similarity"]);
+}
+
+#[tokio::test]
+async fn an_image_without_a_face_scores_null() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    // Seed 2^24 encodes a black image: the scripted analyzer finds no face in it.
+    let v = server
+        .submit(&with(body(&internet), "seed", json!(1u64 << 24)))
+        .await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["face_similarity"], json!([null]));
+}
+
+#[tokio::test]
+async fn scores_survive_a_restart() {
+    let internet = Internet::start(0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(
+        tmp.path().to_path_buf(),
+        ScriptedGenerator::default(),
+        |_| {},
+    )
+    .await;
+    let v = server
+        .submit(&with(body(&internet), "seed", json!(77)))
+        .await;
+    let id = v["id"].as_u64().unwrap();
+    server.stop().await;
+    let server = TestServer::start_in(
+        tmp.path().to_path_buf(),
+        ScriptedGenerator::default(),
+        |_| {},
+    )
+    .await;
+    let fetched = server.fetch(id).await;
+    assert_eq!(fetched["face_similarity"], v["face_similarity"]);
+    assert_eq!(scores(&fetched), vec![score_of_seed(77)]);
+}
