@@ -27,8 +27,9 @@ META_KEYS = sorted([
 SUCCESS_KEYS = sorted(["status", "generationTime", "id", "output", "proxy_links",
                        "nsfw_content_detected", "meta"])
 # Our additions beside the documented keys (issue 14): per image, the likeness of its face to
-# the input face (a number in -1..1, or null where no face was found).
-EXTRA_SUCCESS_KEYS = ["face_similarity"]
+# the input face (a number in -1..1, or null where no face was found), and how many faces the
+# input photo shows.
+EXTRA_SUCCESS_KEYS = ["face_similarity", "faces_found"]
 PROCESSING_KEYS = sorted(["status", "tip", "eta", "message", "fetch_result", "id", "output",
                           "future_links", "proxy_links", "meta"])
 
@@ -48,6 +49,7 @@ def check_scores(body, what):
     scores = body["face_similarity"]
     check(isinstance(scores, list) and len(scores) == len(body["output"]), f"{what}: one score per image", body)
     check(all(s is None or -1.0 <= s <= 1.0 for s in scores), f"{what}: scores are cosines or null", body)
+    check(isinstance(body["faces_found"], int) and body["faces_found"] >= 1, f"{what}: faces_found", body)
 
 
 def check_success(body, what):
@@ -106,7 +108,7 @@ def main():
         check(sorted(first.keys()) == PROCESSING_KEYS, "sdk: processing keys", first)
         check(first["output"] == [] and len(first["future_links"]) == 1, "sdk: processing lists", first)
         fetched = api.fetch(str(first["id"]))
-        check(sorted(fetched.keys()) == ["face_similarity", "id", "output", "status"], "sdk fetch: keys", fetched)
+        check(sorted(fetched.keys()) == ["face_similarity", "faces_found", "id", "output", "status"], "sdk fetch: keys", fetched)
         check_scores(fetched, "sdk fetch")
         check(fetched["status"] == "success", "sdk fetch: success", fetched)
         check(fetched["output"] == first["future_links"], "sdk fetch: future links kept", fetched)
@@ -118,7 +120,7 @@ def main():
         check(meta["seed"] == 7 and meta["width"] == 128, "sdk: values echoed", meta)
         fetched = api.fetch(str(first["id"]))
         check(fetched == {"status": "success", "id": first["id"], "output": first["output"],
-                          "face_similarity": first["face_similarity"]},
+                          "face_similarity": first["face_similarity"], "faces_found": first["faces_found"]},
               "sdk fetch of a finished job", fetched)
 
     # 2. The documented example body, verbatim except the face image URL (key in the header,

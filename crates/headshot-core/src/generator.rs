@@ -115,9 +115,14 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
 }
 
 /// The prepare stage's model work: decode the photo with limits, detect faces, take the
-/// largest, align it and embed it. Shared by the prepare pool's threads, hence `Sync`.
+/// `face_index`-th by size (0: the largest), align it and embed it. Shared by the prepare
+/// pool's threads, hence `Sync`.
 pub trait FacePreparer: Send + Sync + 'static {
-    fn prepare_face(&self, photo: &[u8]) -> Result<PreparedFace, GenerationError>;
+    fn prepare_face(
+        &self,
+        photo: &[u8],
+        face_index: usize,
+    ) -> Result<PreparedFace, GenerationError>;
 }
 
 /// The whole prepare stage for one job: the one check against the generator's limits, then
@@ -128,7 +133,7 @@ pub fn prepare_job(
     faces: &dyn FacePreparer,
 ) -> Result<PreparedJob, GenerationError> {
     job.settings.validate(limits)?;
-    let face = faces.prepare_face(&job.face_image)?;
+    let face = faces.prepare_face(&job.face_image, job.settings.face_index as usize)?;
     Ok(PreparedJob {
         settings: job.settings,
         face,

@@ -34,6 +34,10 @@ pub struct JobSettings {
     pub seed: u64,
     /// `None`: the safety checker is off. `Some(t)`: run it, censor flagged images with `t`.
     pub safety_checker: Option<CensorType>,
+    /// Which face of the photo gives the identity, by size: 0 (the largest, the default), 1, ...
+    /// Jobs stored before this field existed read as 0.
+    #[serde(default)]
+    pub face_index: u32,
 }
 
 /// What face analysis hands the device stage.
@@ -43,6 +47,8 @@ pub struct PreparedFace {
     pub id_embedding: Vec<f32>,
     /// The face aligned at 224 px (the CLIP image encoder's input).
     pub aligned_224: RgbImage,
+    /// How many faces the photo shows (the chosen one among them).
+    pub faces_found: usize,
 }
 
 /// A job whose photo has been analysed: all the device stage needs.
@@ -268,6 +274,7 @@ mod tests {
             samples,
             seed,
             safety_checker: None,
+            face_index: 0,
         }
     }
 
@@ -346,5 +353,18 @@ mod tests {
             err.to_string().contains("unknown safety_checker_type"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn jobs_stored_before_face_index_existed_use_the_largest_face() {
+        let stored = JobSettings {
+            face_index: 2,
+            ..settings(7, 512, 1, 7.5)
+        };
+        let mut json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(json["face_index"], 2);
+        json.as_object_mut().unwrap().remove("face_index");
+        let back: JobSettings = serde_json::from_value(json).unwrap();
+        assert_eq!(back.face_index, 0);
     }
 }

@@ -91,6 +91,9 @@ pub struct JobRecord {
     /// analyzer, or a record from before scores existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_similarity: Option<Vec<Option<f32>>>,
+    /// How many faces the input photo shows (`face_index` picked among them, largest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces_found: Option<u32>,
 }
 
 impl JobRecord {
@@ -119,6 +122,7 @@ impl JobRecord {
             track_id: None,
             owner: None,
             face_similarity: None,
+            faces_found: None,
         }
     }
 

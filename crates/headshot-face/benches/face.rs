@@ -62,7 +62,8 @@ fn likeness(c: &mut Criterion) {
     let mut group = c.benchmark_group("face");
     group.sample_size(20);
     for output in ["likeness_yaoming_512", "likeness_tiny_output"] {
-        let bytes = std::fs::read(common::goldens_dir().join(format!("{output}.png"))).expect("png");
+        let bytes =
+            std::fs::read(common::goldens_dir().join(format!("{output}.png"))).expect("png");
         let image = decode_image(&bytes, &DecodeLimits::default()).expect("decodes");
         group.bench_function(format!("likeness/{output}"), |b| {
             b.iter(|| {

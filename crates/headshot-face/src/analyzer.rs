@@ -280,6 +280,27 @@ impl FaceAnalyzer {
         self.embed(image, largest)
     }
 
+    /// Decodes the photo and analyses its `index`-th face by size (0: the largest, as
+    /// [`Self::analyze_largest`]; ties in the detector's order). Also returns how many faces
+    /// the photo shows.
+    pub fn analyze_by_size(
+        &self,
+        image_bytes: &[u8],
+        index: usize,
+    ) -> Result<(AnalyzedFace, usize), FaceError> {
+        let image = decode_image(image_bytes, &self.options.decode_limits)?;
+        let faces = self.analyze_all(&image)?;
+        if faces.is_empty() {
+            return Err(FaceError::NoFace);
+        }
+        let by_size = faces_by_size(&faces);
+        let face = by_size.get(index).ok_or(FaceError::FaceIndexOutOfRange {
+            index,
+            found: faces.len(),
+        })?;
+        Ok((self.embed(&image, face)?, faces.len()))
+    }
+
     /// The identity embedding alone (no 224 px crop) of the largest face in `image`; `None`
     /// when it shows no usable face. What the likeness score of a generated image needs.
     pub fn identity_of_largest(&self, image: &DecodedImage) -> Result<Option<Vec<f32>>, FaceError> {
@@ -336,6 +357,14 @@ impl FaceAnalyzer {
         }
         Ok(raw.iter().map(|&v| (f64::from(v) / norm) as f32).collect())
     }
+}
+
+/// The faces from largest to smallest box area (the documented order of `face_index`); a stable
+/// sort, so equal areas keep the detector's order (higher score first).
+pub fn faces_by_size(faces: &[DetectedFace]) -> Vec<&DetectedFace> {
+    let mut by_size: Vec<&DetectedFace> = faces.iter().collect();
+    by_size.sort_by(|a, b| b.area().total_cmp(&a.area()));
+    by_size
 }
 
 /// The largest face by box area; ties go to the earlier one, i.e. the higher detection score.

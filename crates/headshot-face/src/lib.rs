@@ -31,7 +31,8 @@ pub use align::{
     estimate_similarity, norm_crop_transform, warp_affine, Affine, ARCFACE_TEMPLATE_112,
 };
 pub use analyzer::{
-    largest_face, AnalyzedFace, DetectedFace, FaceAnalyzer, FaceAnalyzerOptions, FaceModelPaths,
+    faces_by_size, largest_face, AnalyzedFace, DetectedFace, FaceAnalyzer, FaceAnalyzerOptions,
+    FaceModelPaths,
 };
 pub use decode::{decode_image, DecodeLimits, DecodedImage};
 pub use engine::onnxruntime_in_folder;

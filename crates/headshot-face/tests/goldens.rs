@@ -219,3 +219,38 @@ fn photo_without_a_face_is_a_no_face_error() {
         other => panic!("expected NoFace, got {other:?}"),
     }
 }
+
+/// `face_index` picks faces by size, largest first, each matching insightface's embedding of
+/// that face; one past the last is refused with the count.
+#[test]
+fn face_index_picks_faces_by_size() {
+    let analyzer = common::analyzer();
+    let bytes = std::fs::read(common::assets_dir().join("players.jpg")).expect("players.jpg");
+    let golden = goldens()
+        .images
+        .into_iter()
+        .find(|g| g.name == "players")
+        .expect("players in the goldens");
+    let mut by_area: Vec<&GoldenFace> = golden.faces.iter().collect();
+    by_area.sort_by(|a, b| area(&b.bbox).total_cmp(&area(&a.bbox)));
+
+    let (largest, found) = analyzer.analyze_by_size(&bytes, 0).unwrap();
+    assert_eq!(found, golden.faces.len());
+    assert_eq!(largest, analyzer.analyze_largest(&bytes).unwrap());
+    for index in [0, 1, 5, found - 1] {
+        let (face, _) = analyzer.analyze_by_size(&bytes, index).unwrap();
+        let cosine = headshot_core::cosine_similarity(&face.embedding, &by_area[index].embedding);
+        assert!(cosine >= 0.995, "face {index}: cosine {cosine} with insightface's");
+    }
+    match analyzer.analyze_by_size(&bytes, found) {
+        Err(e @ FaceError::FaceIndexOutOfRange { .. }) => assert_eq!(
+            e.to_string(),
+            format!("face_index {found} is out of range: the photo shows {found} faces (0 is the largest)")
+        ),
+        other => panic!("expected FaceIndexOutOfRange, got {other:?}"),
+    }
+}
+
+fn area(bbox: &[f32; 4]) -> f32 {
+    (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
+}

@@ -19,6 +19,7 @@ fn face(seed: u32) -> PreparedFace {
     PreparedFace {
         id_embedding,
         aligned_224: golden_face_crop(),
+        faces_found: 1,
     }
 }
 
@@ -35,6 +36,7 @@ fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str)
         samples,
         seed,
         safety_checker: None,
+        face_index: 0,
     }
 }
 

@@ -38,7 +38,8 @@ pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResp
         record.nsfw_content_detected,
         record_meta(record)?,
     )
-    .with_face_similarity(record.face_similarity.as_deref()))
+    .with_face_similarity(record.face_similarity.as_deref())
+    .with_faces_found(record.faces_found))
 }
 
 pub fn failure_message(record: &JobRecord) -> String {
@@ -54,6 +55,7 @@ pub fn fetch_body(record: &JobRecord, urls: &PublicUrls) -> WireResponse {
         JobStatus::Queued | JobStatus::Processing => FetchProcessingResponse::new(record.id).into(),
         JobStatus::Success => FetchSuccessResponse::new(record.id, output_urls(record, urls))
             .with_face_similarity(record.face_similarity.as_deref())
+            .with_faces_found(record.faces_found)
             .into(),
         JobStatus::Failed => FailedResponse::new(record.id, failure_message(record)).into(),
     }

@@ -37,6 +37,7 @@ pub fn finish_job(
     match result.output {
         Ok(output) => match store_images(&record, &output, outputs) {
             Ok(files) => {
+                record.faces_found = result.faces_found.map(|n| n as u32);
                 record.face_similarity = likeness
                     .zip(result.identity.as_deref())
                     .map(|(scorer, identity)| score_likeness(record.id, scorer, identity, &output));

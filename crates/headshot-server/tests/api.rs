@@ -359,7 +359,7 @@ async fn processing_then_success_via_fetch_and_queue_full() {
     let done = server.fetch_until_done(id).await;
     assert_eq!(
         keys(&done),
-        sorted(&["face_similarity", "id", "output", "status"])
+        sorted(&["face_similarity", "faces_found", "id", "output", "status"])
     );
     assert_eq!(done["status"], "success");
     assert_eq!(done["id"], id);

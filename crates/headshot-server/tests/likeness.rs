@@ -92,3 +92,41 @@ async fn scores_survive_a_restart() {
     assert_eq!(fetched["face_similarity"], v["face_similarity"]);
     assert_eq!(scores(&fetched), vec![score_of_seed(77)]);
 }
+
+#[tokio::test]
+async fn answers_say_how_many_faces_the_photo_shows_and_face_index_chooses_among_them() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    let v = server.submit(&body(&internet)).await;
+    assert_eq!(v["faces_found"], 1, "{v}");
+    let fetched = server.fetch(v["id"].as_u64().unwrap()).await;
+    assert_eq!(fetched["faces_found"], 1);
+    assert_eq!(
+        server
+            .submit(&with(body(&internet), "face_index", json!(0)))
+            .await["status"],
+        "success"
+    );
+
+    // The scripted photo shows one face: index 1 is out of range once it has been analysed.
+    let v = server
+        .submit(&with(body(&internet), "face_index", json!(1)))
+        .await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(
+        v["message"],
+        "face_index 1 is out of range: the photo shows 1 face (0 is the largest)"
+    );
+    assert!(v["id"].is_u64());
+
+    // A negative index is refused before any work, in the validation shape.
+    let (status, v) = server
+        .post(
+            "/api/v6/image_editing/head_shot",
+            &with(body(&internet), "face_index", json!(-1)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["status"], "error");
+    assert!(v["message"]["face_index"].is_array(), "{v}");
+}

@@ -32,7 +32,12 @@ impl ScriptedFaces {
 }
 
 impl FacePreparer for ScriptedFaces {
-    fn prepare_face(&self, photo: &[u8]) -> Result<PreparedFace, GenerationError> {
+    /// Every other photo shows one face, so only `face_index` 0 exists.
+    fn prepare_face(
+        &self,
+        photo: &[u8],
+        face_index: usize,
+    ) -> Result<PreparedFace, GenerationError> {
         self.photos.lock().unwrap().push(photo.to_vec());
         match &self.held_photo {
             Some((held, gate)) if held == photo => gate.wait(),
@@ -43,6 +48,9 @@ impl FacePreparer for ScriptedFaces {
                 "the data is not a JPEG, PNG or WebP image".into(),
             )),
             FACELESS_PHOTO => Err(GenerationError::NoFace),
+            _ if face_index > 0 => Err(GenerationError::InvalidInput(format!(
+                "face_index {face_index} is out of range: the photo shows 1 face (0 is the largest)"
+            ))),
             _ => Ok(prepared_face()),
         }
     }

@@ -15,6 +15,7 @@ pub fn settings(seed: u64) -> JobSettings {
         samples: 1,
         seed,
         safety_checker: None,
+        face_index: 0,
     }
 }
 
@@ -35,5 +36,6 @@ pub(crate) fn prepared_face() -> PreparedFace {
             height: 224,
             pixels: vec![128; 224 * 224 * 3],
         },
+        faces_found: 1,
     }
 }

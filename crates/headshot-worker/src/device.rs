@@ -178,8 +178,8 @@ fn run_batch(
     lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
 
-    let identities = jobs.into_iter().map(|job| job.face.id_embedding);
-    for ((queued, output), identity) in waiting.into_iter().zip(outcomes).zip(identities) {
+    let faces = jobs.into_iter().map(|job| job.face);
+    for ((queued, output), face) in waiting.into_iter().zip(outcomes).zip(faces) {
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
         queued.span.in_scope(|| match &output {
             Ok(out) => {
@@ -202,7 +202,8 @@ fn run_batch(
             generation_time: elapsed,
             queue_wait,
             batch_size: size,
-            identity: Some(identity),
+            identity: Some(face.id_embedding),
+            faces_found: Some(face.faces_found),
         });
     }
     metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);

@@ -33,6 +33,8 @@ pub struct JobResult {
     /// The identity (ArcFace embedding) the images were made for, for their likeness scores;
     /// `None` when the job never reached a device.
     pub identity: Option<Vec<f32>>,
+    /// How many faces the job's photo shows (`None` when the job never reached a device).
+    pub faces_found: Option<usize>,
 }
 
 impl JobResult {
@@ -45,6 +47,7 @@ impl JobResult {
             queue_wait: Duration::ZERO,
             batch_size: 0,
             identity: None,
+            faces_found: None,
         }
     }
 }

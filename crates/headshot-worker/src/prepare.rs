@@ -120,6 +120,7 @@ fn prepare_one(shared: &Shared, faces: &dyn FacePreparer, queued: Queued<Generat
                 queue_wait,
                 batch_size: 0,
                 identity: None,
+                faces_found: None,
             });
             metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
         }

@@ -155,6 +155,8 @@ pub struct HeadShotRequest {
     pub webhook: Option<String>,
     /// Echoed exactly as sent (string, number, ...) in webhook bodies.
     pub track_id: Option<Value>,
+    /// Our addition: which face of the photo to use, by size (0: the largest, the default).
+    pub face_index: u32,
 }
 
 impl HeadShotRequest {
@@ -261,6 +263,7 @@ impl HeadShotRequest {
         let height = integer("height", "height");
         let steps = integer("num_inference_steps", "num inference steps");
         let samples = integer("samples", "samples");
+        let face_index = integer("face_index", "face index");
 
         let mut number = |name: &str, label: &str| -> Option<f64> {
             match get(name).map(as_f64) {
@@ -343,6 +346,17 @@ impl HeadShotRequest {
             limits.check_track_id(&mut errors, track_id);
         }
 
+        let face_index = match face_index.map(u32::try_from) {
+            None => 0,
+            Some(Ok(index)) => index,
+            Some(Err(_)) => {
+                errors.add(
+                    "face_index",
+                    "The face index must be 0 (the largest face) or more, up to the number of faces in the photo minus one.",
+                );
+                0
+            }
+        };
         let (width, height) = normalise_size(width, height);
         let samples = normalise_samples(samples, width, height);
 
@@ -369,6 +383,7 @@ impl HeadShotRequest {
                 base64,
                 webhook,
                 track_id,
+                face_index,
             }),
             _ => Err(errors),
         }
@@ -388,6 +403,7 @@ impl HeadShotRequest {
                 samples: self.samples,
                 seed: self.seed,
                 safety_checker: self.safety_checker.then_some(self.safety_checker_type),
+                face_index: self.face_index,
             },
             face_image,
         }

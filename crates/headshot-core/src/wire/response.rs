@@ -55,6 +55,9 @@ pub struct SuccessResponse {
     /// Absent when the server does not score likeness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_similarity: Option<Vec<Option<f64>>>,
+    /// Our addition: how many faces the input photo shows (`face_index` chose among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces_found: Option<u32>,
 }
 
 /// Scores on the wire: six decimals, so every body (submit, fetch, webhook) writes the same
@@ -85,11 +88,17 @@ impl SuccessResponse {
             nsfw_content_detected,
             meta,
             face_similarity: None,
+            faces_found: None,
         }
     }
 
     pub fn with_face_similarity(mut self, scores: Option<&[Option<f32>]>) -> Self {
         self.face_similarity = wire_scores(scores);
+        self
+    }
+
+    pub fn with_faces_found(mut self, faces_found: Option<u32>) -> Self {
+        self.faces_found = faces_found;
         self
     }
 }
@@ -150,6 +159,9 @@ pub struct FetchSuccessResponse {
     /// As in [`SuccessResponse::face_similarity`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_similarity: Option<Vec<Option<f64>>>,
+    /// Our addition: how many faces the input photo shows (`face_index` chose among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces_found: Option<u32>,
 }
 
 impl FetchSuccessResponse {
@@ -159,11 +171,17 @@ impl FetchSuccessResponse {
             id,
             output,
             face_similarity: None,
+            faces_found: None,
         }
     }
 
     pub fn with_face_similarity(mut self, scores: Option<&[Option<f32>]>) -> Self {
         self.face_similarity = wire_scores(scores);
+        self
+    }
+
+    pub fn with_faces_found(mut self, faces_found: Option<u32>) -> Self {
+        self.faces_found = faces_found;
         self
     }
 }

@@ -297,9 +297,10 @@ pub fn sorted(list: &[&str]) -> Vec<String> {
     v
 }
 
-/// The documented keys of a success body, and our `face_similarity` (issue 14).
-pub const SUCCESS_KEYS: [&str; 8] = [
+/// The documented keys of a success body, and our `face_similarity` and `faces_found` (issue 14).
+pub const SUCCESS_KEYS: [&str; 9] = [
     "face_similarity",
+    "faces_found",
     "generationTime",
     "id",
     "meta",
