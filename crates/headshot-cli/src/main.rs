@@ -234,6 +234,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         safety_checker: args.safety_checker,
         face_index: 0,
+        candidates: 0,
     };
     let started = std::time::Instant::now();
     let output = pipeline.render(&request, &face, &options)?;

@@ -99,6 +99,7 @@ fn the_tiny_random_set_is_reproducible_and_renders_41_steps_in_f32_and_f16() {
             seed: 11,
             safety_checker: None,
             face_index: 0,
+            candidates: 0,
         };
         let out = pipeline
             .render(&request, &face, &RenderOptions::traced())

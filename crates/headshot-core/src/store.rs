@@ -94,6 +94,9 @@ pub struct JobRecord {
     /// How many faces the input photo shows (`face_index` picked among them, largest first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faces_found: Option<u32>,
+    /// Each output's own seed, for best-of-N jobs (regenerate one with `seed` = it, `samples` 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 impl JobRecord {
@@ -123,6 +126,7 @@ impl JobRecord {
             owner: None,
             face_similarity: None,
             faces_found: None,
+            seeds: None,
         }
     }
 

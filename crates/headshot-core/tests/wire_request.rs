@@ -475,7 +475,13 @@ fn face_index_defaults_to_the_largest_face_and_refuses_negatives() {
     assert_eq!(ok(base()).face_index, 0);
     assert_eq!(ok(with("face_index", json!(2))).face_index, 2);
     assert_eq!(ok(with("face_index", json!("1"))).face_index, 1);
-    assert_eq!(ok(with("face_index", json!(3))).to_job(vec![]).settings.face_index, 3);
+    assert_eq!(
+        ok(with("face_index", json!(3)))
+            .to_job(vec![])
+            .settings
+            .face_index,
+        3
+    );
     for bad in [json!(-1), json!("first"), json!(1.5), json!(1u64 << 40)] {
         let e = err(with("face_index", bad.clone()));
         assert!(e.fields().eq(["face_index"]), "{bad}: {e:?}");

@@ -240,7 +240,10 @@ fn face_index_picks_faces_by_size() {
     for index in [0, 1, 5, found - 1] {
         let (face, _) = analyzer.analyze_by_size(&bytes, index).unwrap();
         let cosine = headshot_core::cosine_similarity(&face.embedding, &by_area[index].embedding);
-        assert!(cosine >= 0.995, "face {index}: cosine {cosine} with insightface's");
+        assert!(
+            cosine >= 0.995,
+            "face {index}: cosine {cosine} with insightface's"
+        );
     }
     match analyzer.analyze_by_size(&bytes, found) {
         Err(e @ FaceError::FaceIndexOutOfRange { .. }) => assert_eq!(

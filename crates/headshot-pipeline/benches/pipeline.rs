@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
         seed: 1,
         safety_checker: None,
         face_index: 0,
+        candidates: 0,
     };
     let sizes = [256u32, 512];
     let mut group = c.benchmark_group("tiny_cpu");

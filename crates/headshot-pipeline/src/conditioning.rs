@@ -26,7 +26,7 @@ impl Pipeline {
         let channels = self.unet.config().in_channels;
         let factor = self.vae_scale_factor;
         [
-            job.samples as usize,
+            job.images(),
             channels,
             job.height as usize / factor,
             job.width as usize / factor,
@@ -105,7 +105,7 @@ impl Pipeline {
         face: &PreparedFace,
         initial_latents: Option<&Tensor>,
     ) -> Result<Conditioning, PipelineError> {
-        let n = job.samples as usize;
+        let n = job.images();
         let prompt_embeds = self.encode_prompt(&job.prompt)?;
         let id = self.id_embedding_tensor(face)?;
         let clip = self.face_image_features(&face.aligned_224)?;
@@ -132,14 +132,24 @@ impl Pipeline {
             Some(latents) => latents
                 .to_device(&self.device)
                 .and_then(|l| l.to_dtype(DType::F32)),
-            None => noise::initial_latents(
-                job.seed,
-                shape[0],
-                shape[1],
-                shape[2],
-                shape[3],
-                &self.device,
-            ),
+            None => match job.image_seeds() {
+                // Candidates: one noise stream per image, so each can be regenerated alone.
+                Some(seeds) => seeds
+                    .iter()
+                    .map(|&seed| {
+                        noise::initial_latents(seed, 1, shape[1], shape[2], shape[3], &self.device)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .and_then(|each| Tensor::cat(&each, 0)),
+                None => noise::initial_latents(
+                    job.seed,
+                    shape[0],
+                    shape[1],
+                    shape[2],
+                    shape[3],
+                    &self.device,
+                ),
+            },
         }
         .map_err(PipelineError::run("conditioning"))?;
         Ok(Conditioning {

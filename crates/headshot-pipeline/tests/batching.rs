@@ -37,6 +37,7 @@ fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str)
         seed,
         safety_checker: None,
         face_index: 0,
+        candidates: 0,
     }
 }
 
@@ -141,4 +142,36 @@ fn incompatible_or_oversized_batches_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("512"), "{err}");
+}
+
+/// Best-of-N: a job with candidates renders all of them, each from its own seed (`seed + i`),
+/// so each candidate is the image that seed gives alone (within the batching tolerance).
+#[test]
+fn candidates_each_start_from_their_own_seed() {
+    let p = tiny();
+    let f = face(3);
+    let best_of = JobSettings {
+        candidates: 3,
+        ..request(40, 7.5, 1.0, 1, "")
+    };
+    assert_eq!(best_of.image_seeds(), Some(vec![40, 41, 42]));
+    let all = p.render(&best_of, &f, &RenderOptions::traced()).unwrap();
+    assert_eq!(all.images.len(), 3);
+    let initial = &trace(&all).initial_latents;
+    for (i, seed) in [40u64, 41, 42].into_iter().enumerate() {
+        let alone = p
+            .render(&request(seed, 7.5, 1.0, 1, ""), &f, &RenderOptions::traced())
+            .unwrap();
+        let start = initial.narrow(0, i, 1).unwrap();
+        assert_eq!(
+            max_abs_diff(&start, &trace(&alone).initial_latents),
+            0.0,
+            "candidate {i} starts from seed {seed}'s noise"
+        );
+        let image = trace(&all).image.narrow(0, i, 1).unwrap();
+        let d = max_abs_diff(&image, &trace(&alone).image);
+        assert!(d <= 2e-3, "candidate {i} differs from seed {seed} alone: {d}");
+    }
+    // Without candidates, samples share one stream from the seed, as before.
+    assert_eq!(request(40, 7.5, 1.0, 2, "").image_seeds(), None);
 }

@@ -24,6 +24,7 @@ fn job(photo: Vec<u8>, seed: u64, samples: u32) -> GenerationJob {
             seed,
             safety_checker: Some(CensorType::Black),
             face_index: 0,
+            candidates: 0,
         },
         face_image: photo,
     }

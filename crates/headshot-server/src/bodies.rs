@@ -39,7 +39,8 @@ pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResp
         record_meta(record)?,
     )
     .with_face_similarity(record.face_similarity.as_deref())
-    .with_faces_found(record.faces_found))
+    .with_faces_found(record.faces_found)
+    .with_seeds(record.seeds.clone()))
 }
 
 pub fn failure_message(record: &JobRecord) -> String {
@@ -56,6 +57,7 @@ pub fn fetch_body(record: &JobRecord, urls: &PublicUrls) -> WireResponse {
         JobStatus::Success => FetchSuccessResponse::new(record.id, output_urls(record, urls))
             .with_face_similarity(record.face_similarity.as_deref())
             .with_faces_found(record.faces_found)
+            .with_seeds(record.seeds.clone())
             .into(),
         JobStatus::Failed => FailedResponse::new(record.id, failure_message(record)).into(),
     }

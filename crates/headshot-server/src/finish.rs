@@ -1,5 +1,5 @@
 //! The finish stage: a job's life after the device answered. Score each image's likeness to
-//! the input face, store the images (PNG or `.base64`), finish the record with its webhook
+//! the input face (keeping the best of best-of-N candidates), store the images (PNG or `.base64`), finish the record with its webhook
 //! queued in the outbox, and deliver that. It runs on the blocking pool, beside the device
 //! loop, which has moved on to the next batch.
 
@@ -9,13 +9,14 @@ use std::sync::Arc;
 use headshot_core::store::{
     JobRecord, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
 };
-use headshot_core::{error_chain, GenerationOutput, LikenessScorer, RgbImage};
+use headshot_core::{error_chain, GeneratedImage, LikenessScorer, RgbImage};
 use headshot_worker::{JobResult, JobTicket};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::generation_failure_message;
+use crate::likeness::score_and_pick;
 use crate::net::GuardedHttp;
 use crate::urls::PublicUrls;
 use crate::webhooks::{delivery_for, spawn_delivery, WebhookPolicy};
@@ -35,23 +36,32 @@ pub fn finish_job(
         likeness,
     } = *stores;
     match result.output {
-        Ok(output) => match store_images(&record, &output, outputs) {
-            Ok(files) => {
-                record.faces_found = result.faces_found.map(|n| n as u32);
-                record.face_similarity = likeness
-                    .zip(result.identity.as_deref())
-                    .map(|(scorer, identity)| score_likeness(record.id, scorer, identity, &output));
-                record.mark_success(
-                    files,
-                    output.nsfw_content_detected(),
-                    result.generation_time,
-                )
+        Ok(output) => {
+            let picked = score_and_pick(
+                record.id,
+                output.images,
+                result.image_seeds,
+                result.identity.as_deref(),
+                likeness,
+                record.samples as usize,
+            );
+            match store_images(&record, &picked.images, outputs) {
+                Ok(files) => {
+                    record.face_similarity = picked.scores;
+                    record.seeds = picked.seeds;
+                    record.faces_found = result.faces_found.map(|n| n as u32);
+                    record.mark_success(
+                        files,
+                        picked.images.iter().any(|i| i.nsfw),
+                        result.generation_time,
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(id = record.id, error = %e, "could not store generated images");
+                    record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
+                }
             }
-            Err(e) => {
-                tracing::error!(id = record.id, error = %e, "could not store generated images");
-                record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
-            }
-        },
+        }
         Err(e) => {
             tracing::warn!(id = record.id, error = %error_chain(&e), "generation failed");
             record.mark_failed(generation_failure_message(&e));
@@ -73,37 +83,13 @@ pub struct FinishStores<'a> {
     pub likeness: Option<&'a dyn LikenessScorer>,
 }
 
-/// The likeness of each image, as stored (after censoring: a blacked-out image has no face).
-/// A scorer failure costs the score, never the job.
-fn score_likeness(
-    id: u64,
-    scorer: &dyn LikenessScorer,
-    identity: &[f32],
-    output: &GenerationOutput,
-) -> Vec<Option<f32>> {
-    let started = std::time::Instant::now();
-    let scores = output
-        .images
-        .iter()
-        .map(|generated| match scorer.likeness(identity, &generated.image) {
-            Ok(score) => score,
-            Err(e) => {
-                tracing::warn!(id, error = %error_chain(&e), "could not score the likeness of an image");
-                None
-            }
-        })
-        .collect();
-    metrics::histogram!("headshot_likeness_seconds").record(started.elapsed().as_secs_f64());
-    scores
-}
-
 fn store_images(
     record: &JobRecord,
-    output: &GenerationOutput,
+    images: &[GeneratedImage],
     outputs: &dyn OutputStore,
 ) -> Result<Vec<String>, StoreError> {
-    let mut files = Vec::with_capacity(output.images.len());
-    for (index, generated) in output.images.iter().enumerate() {
+    let mut files = Vec::with_capacity(images.len());
+    for (index, generated) in images.iter().enumerate() {
         let name = OutputName::new(&record.file_prefix, index, record.output_format)?;
         let png = encode_png(&generated.image).map_err(|message| StoreError::Io {
             path: name.to_string(),

@@ -130,3 +130,68 @@ async fn answers_say_how_many_faces_the_photo_shows_and_face_index_chooses_among
     assert_eq!(v["status"], "error");
     assert!(v["message"]["face_index"].is_array(), "{v}");
 }
+
+/// Best-of-N: 4 candidates rendered from seeds 100..=103, the 2 most alike returned, most alike
+/// first (the scripted score grows with the seed), each with its seed; every score matches a
+/// recomputation on the stored PNG.
+#[tokio::test]
+async fn best_of_n_returns_the_most_alike_sorted_with_their_seeds() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    let request = with(
+        with(with(body(&internet), "samples", json!(2)), "candidates", json!(4)),
+        "seed",
+        json!(100),
+    );
+    let v = server.submit(&request).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["seeds"], json!([103, 102]));
+    assert_eq!(scores(&v), vec![score_of_seed(103), score_of_seed(102)]);
+    let output = v["output"].as_array().unwrap();
+    assert_eq!(output.len(), 2);
+    for (url, score) in output.iter().zip(scores(&v)) {
+        let (status, png) = download(url.as_str().unwrap()).await;
+        assert_eq!(status, 200);
+        let image = image::load_from_memory(&png).unwrap().to_rgb8();
+        let stored = headshot_core::RgbImage {
+            width: image.width(),
+            height: image.height(),
+            pixels: image.into_raw(),
+        };
+        let recomputed = headshot_test_support::scripted_likeness(&stored)
+            .map(|s| (f64::from(s) * 1e6).round() / 1e6);
+        assert_eq!(recomputed, score, "{url}");
+    }
+    // The generator rendered all four candidates in one job, from their own seeds.
+    let rendered = server.generator.rendered();
+    assert_eq!(rendered.last().unwrap().candidates, 4);
+    assert_eq!(rendered.last().unwrap().image_seeds(), Some(vec![100, 101, 102, 103]));
+
+    let fetched = server.fetch(v["id"].as_u64().unwrap()).await;
+    assert_eq!(fetched["seeds"], v["seeds"]);
+    assert_eq!(fetched["face_similarity"], v["face_similarity"]);
+    // Without candidates no seeds are listed (samples share the job's one noise stream).
+    let plain = server.submit(&with(body(&internet), "samples", json!(2))).await;
+    assert!(plain.get("seeds").is_none(), "{plain}");
+}
+
+#[tokio::test]
+async fn candidates_are_checked() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    for bad in [json!(1), json!(0), json!(17), json!("many")] {
+        let request = with(with(body(&internet), "samples", json!(2)), "candidates", bad.clone());
+        let (_, v) = server.post("/api/v6/image_editing/head_shot", &request).await;
+        assert_eq!(v["status"], "error", "{bad}: {v}");
+        assert!(v["message"]["candidates"].is_array(), "{bad}: {v}");
+    }
+    // Within the wire's bound but over this model set's batch limit (4 images).
+    let v = server
+        .submit(&with(body(&internet), "candidates", json!(5)))
+        .await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("candidates 5 exceed the batch limit of 4"),
+        "{v}"
+    );
+}

@@ -16,6 +16,7 @@ pub fn settings(seed: u64) -> JobSettings {
         seed,
         safety_checker: None,
         face_index: 0,
+        candidates: 0,
     }
 }
 

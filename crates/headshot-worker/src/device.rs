@@ -178,8 +178,9 @@ fn run_batch(
     lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
 
-    let faces = jobs.into_iter().map(|job| job.face);
-    for ((queued, output), face) in waiting.into_iter().zip(outcomes).zip(faces) {
+    for ((queued, output), job) in waiting.into_iter().zip(outcomes).zip(jobs) {
+        let image_seeds = job.settings.image_seeds();
+        let face = job.face;
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
         queued.span.in_scope(|| match &output {
             Ok(out) => {
@@ -204,6 +205,7 @@ fn run_batch(
             batch_size: size,
             identity: Some(face.id_embedding),
             faces_found: Some(face.faces_found),
+            image_seeds,
         });
     }
     metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);

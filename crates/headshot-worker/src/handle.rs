@@ -35,6 +35,9 @@ pub struct JobResult {
     pub identity: Option<Vec<f32>>,
     /// How many faces the job's photo shows (`None` when the job never reached a device).
     pub faces_found: Option<usize>,
+    /// Each image's own noise seed, when it has one (best-of-N candidates; see
+    /// `JobSettings::image_seeds`).
+    pub image_seeds: Option<Vec<u64>>,
 }
 
 impl JobResult {
@@ -48,6 +51,7 @@ impl JobResult {
             batch_size: 0,
             identity: None,
             faces_found: None,
+            image_seeds: None,
         }
     }
 }

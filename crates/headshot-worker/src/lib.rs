@@ -42,7 +42,8 @@
 //! let worker = Worker::spawn(stages, WorkerConfig { queue_size: 8, ..Default::default() })?;
 //! # let settings = JobSettings { prompt: "p".into(), negative_prompt: String::new(),
 //! #     width: 512, height: 512, num_inference_steps: 21, guidance_scale: 7.5, s_scale: 1.0,
-//! #     samples: 1, seed: 1, safety_checker: None, face_index: 0 };
+//! #     samples: 1, seed: 1, safety_checker: None, face_index: 0,
+//! #     candidates: 0 };
 //! # let job = GenerationJob { settings, face_image: Vec::new() };
 //! match worker.submit(job) {
 //!     Ok(ticket) => {

@@ -157,7 +157,13 @@ pub struct HeadShotRequest {
     pub track_id: Option<Value>,
     /// Our addition: which face of the photo to use, by size (0: the largest, the default).
     pub face_index: u32,
+    /// Our addition (best-of-N): images to generate, of which the `samples` most like the input
+    /// face are returned; 0 when not sent (no selection).
+    pub candidates: u32,
 }
+
+/// The most candidates a request may ask for; the model set's batch limit may allow fewer.
+pub const MAX_CANDIDATES: u32 = 16;
 
 impl HeadShotRequest {
     /// Parses and normalises a request body with the default [`TextLimits`].
@@ -264,6 +270,7 @@ impl HeadShotRequest {
         let steps = integer("num_inference_steps", "num inference steps");
         let samples = integer("samples", "samples");
         let face_index = integer("face_index", "face index");
+        let candidates = integer("candidates", "candidates");
 
         let mut number = |name: &str, label: &str| -> Option<f64> {
             match get(name).map(as_f64) {
@@ -359,6 +366,21 @@ impl HeadShotRequest {
         };
         let (width, height) = normalise_size(width, height);
         let samples = normalise_samples(samples, width, height);
+        let candidates = match candidates {
+            None => 0,
+            Some(n) if (1..=i64::from(MAX_CANDIDATES)).contains(&n) && n >= i64::from(samples) => {
+                n as u32
+            }
+            Some(_) => {
+                errors.add(
+                    "candidates",
+                    format!(
+                        "The candidates must be at least the number of samples ({samples}) and at most {MAX_CANDIDATES}."
+                    ),
+                );
+                0
+            }
+        };
 
         match face_image {
             Some(face_image) if errors.is_empty() => Ok(HeadShotRequest {
@@ -384,6 +406,7 @@ impl HeadShotRequest {
                 webhook,
                 track_id,
                 face_index,
+                candidates,
             }),
             _ => Err(errors),
         }
@@ -404,6 +427,7 @@ impl HeadShotRequest {
                 seed: self.seed,
                 safety_checker: self.safety_checker.then_some(self.safety_checker_type),
                 face_index: self.face_index,
+                candidates: self.candidates,
             },
             face_image,
         }

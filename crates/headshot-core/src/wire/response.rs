@@ -58,6 +58,10 @@ pub struct SuccessResponse {
     /// Our addition: how many faces the input photo shows (`face_index` chose among them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faces_found: Option<u32>,
+    /// Our addition, for best-of-N requests: each returned image's own seed, so that one can be
+    /// regenerated alone (`seed` = it, `samples` 1, no `candidates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 /// Scores on the wire: six decimals, so every body (submit, fetch, webhook) writes the same
@@ -89,6 +93,7 @@ impl SuccessResponse {
             meta,
             face_similarity: None,
             faces_found: None,
+            seeds: None,
         }
     }
 
@@ -99,6 +104,11 @@ impl SuccessResponse {
 
     pub fn with_faces_found(mut self, faces_found: Option<u32>) -> Self {
         self.faces_found = faces_found;
+        self
+    }
+
+    pub fn with_seeds(mut self, seeds: Option<Vec<u64>>) -> Self {
+        self.seeds = seeds;
         self
     }
 }
@@ -162,6 +172,10 @@ pub struct FetchSuccessResponse {
     /// Our addition: how many faces the input photo shows (`face_index` chose among them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faces_found: Option<u32>,
+    /// Our addition, for best-of-N requests: each returned image's own seed, so that one can be
+    /// regenerated alone (`seed` = it, `samples` 1, no `candidates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 impl FetchSuccessResponse {
@@ -172,6 +186,7 @@ impl FetchSuccessResponse {
             output,
             face_similarity: None,
             faces_found: None,
+            seeds: None,
         }
     }
 
@@ -182,6 +197,11 @@ impl FetchSuccessResponse {
 
     pub fn with_faces_found(mut self, faces_found: Option<u32>) -> Self {
         self.faces_found = faces_found;
+        self
+    }
+
+    pub fn with_seeds(mut self, seeds: Option<Vec<u64>>) -> Self {
+        self.seeds = seeds;
         self
     }
 }

@@ -121,6 +121,7 @@ impl Golden {
             seed: 0,
             safety_checker: None,
             face_index: 0,
+            candidates: 0,
         }
     }
 
