@@ -73,6 +73,7 @@ fn bench_face() -> PreparedFace {
             pixels,
         },
         faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }
 

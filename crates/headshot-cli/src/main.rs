@@ -209,6 +209,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             id_embedding: read_embedding(embedding)?,
             aligned_224: read_image(crop)?,
             faces_found: 1,
+            more_aligned_224: Vec::new(),
         },
         _ => bail!("pass --face PHOTO, or --face-embedding FILE with --face-crop IMAGE"),
     };

@@ -144,6 +144,7 @@ pub fn run(args: ParityArgs) -> Result<()> {
                     .to_vec1::<f32>()?,
                 aligned_224: crop.clone(),
                 faces_found: 1,
+                more_aligned_224: Vec::new(),
             };
             let started = Instant::now();
             let out = pipeline.render(&golden.job()?, &face, &golden.options()?)?;

@@ -127,13 +127,53 @@ pub trait FacePreparer: Send + Sync + 'static {
 
 /// The whole prepare stage for one job: the one check against the generator's limits, then
 /// face analysis. A job refused here never reaches a device.
+///
+/// Several photos of one person: `face_index` picks the face in the first photo, each further
+/// photo gives its largest face; the identity is the mean of their embeddings, L2-normalised
+/// again, and every 224 px crop goes on to the device stage (which averages their CLIP
+/// features). A photo that cannot be used fails the job with its position in the list. One
+/// photo takes exactly the single-photo path.
 pub fn prepare_job(
     job: GenerationJob,
     limits: &JobLimits,
     faces: &dyn FacePreparer,
 ) -> Result<PreparedJob, GenerationError> {
     job.settings.validate(limits)?;
-    let face = faces.prepare_face(&job.face_image, job.settings.face_index as usize)?;
+    let total = 1 + job.more_face_images.len();
+    let in_list = |position: usize, error: GenerationError| match error {
+        GenerationError::Internal { .. } => error,
+        _ if total == 1 => error,
+        other => {
+            GenerationError::InvalidInput(format!("face image {position} of {total}: {other}"))
+        }
+    };
+    let mut face = faces
+        .prepare_face(&job.face_image, job.settings.face_index as usize)
+        .map_err(|e| in_list(1, e))?;
+    if total > 1 {
+        let mut sum: Vec<f64> = face.id_embedding.iter().map(|&v| f64::from(v)).collect();
+        for (i, photo) in job.more_face_images.iter().enumerate() {
+            let more = faces
+                .prepare_face(photo, 0)
+                .map_err(|e| in_list(i + 2, e))?;
+            if more.id_embedding.len() != sum.len() {
+                return Err(GenerationError::internal(
+                    "face embeddings of different lengths",
+                ));
+            }
+            sum.iter_mut()
+                .zip(&more.id_embedding)
+                .for_each(|(s, &v)| *s += f64::from(v));
+            face.more_aligned_224.push(more.aligned_224);
+        }
+        let norm = sum.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return Err(GenerationError::InvalidInput(
+                "the face images show identities that cancel out; send photos of one person".into(),
+            ));
+        }
+        face.id_embedding = sum.iter().map(|v| (v / norm) as f32).collect();
+    }
     Ok(PreparedJob {
         settings: job.settings,
         face,

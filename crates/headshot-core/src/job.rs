@@ -15,6 +15,8 @@ pub struct GenerationJob {
     pub settings: JobSettings,
     /// The face photo as fetched/decoded from the request: encoded bytes (JPEG, PNG, WebP, ...).
     pub face_image: Vec<u8>,
+    /// Further photos of the same person (`face_image` sent as a list); empty for one photo.
+    pub more_face_images: Vec<Vec<u8>>,
 }
 
 /// Every value of a job except the photo; each is the one actually used (and echoed in
@@ -53,6 +55,9 @@ pub struct PreparedFace {
     pub aligned_224: RgbImage,
     /// How many faces the photo shows (the chosen one among them).
     pub faces_found: usize,
+    /// With several photos of the person: the 224 px crops of the further photos (their CLIP
+    /// features are averaged with the first one's); empty for one photo.
+    pub more_aligned_224: Vec<RgbImage>,
 }
 
 /// A job whose photo has been analysed: all the device stage needs.

@@ -16,6 +16,7 @@ impl FacePreparer for FaceAnalyzer {
             id_embedding: face.embedding,
             aligned_224: face.aligned_224,
             faces_found,
+            more_aligned_224: Vec::new(),
         })
     }
 }

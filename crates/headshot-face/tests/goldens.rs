@@ -257,3 +257,64 @@ fn face_index_picks_faces_by_size() {
 fn area(bbox: &[f32; 4]) -> f32 {
     (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
 }
+
+/// Several photos of one person (the prepare stage with the real analyzer): the identity is
+/// the re-normalised mean of the embeddings, every crop goes on, one photo takes the
+/// single-photo path bit for bit, and a face-less photo is named by its position.
+#[test]
+fn several_photos_of_one_person() {
+    use headshot_core::{prepare_job, FacePreparer, GenerationError, GenerationJob, JobLimits};
+    let analyzer = common::analyzer();
+    let read = |name: &str| {
+        let committed = common::goldens_dir().join(name);
+        std::fs::read(if committed.is_file() {
+            committed
+        } else {
+            common::assets_dir().join(name)
+        })
+        .unwrap()
+    };
+    let (yaoming, rotated) = (read("yaoming.jpg"), read("yaoming_exif6.jpg"));
+    let job = |more: Vec<Vec<u8>>| GenerationJob {
+        settings: headshot_test_support::settings(1),
+        face_image: yaoming.clone(),
+        more_face_images: more,
+    };
+    let limits = JobLimits::default();
+
+    let single = prepare_job(job(Vec::new()), &limits, analyzer).unwrap();
+    assert_eq!(single.face, analyzer.prepare_face(&yaoming, 0).unwrap());
+
+    let both = prepare_job(job(vec![rotated.clone()]), &limits, analyzer).unwrap();
+    let a = analyzer.analyze_largest(&yaoming).unwrap();
+    let b = analyzer.analyze_largest(&rotated).unwrap();
+    let mean: Vec<f64> = a
+        .embedding
+        .iter()
+        .zip(&b.embedding)
+        .map(|(x, y)| f64::from(*x) + f64::from(*y))
+        .collect();
+    let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for (got, want) in both.face.id_embedding.iter().zip(&mean) {
+        assert!((f64::from(*got) - want / norm).abs() < 1e-6);
+    }
+    let length: f32 = both
+        .face
+        .id_embedding
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt();
+    assert!((length - 1.0).abs() < 1e-5);
+    assert_eq!(both.face.aligned_224, a.aligned_224);
+    assert_eq!(both.face.more_aligned_224, vec![b.aligned_224]);
+
+    let faceless = read("gradient_noface.png");
+    match prepare_job(job(vec![rotated, faceless]), &limits, analyzer) {
+        Err(GenerationError::InvalidInput(message)) => assert!(
+            message.starts_with("face image 3 of 3: no face was detected"),
+            "{message}"
+        ),
+        other => panic!("expected the third photo named, got {other:?}"),
+    }
+}

@@ -31,6 +31,7 @@ fn face() -> PreparedFace {
             pixels,
         },
         faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }
 

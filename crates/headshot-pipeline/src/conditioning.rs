@@ -63,6 +63,25 @@ impl Pipeline {
             .map_err(PipelineError::run("image encoder"))
     }
 
+    /// The CLIP features of the face: of its crop, or, with several photos of the person, their
+    /// mean over every crop (computed in f32).
+    pub fn face_features(&self, face: &PreparedFace) -> Result<Tensor, PipelineError> {
+        let first = self.face_image_features(&face.aligned_224)?;
+        if face.more_aligned_224.is_empty() {
+            return Ok(first);
+        }
+        let run = || PipelineError::run("image encoder");
+        let mut sum = first.to_dtype(DType::F32).map_err(run())?;
+        for crop in &face.more_aligned_224 {
+            let features = self.face_image_features(crop)?;
+            sum = (sum + features.to_dtype(DType::F32).map_err(run())?).map_err(run())?;
+        }
+        let count = (1 + face.more_aligned_224.len()) as f64;
+        (sum / count)
+            .and_then(|mean| mean.to_dtype(self.dtype))
+            .map_err(run())
+    }
+
     /// The features of the all-zero pixel tensor (the unconditional CLIP input), computed at load.
     pub fn uncond_image_features(&self) -> &Tensor {
         &self.uncond_clip_features
@@ -108,7 +127,7 @@ impl Pipeline {
         let n = job.images();
         let prompt_embeds = self.encode_prompt(&job.prompt)?;
         let id = self.id_embedding_tensor(face)?;
-        let clip = self.face_image_features(&face.aligned_224)?;
+        let clip = self.face_features(face)?;
         let id_tokens_cond = self.id_tokens(&id, &clip, job.s_scale)?;
         let context = |text: &Tensor, tokens: &Tensor| -> Result<Tensor, PipelineError> {
             Tensor::cat(&[text, tokens], 1)

@@ -27,6 +27,7 @@ fn job(photo: Vec<u8>, seed: u64, samples: u32) -> GenerationJob {
             candidates: 0,
         },
         face_image: photo,
+        more_face_images: Vec::new(),
     }
 }
 

@@ -213,6 +213,7 @@ fn a_differently_sized_model_set_loads_and_renders() {
         id_embedding: vec![1.0 / (512f32).sqrt(); 512],
         aligned_224: common::golden_face_crop(),
         faces_found: 1,
+        more_aligned_224: Vec::new(),
     };
     let request = |s_scale| JobSettings {
         prompt: "pretty woman".into(),

@@ -139,7 +139,11 @@ async fn best_of_n_returns_the_most_alike_sorted_with_their_seeds() {
     let internet = Internet::start(0).await;
     let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
     let request = with(
-        with(with(body(&internet), "samples", json!(2)), "candidates", json!(4)),
+        with(
+            with(body(&internet), "samples", json!(2)),
+            "candidates",
+            json!(4),
+        ),
         "seed",
         json!(100),
     );
@@ -165,13 +169,18 @@ async fn best_of_n_returns_the_most_alike_sorted_with_their_seeds() {
     // The generator rendered all four candidates in one job, from their own seeds.
     let rendered = server.generator.rendered();
     assert_eq!(rendered.last().unwrap().candidates, 4);
-    assert_eq!(rendered.last().unwrap().image_seeds(), Some(vec![100, 101, 102, 103]));
+    assert_eq!(
+        rendered.last().unwrap().image_seeds(),
+        Some(vec![100, 101, 102, 103])
+    );
 
     let fetched = server.fetch(v["id"].as_u64().unwrap()).await;
     assert_eq!(fetched["seeds"], v["seeds"]);
     assert_eq!(fetched["face_similarity"], v["face_similarity"]);
     // Without candidates no seeds are listed (samples share the job's one noise stream).
-    let plain = server.submit(&with(body(&internet), "samples", json!(2))).await;
+    let plain = server
+        .submit(&with(body(&internet), "samples", json!(2)))
+        .await;
     assert!(plain.get("seeds").is_none(), "{plain}");
 }
 
@@ -180,8 +189,14 @@ async fn candidates_are_checked() {
     let internet = Internet::start(0).await;
     let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
     for bad in [json!(1), json!(0), json!(17), json!("many")] {
-        let request = with(with(body(&internet), "samples", json!(2)), "candidates", bad.clone());
-        let (_, v) = server.post("/api/v6/image_editing/head_shot", &request).await;
+        let request = with(
+            with(body(&internet), "samples", json!(2)),
+            "candidates",
+            bad.clone(),
+        );
+        let (_, v) = server
+            .post("/api/v6/image_editing/head_shot", &request)
+            .await;
         assert_eq!(v["status"], "error", "{bad}: {v}");
         assert!(v["message"]["candidates"].is_array(), "{bad}: {v}");
     }
@@ -191,7 +206,82 @@ async fn candidates_are_checked() {
         .await;
     assert_eq!(v["status"], "failed", "{v}");
     assert!(
-        v["message"].as_str().unwrap().contains("candidates 5 exceed the batch limit of 4"),
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("candidates 5 exceed the batch limit of 4"),
+        "{v}"
+    );
+}
+
+/// `face_image` as a list: every photo (URLs and base64, mixed) reaches the analysis in order
+/// and is kept for a restart; K+1 photos, an unreachable one or a face-less one are refused,
+/// naming which.
+#[tokio::test]
+async fn several_photos_of_one_person() {
+    use base64::Engine as _;
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    let inline = base64::engine::general_purpose::STANDARD.encode(png_of_size(64, 64));
+    let list = json!([
+        internet.url("/face.png"),
+        format!("data:image/png;base64,{inline}")
+    ]);
+    let v = server
+        .submit(&with(body(&internet), "face_image", list))
+        .await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(server.faces.photos(), vec![face_png(), png_of_size(64, 64)]);
+    assert_eq!(
+        v["meta"]["face_image"],
+        format!(
+            "{}, data:image/png;base64 ({} bytes)",
+            internet.url("/face.png"),
+            png_of_size(64, 64).len()
+        )
+    );
+    let five = json!(vec![internet.url("/face.png"); 5]);
+    let (_, v) = server
+        .post(
+            "/api/v6/image_editing/head_shot",
+            &with(body(&internet), "face_image", five),
+        )
+        .await;
+    assert_eq!(
+        v["message"]["face_image"],
+        json!(["At most 4 face images may be sent, got 5."])
+    );
+
+    let unreachable = json!([internet.url("/face.png"), internet.url("/missing.png")]);
+    let (_, v) = server
+        .post(
+            "/api/v6/image_editing/head_shot",
+            &with(body(&internet), "face_image", unreachable),
+        )
+        .await;
+    let message = v["message"]["face_image"][0].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Face image 2 of 2: The face image could not be downloaded"),
+        "{v}"
+    );
+
+    // Not an image at all: the server's header check names it before any work.
+    let not_an_image =
+        base64::engine::general_purpose::STANDARD.encode(headshot_test_support::FACELESS_PHOTO);
+    let list = json!([
+        internet.url("/face.png"),
+        internet.url("/face.png"),
+        not_an_image
+    ]);
+    let (_, v) = server
+        .post(
+            "/api/v6/image_editing/head_shot",
+            &with(body(&internet), "face_image", list),
+        )
+        .await;
+    let message = v["message"]["face_image"][0].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Face image 3 of 3: The face image could not be read"),
         "{v}"
     );
 }

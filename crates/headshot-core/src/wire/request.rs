@@ -139,6 +139,8 @@ pub struct HeadShotRequest {
     pub prompt: String,
     pub negative_prompt: String,
     pub face_image: FaceImageInput,
+    /// Further photos of the same person (`face_image` sent as a list; our addition).
+    pub more_face_images: Vec<FaceImageInput>,
     pub width: u32,
     pub height: u32,
     pub num_inference_steps: u32,
@@ -161,6 +163,9 @@ pub struct HeadShotRequest {
     /// face are returned; 0 when not sent (no selection).
     pub candidates: u32,
 }
+
+/// The most photos `face_image` may list.
+pub const MAX_FACE_IMAGES: usize = 4;
 
 /// The most candidates a request may ask for; the model set's batch limit may allow fewer.
 pub const MAX_CANDIDATES: u32 = 16;
@@ -223,36 +228,41 @@ impl HeadShotRequest {
             limits.max_prompt_chars,
         );
 
-        // `image` is an alias used by some clients; `face_image` wins when both are set.
-        let face_image = match get("face_image").or_else(|| get("image")) {
+        // `image` is an alias used by some clients; `face_image` wins when both are set. A list
+        // holds several photos of the same person (our addition), at most MAX_FACE_IMAGES.
+        let (face_image, more_face_images) = match get("face_image").or_else(|| get("image")) {
             None => {
                 errors.add("face_image", "The face image field is required.");
-                None
+                (None, Vec::new())
             }
-            Some(Value::String(s)) => match parse_face_image(s) {
-                Ok(FaceImageInput::Url(url)) if url.chars().nth(limits.max_url_chars).is_some() => {
-                    errors.add(
-                        "face_image",
-                        format!(
-                            "The face image URL may not be greater than {} characters.",
-                            limits.max_url_chars
-                        ),
-                    );
-                    None
-                }
-                Ok(input) => Some(input),
-                Err(message) => {
-                    errors.add("face_image", message);
-                    None
-                }
-            },
-            Some(_) => {
+            Some(Value::Array(list)) if list.is_empty() => {
+                errors.add("face_image", "The face image list is empty.");
+                (None, Vec::new())
+            }
+            Some(Value::Array(list)) if list.len() > MAX_FACE_IMAGES => {
                 errors.add(
                     "face_image",
-                    "The face image must be a URL, a data URI or base64 image data.",
+                    format!(
+                        "At most {MAX_FACE_IMAGES} face images may be sent, got {}.",
+                        list.len()
+                    ),
                 );
-                None
+                (None, Vec::new())
             }
+            Some(Value::Array(list)) => {
+                let total = list.len();
+                let mut photos = list.iter().enumerate().filter_map(|(i, item)| {
+                    one_face_image(item, limits, &mut errors, Some((i + 1, total)))
+                });
+                let first = photos.next();
+                let more: Vec<FaceImageInput> = photos.collect();
+                if more.len() + 1 == total {
+                    (first, more)
+                } else {
+                    (None, Vec::new())
+                }
+            }
+            Some(item) => (one_face_image(item, limits, &mut errors, None), Vec::new()),
         };
 
         let mut integer = |name: &str, label: &str| -> Option<i64> {
@@ -388,6 +398,7 @@ impl HeadShotRequest {
                 prompt,
                 negative_prompt,
                 face_image,
+                more_face_images,
                 width,
                 height,
                 num_inference_steps: snap_steps(steps),
@@ -412,8 +423,9 @@ impl HeadShotRequest {
         }
     }
 
-    /// The job handed to the generator, with the face image bytes the server obtained.
-    pub fn to_job(&self, face_image: Vec<u8>) -> GenerationJob {
+    /// The job handed to the generator, with the face image bytes the server obtained (the
+    /// first photo, then the further ones in order).
+    pub fn to_job(&self, face_image: Vec<u8>, more_face_images: Vec<Vec<u8>>) -> GenerationJob {
         GenerationJob {
             settings: JobSettings {
                 prompt: self.prompt.clone(),
@@ -430,6 +442,7 @@ impl HeadShotRequest {
                 candidates: self.candidates,
             },
             face_image,
+            more_face_images,
         }
     }
 
@@ -437,7 +450,11 @@ impl HeadShotRequest {
     pub fn meta(&self, file_prefix: &str) -> Meta {
         Meta {
             base64: yes_no(self.base64),
-            face_image: self.face_image.echo(),
+            face_image: std::iter::once(&self.face_image)
+                .chain(&self.more_face_images)
+                .map(FaceImageInput::echo)
+                .collect::<Vec<_>>()
+                .join(", "),
             file_prefix: file_prefix.to_string(),
             guidance_scale: self.guidance_scale,
             height: self.height,
@@ -452,6 +469,37 @@ impl HeadShotRequest {
             temp: "yes".to_string(),
             width: self.width,
         }
+    }
+}
+
+/// One face image string of the request; `position` is (n, total) for an item of a list, named
+/// in its error messages.
+fn one_face_image(
+    item: &Value,
+    limits: &TextLimits,
+    errors: &mut ValidationErrors,
+    position: Option<(usize, usize)>,
+) -> Option<FaceImageInput> {
+    let mut refuse = |message: String| {
+        let message = match position {
+            Some((n, total)) => format!("Face image {n} of {total}: {message}"),
+            None => message,
+        };
+        errors.add("face_image", message);
+        None
+    };
+    let Value::String(s) = item else {
+        return refuse("The face image must be a URL, a data URI or base64 image data.".into());
+    };
+    match parse_face_image(s) {
+        Ok(FaceImageInput::Url(url)) if url.chars().nth(limits.max_url_chars).is_some() => {
+            refuse(format!(
+                "The face image URL may not be greater than {} characters.",
+                limits.max_url_chars
+            ))
+        }
+        Ok(input) => Some(input),
+        Err(message) => refuse(message),
     }
 }
 

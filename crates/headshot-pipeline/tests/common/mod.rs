@@ -141,6 +141,7 @@ impl Golden {
                 .unwrap(),
             aligned_224: golden_face_crop(),
             faces_found: 1,
+            more_aligned_224: Vec::new(),
         }
     }
 }
