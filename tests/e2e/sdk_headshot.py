@@ -26,6 +26,10 @@ META_KEYS = sorted([
 ])
 SUCCESS_KEYS = sorted(["status", "generationTime", "id", "output", "proxy_links",
                        "nsfw_content_detected", "meta"])
+# Our additions beside the documented keys (issue 14): per image, the likeness of its face to
+# the input face (a number in -1..1, or null where no face was found), and how many faces the
+# input photo shows.
+EXTRA_SUCCESS_KEYS = ["face_similarity", "faces_found"]
 PROCESSING_KEYS = sorted(["status", "tip", "eta", "message", "fetch_result", "id", "output",
                           "future_links", "proxy_links", "meta"])
 
@@ -41,8 +45,16 @@ def download(url):
         return r.status, r.read()
 
 
+def check_scores(body, what):
+    scores = body["face_similarity"]
+    check(isinstance(scores, list) and len(scores) == len(body["output"]), f"{what}: one score per image", body)
+    check(all(s is None or -1.0 <= s <= 1.0 for s in scores), f"{what}: scores are cosines or null", body)
+    check(isinstance(body["faces_found"], int) and body["faces_found"] >= 1, f"{what}: faces_found", body)
+
+
 def check_success(body, what):
-    check(sorted(body.keys()) == SUCCESS_KEYS, f"{what}: success keys", body)
+    check(sorted(body.keys()) == sorted(SUCCESS_KEYS + EXTRA_SUCCESS_KEYS), f"{what}: success keys", body)
+    check_scores(body, what)
     check(body["status"] == "success", f"{what}: status success", body)
     check(isinstance(body["id"], int), f"{what}: integer id", body)
     check(isinstance(body["generationTime"], (int, float)), f"{what}: generationTime", body)
@@ -96,7 +108,8 @@ def main():
         check(sorted(first.keys()) == PROCESSING_KEYS, "sdk: processing keys", first)
         check(first["output"] == [] and len(first["future_links"]) == 1, "sdk: processing lists", first)
         fetched = api.fetch(str(first["id"]))
-        check(sorted(fetched.keys()) == ["id", "output", "status"], "sdk fetch: keys", fetched)
+        check(sorted(fetched.keys()) == ["face_similarity", "faces_found", "id", "output", "status"], "sdk fetch: keys", fetched)
+        check_scores(fetched, "sdk fetch")
         check(fetched["status"] == "success", "sdk fetch: success", fetched)
         check(fetched["output"] == first["future_links"], "sdk fetch: future links kept", fetched)
     else:
@@ -106,7 +119,8 @@ def main():
         check(meta["num_inference_steps"] == 21, "sdk: steps 20 -> 21", meta)
         check(meta["seed"] == 7 and meta["width"] == 128, "sdk: values echoed", meta)
         fetched = api.fetch(str(first["id"]))
-        check(fetched == {"status": "success", "id": first["id"], "output": first["output"]},
+        check(fetched == {"status": "success", "id": first["id"], "output": first["output"],
+                          "face_similarity": first["face_similarity"], "faces_found": first["faces_found"]},
               "sdk fetch of a finished job", fetched)
 
     # 2. The documented example body, verbatim except the face image URL (key in the header,

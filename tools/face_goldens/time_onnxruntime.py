@@ -90,6 +90,24 @@ def main():
         print(f"embed_one_face/{photo} {median_ms(embed):.2f} ms")
         print(f"analyze_largest/{photo} {median_ms(analyze_largest):.2f} ms")
 
+    # The likeness score of a generated image (finish stage): detect, largest face, ArcFace, cosine.
+    identity = None
+    yao = cv2.imread(str(ASSETS / "yaoming.jpg"))
+    b, k = det.detect(yao, max_num=0, metric="default")
+    identity = rec.get(yao, Face(kps=k[int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))]))
+    goldens = REPO / "tests" / "fixtures" / "goldens" / "face"
+    for output in ("likeness_yaoming_512", "likeness_tiny_output"):
+        img = cv2.imread(str(goldens / f"{output}.png"))
+
+        def likeness():
+            b, k = det.detect(img, max_num=0, metric="default")
+            if b.shape[0] == 0:
+                return None
+            largest = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+            return rec.compute_sim(identity, rec.get(img, Face(kps=k[largest])))
+
+        print(f"likeness/{output} {median_ms(likeness):.2f} ms")
+
     blob = np.random.default_rng(0).standard_normal((1, 3, 640, 640), dtype=np.float32)
     print(f"model/scrfd_640 {median_ms(lambda: det.session.run(None, {det.input_name: blob})):.2f} ms")
     blob = np.random.default_rng(0).standard_normal((1, 3, 112, 112), dtype=np.float32)

@@ -72,6 +72,8 @@ fn bench_face() -> PreparedFace {
             height: 224,
             pixels,
         },
+        faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }
 
@@ -87,6 +89,8 @@ fn request(width: u32, height: u32, steps: u32, samples: u32, seed: u64) -> JobS
         samples,
         seed,
         safety_checker: None,
+        face_index: 0,
+        candidates: 0,
     }
 }
 

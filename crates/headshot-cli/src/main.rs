@@ -208,6 +208,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
         (None, Some(embedding), Some(crop)) => PreparedFace {
             id_embedding: read_embedding(embedding)?,
             aligned_224: read_image(crop)?,
+            faces_found: 1,
+            more_aligned_224: Vec::new(),
         },
         _ => bail!("pass --face PHOTO, or --face-embedding FILE with --face-crop IMAGE"),
     };
@@ -232,6 +234,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
         samples: args.samples,
         seed: args.seed,
         safety_checker: args.safety_checker,
+        face_index: 0,
+        candidates: 0,
     };
     let started = std::time::Instant::now();
     let output = pipeline.render(&request, &face, &options)?;

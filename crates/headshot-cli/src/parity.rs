@@ -86,6 +86,8 @@ impl Golden {
             samples: self.meta("samples")?,
             seed: 0,
             safety_checker: None,
+            face_index: 0,
+            candidates: 0,
         })
     }
 
@@ -141,6 +143,8 @@ pub fn run(args: ParityArgs) -> Result<()> {
                     .flatten_all()?
                     .to_vec1::<f32>()?,
                 aligned_224: crop.clone(),
+                faces_found: 1,
+                more_aligned_224: Vec::new(),
             };
             let started = Instant::now();
             let out = pipeline.render(&golden.job()?, &face, &golden.options()?)?;

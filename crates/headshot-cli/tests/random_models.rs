@@ -85,6 +85,8 @@ fn the_tiny_random_set_is_reproducible_and_renders_41_steps_in_f32_and_f16() {
                 height: 224,
                 pixels: (0..224 * 224 * 3).map(|i| (i % 251) as u8).collect(),
             },
+            faces_found: 1,
+            more_aligned_224: Vec::new(),
         };
         let request = JobSettings {
             prompt: "pretty woman".into(),
@@ -97,6 +99,8 @@ fn the_tiny_random_set_is_reproducible_and_renders_41_steps_in_f32_and_f16() {
             samples: 1,
             seed: 11,
             safety_checker: None,
+            face_index: 0,
+            candidates: 0,
         };
         let out = pipeline
             .render(&request, &face, &RenderOptions::traced())

@@ -119,20 +119,65 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
 }
 
 /// The prepare stage's model work: decode the photo with limits, detect faces, take the
-/// largest, align it and embed it. Shared by the prepare pool's threads, hence `Sync`.
+/// `face_index`-th by size (0: the largest), align it and embed it. Shared by the prepare
+/// pool's threads, hence `Sync`.
 pub trait FacePreparer: Send + Sync + 'static {
-    fn prepare_face(&self, photo: &[u8]) -> Result<PreparedFace, GenerationError>;
+    fn prepare_face(
+        &self,
+        photo: &[u8],
+        face_index: usize,
+    ) -> Result<PreparedFace, GenerationError>;
 }
 
 /// The whole prepare stage for one job: the one check against the generator's limits, then
 /// face analysis. A job refused here never reaches a device.
+///
+/// Several photos of one person: `face_index` picks the face in the first photo, each further
+/// photo gives its largest face; the identity is the mean of their embeddings, L2-normalised
+/// again, and every 224 px crop goes on to the device stage (which averages their CLIP
+/// features). A photo that cannot be used fails the job with its position in the list. One
+/// photo takes exactly the single-photo path.
 pub fn prepare_job(
     job: GenerationJob,
     limits: &JobLimits,
     faces: &dyn FacePreparer,
 ) -> Result<PreparedJob, GenerationError> {
     job.settings.validate(limits)?;
-    let face = faces.prepare_face(&job.face_image)?;
+    let total = 1 + job.more_face_images.len();
+    let in_list = |position: usize, error: GenerationError| match error {
+        GenerationError::Internal { .. } => error,
+        _ if total == 1 => error,
+        other => {
+            GenerationError::InvalidInput(format!("face image {position} of {total}: {other}"))
+        }
+    };
+    let mut face = faces
+        .prepare_face(&job.face_image, job.settings.face_index as usize)
+        .map_err(|e| in_list(1, e))?;
+    if total > 1 {
+        let mut sum: Vec<f64> = face.id_embedding.iter().map(|&v| f64::from(v)).collect();
+        for (i, photo) in job.more_face_images.iter().enumerate() {
+            let more = faces
+                .prepare_face(photo, 0)
+                .map_err(|e| in_list(i + 2, e))?;
+            if more.id_embedding.len() != sum.len() {
+                return Err(GenerationError::internal(
+                    "face embeddings of different lengths",
+                ));
+            }
+            sum.iter_mut()
+                .zip(&more.id_embedding)
+                .for_each(|(s, &v)| *s += f64::from(v));
+            face.more_aligned_224.push(more.aligned_224);
+        }
+        let norm = sum.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return Err(GenerationError::InvalidInput(
+                "the face images show identities that cancel out; send photos of one person".into(),
+            ));
+        }
+        face.id_embedding = sum.iter().map(|v| (v / norm) as f32).collect();
+    }
     Ok(PreparedJob {
         settings: job.settings,
         face,
@@ -150,6 +195,31 @@ pub trait StepObserver: Sync {
 impl StepObserver for () {
     fn step_done(&self, _done: usize, _total: usize) -> ControlFlow<()> {
         ControlFlow::Continue(())
+    }
+}
+
+/// The finish stage's model work: how much the face in a generated image looks like the job's
+/// identity. Implemented by the face analyzer, which runs beside the device loop, never on it.
+pub trait LikenessScorer: Send + Sync + 'static {
+    /// The cosine similarity between `identity` (the job's ArcFace embedding) and the embedding
+    /// of the largest face in `image`, as insightface's `compute_sim`; `None` when `image` shows
+    /// no face.
+    fn likeness(&self, identity: &[f32], image: &RgbImage) -> Result<Option<f32>, GenerationError>;
+}
+
+/// insightface's `compute_sim`: `dot(a, b) / (|a| |b|)` (0 for a zero vector).
+pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let denominator = norm(a) * norm(b);
+    if denominator == 0.0 {
+        0.0
+    } else {
+        (dot / denominator) as f32
     }
 }
 
@@ -201,6 +271,16 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("unet failed")]
     struct Outer(#[source] Inner);
+
+    #[test]
+    fn cosine_similarity_is_insightfaces_compute_sim() {
+        assert_eq!(cosine_similarity(&[1.0, 0.0], &[1.0, 0.0]), 1.0);
+        assert_eq!(cosine_similarity(&[1.0, 0.0], &[0.0, 2.0]), 0.0);
+        assert_eq!(cosine_similarity(&[3.0, 4.0], &[-3.0, -4.0]), -1.0);
+        // Not normalised inputs are normalised, as compute_sim does.
+        assert!((cosine_similarity(&[1.0, 1.0], &[2.0, 0.0]) - 0.70710677).abs() < 1e-7);
+        assert_eq!(cosine_similarity(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
 
     #[test]
     fn internal_errors_keep_their_cause_for_the_log() {

@@ -15,6 +15,8 @@ pub struct GenerationJob {
     pub settings: JobSettings,
     /// The face photo as fetched/decoded from the request: encoded bytes (JPEG, PNG, WebP, ...).
     pub face_image: Vec<u8>,
+    /// Further photos of the same person (`face_image` sent as a list); empty for one photo.
+    pub more_face_images: Vec<Vec<u8>>,
 }
 
 /// Every value of a job except the photo; each is the one actually used (and echoed in
@@ -34,6 +36,14 @@ pub struct JobSettings {
     pub seed: u64,
     /// `None`: the safety checker is off. `Some(t)`: run it, censor flagged images with `t`.
     pub safety_checker: Option<CensorType>,
+    /// Which face of the photo gives the identity, by size: 0 (the largest, the default), 1, ...
+    /// Jobs stored before this field existed read as 0.
+    #[serde(default)]
+    pub face_index: u32,
+    /// Best-of-N: how many images to generate, of which the `samples` most like the input face
+    /// are returned. At most `samples` (0 in jobs stored before it existed): no selection.
+    #[serde(default)]
+    pub candidates: u32,
 }
 
 /// What face analysis hands the device stage.
@@ -43,6 +53,11 @@ pub struct PreparedFace {
     pub id_embedding: Vec<f32>,
     /// The face aligned at 224 px (the CLIP image encoder's input).
     pub aligned_224: RgbImage,
+    /// How many faces the photo shows (the chosen one among them).
+    pub faces_found: usize,
+    /// With several photos of the person: the 224 px crops of the further photos (their CLIP
+    /// features are averaged with the first one's); empty for one photo.
+    pub more_aligned_224: Vec<RgbImage>,
 }
 
 /// A job whose photo has been analysed: all the device stage needs.
@@ -104,10 +119,27 @@ impl JobSettings {
         }
     }
 
-    /// Images this job adds to a batch (at least one, so an odd `samples: 0` cannot starve
-    /// others).
+    /// Images this job renders and adds to a batch: its samples, or its candidates when it
+    /// picks the best of them (at least one, so an odd `samples: 0` cannot starve others).
     pub fn images(&self) -> usize {
-        (self.samples as usize).max(1)
+        (self.samples.max(self.candidates) as usize).max(1)
+    }
+
+    /// More candidates are rendered than returned; the finish stage keeps the best.
+    pub fn picks_best(&self) -> bool {
+        self.candidates > self.samples
+    }
+
+    /// The seed of each rendered image's noise when it has one of its own: with candidates,
+    /// image `i` starts from `seed + i`, so each can be regenerated alone (`seed` = its seed,
+    /// `samples` 1). `None`: one noise stream from `seed` for all images (the default, as
+    /// before; only the first image can then be regenerated alone).
+    pub fn image_seeds(&self) -> Option<Vec<u64>> {
+        self.picks_best().then(|| {
+            (0..self.images() as u64)
+                .map(|i| self.seed.wrapping_add(i))
+                .collect()
+        })
     }
 
     /// The one check of a job against what the models allow (`InvalidInput` says what is off).
@@ -145,6 +177,13 @@ impl JobSettings {
             return invalid(format!(
                 "samples {} exceeds the batch limit of {} images",
                 self.samples, limits.max_batch_images
+            ));
+        }
+        if self.images() > limits.max_batch_images {
+            return invalid(format!(
+                "candidates {} exceed the batch limit of {} images",
+                self.images(),
+                limits.max_batch_images
             ));
         }
         if !self.guidance_scale.is_finite() || !self.s_scale.is_finite() {
@@ -268,6 +307,8 @@ mod tests {
             samples,
             seed,
             safety_checker: None,
+            face_index: 0,
+            candidates: 0,
         }
     }
 
@@ -346,5 +387,52 @@ mod tests {
             err.to_string().contains("unknown safety_checker_type"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn candidates_render_more_images_than_samples_within_the_batch_limit() {
+        let plain = settings(7, 512, 2, 7.5);
+        assert_eq!((plain.images(), plain.picks_best()), (2, false));
+        let fewer = JobSettings {
+            candidates: 1,
+            ..plain.clone()
+        };
+        assert_eq!((fewer.images(), fewer.picks_best()), (2, false));
+        assert_eq!(fewer.image_seeds(), None);
+        let best_of = JobSettings {
+            candidates: 4,
+            ..plain.clone()
+        };
+        assert_eq!((best_of.images(), best_of.picks_best()), (4, true));
+        assert_eq!(best_of.batch_key(), plain.batch_key());
+        let limits = JobLimits::default();
+        assert_eq!(best_of.validate(&limits), Ok(()));
+        let too_many = JobSettings {
+            candidates: 5,
+            ..plain
+        };
+        assert!(matches!(
+            too_many.validate(&limits),
+            Err(GenerationError::InvalidInput(m)) if m == "candidates 5 exceed the batch limit of 4 images"
+        ));
+        let wraps = JobSettings {
+            seed: u64::MAX,
+            ..best_of
+        };
+        assert_eq!(wraps.image_seeds(), Some(vec![u64::MAX, 0, 1, 2]));
+    }
+
+    #[test]
+    fn jobs_stored_before_face_index_existed_use_the_largest_face() {
+        let stored = JobSettings {
+            face_index: 2,
+            ..settings(7, 512, 1, 7.5)
+        };
+        let mut json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(json["face_index"], 2);
+        json.as_object_mut().unwrap().remove("face_index");
+        json.as_object_mut().unwrap().remove("candidates");
+        let back: JobSettings = serde_json::from_value(json).unwrap();
+        assert_eq!((back.face_index, back.candidates), (0, 0));
     }
 }

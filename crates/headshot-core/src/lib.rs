@@ -1,6 +1,6 @@
 //! The wire-level heart of headshot-server, free of any framework: request and response types,
 //! normalisation of loose client input, the one job type, error kinds, and the traits the other
-//! crates implement (`FacePreparer` and `Generator` for the model stages, `OutputStore` /
+//! crates implement (`FacePreparer`, `Generator` and `LikenessScorer` for the model stages, `OutputStore` /
 //! `JobStore` for persistence). No candle, tokio or axum here, so these rules are tested fast
 //! and fuzzed directly.
 
@@ -10,8 +10,8 @@ pub mod store;
 pub mod wire;
 
 pub use generator::{
-    error_chain, prepare_job, FacePreparer, GeneratedImage, GenerationError, GenerationOutput,
-    Generator, RgbImage, StepObserver,
+    cosine_similarity, error_chain, prepare_job, FacePreparer, GeneratedImage, GenerationError,
+    GenerationOutput, Generator, LikenessScorer, RgbImage, StepObserver,
 };
 pub use job::{
     plan_batches, BatchKey, CensorType, GenerationJob, JobLimits, JobSettings, PreparedFace,

@@ -86,6 +86,17 @@ pub struct JobRecord {
     /// that key may fetch it. `None`: written without keys (`--no-auth`, older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Per output, in order: the likeness of its face to the input identity (cosine of ArcFace
+    /// embeddings), `None` where no face was found. `None` as a whole: not scored (no face
+    /// analyzer, or a record from before scores existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_similarity: Option<Vec<Option<f32>>>,
+    /// How many faces the input photo shows (`face_index` picked among them, largest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces_found: Option<u32>,
+    /// Each output's own seed, for best-of-N jobs (regenerate one with `seed` = it, `samples` 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 impl JobRecord {
@@ -113,6 +124,9 @@ impl JobRecord {
             webhook: None,
             track_id: None,
             owner: None,
+            face_similarity: None,
+            faces_found: None,
+            seeds: None,
         }
     }
 

@@ -375,14 +375,14 @@ fn job_carries_the_values_used() {
     let mut body = with("safety_checker_type", json!("pixelate"));
     body["seed"] = json!(99);
     body["num_inference_steps"] = json!(33);
-    let job = ok(body).to_job(vec![1, 2, 3]);
+    let job = ok(body).to_job(vec![1, 2, 3], Vec::new());
     assert_eq!(job.face_image, vec![1, 2, 3]);
     assert_eq!(job.settings.seed, 99);
     assert_eq!(job.settings.num_inference_steps, 31);
     assert_eq!(job.settings.safety_checker, Some(CensorType::Pixelate));
     assert_eq!(
         ok(with("safety_checker", json!("no")))
-            .to_job(vec![])
+            .to_job(vec![], Vec::new())
             .settings
             .safety_checker,
         None
@@ -468,4 +468,65 @@ fn text_fields_are_bounded() {
     // The defaults are what `from_json` applies.
     let long = "p".repeat(TextLimits::default().max_prompt_chars + 1);
     assert!(err(with("prompt", json!(long))).0.contains_key("prompt"));
+}
+
+#[test]
+fn face_index_defaults_to_the_largest_face_and_refuses_negatives() {
+    assert_eq!(ok(base()).face_index, 0);
+    assert_eq!(ok(with("face_index", json!(2))).face_index, 2);
+    assert_eq!(ok(with("face_index", json!("1"))).face_index, 1);
+    assert_eq!(
+        ok(with("face_index", json!(3)))
+            .to_job(vec![], Vec::new())
+            .settings
+            .face_index,
+        3
+    );
+    for bad in [json!(-1), json!("first"), json!(1.5), json!(1u64 << 40)] {
+        let e = err(with("face_index", bad.clone()));
+        assert!(e.fields().eq(["face_index"]), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn face_image_may_list_several_photos_of_one_person() {
+    let data_uri = "data:image/png;base64,iVBORw0KGgo=";
+    let r = ok(with("face_image", json!([FACE_URL])));
+    assert_eq!(r.face_image, FaceImageInput::Url(FACE_URL.into()));
+    assert!(r.more_face_images.is_empty());
+    assert_eq!(r.meta("x").face_image, FACE_URL);
+
+    let mut alias = base();
+    alias.as_object_mut().unwrap().remove("face_image");
+    alias["image"] = json!([FACE_URL, data_uri, "iVBORw0KGgo="]);
+    let r = ok(alias);
+    assert_eq!(r.face_image, FaceImageInput::Url(FACE_URL.into()));
+    assert_eq!(r.more_face_images.len(), 2);
+    assert_eq!(
+        r.meta("x").face_image,
+        format!("{FACE_URL}, data:image/png;base64 (8 bytes), data:application/octet-stream;base64 (8 bytes)")
+    );
+    let job = r.to_job(vec![1], vec![vec![2], vec![3]]);
+    assert_eq!(
+        (job.face_image, job.more_face_images),
+        (vec![1], vec![vec![2], vec![3]])
+    );
+
+    let too_many = vec![json!(FACE_URL); MAX_FACE_IMAGES + 1];
+    let e = err(with("face_image", json!(too_many)));
+    assert_eq!(
+        e.0["face_image"],
+        [format!(
+            "At most {MAX_FACE_IMAGES} face images may be sent, got {}.",
+            MAX_FACE_IMAGES + 1
+        )]
+    );
+    assert!(err(with("face_image", json!([])))
+        .fields()
+        .eq(["face_image"]));
+    let e = err(with("face_image", json!([FACE_URL, 42])));
+    assert_eq!(
+        e.0["face_image"],
+        ["Face image 2 of 2: The face image must be a URL, a data URI or base64 image data."]
+    );
 }

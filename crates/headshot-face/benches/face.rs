@@ -9,6 +9,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use headshot_core::LikenessScorer;
 use headshot_face::{decode_image, DecodeLimits};
 
 fn face_analysis(c: &mut Criterion) {
@@ -50,5 +51,30 @@ fn face_analysis(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, face_analysis);
+/// The finish stage's cost per generated image: the likeness score of a 512x512 output
+/// (detection, one 112 px crop, ArcFace, cosine), on the stand-in outputs of the likeness goldens.
+fn likeness(c: &mut Criterion) {
+    let analyzer = common::analyzer();
+    let identity = analyzer
+        .analyze_largest(&std::fs::read(common::assets_dir().join("yaoming.jpg")).expect("photo"))
+        .expect("has a face")
+        .embedding;
+    let mut group = c.benchmark_group("face");
+    group.sample_size(20);
+    for output in ["likeness_yaoming_512", "likeness_tiny_output"] {
+        let bytes =
+            std::fs::read(common::goldens_dir().join(format!("{output}.png"))).expect("png");
+        let image = decode_image(&bytes, &DecodeLimits::default()).expect("decodes");
+        group.bench_function(format!("likeness/{output}"), |b| {
+            b.iter(|| {
+                analyzer
+                    .likeness(black_box(&identity), black_box(&image))
+                    .expect("scoring runs")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, face_analysis, likeness);
 criterion_main!(benches);

@@ -276,14 +276,48 @@ impl FaceAnalyzer {
     /// [`Self::analyze_largest`] on an already decoded image.
     pub fn analyze_largest_decoded(&self, image: &DecodedImage) -> Result<AnalyzedFace, FaceError> {
         let faces = self.analyze_all(image)?;
-        let largest = faces
-            .iter()
-            .fold(None::<&DetectedFace>, |best, face| match best {
-                Some(b) if b.area() >= face.area() => Some(b),
-                _ => Some(face),
-            })
-            .ok_or(FaceError::NoFace)?;
+        let largest = largest_face(&faces).ok_or(FaceError::NoFace)?;
         self.embed(image, largest)
+    }
+
+    /// Decodes the photo and analyses its `index`-th face by size (0: the largest, as
+    /// [`Self::analyze_largest`]; ties in the detector's order). Also returns how many faces
+    /// the photo shows.
+    pub fn analyze_by_size(
+        &self,
+        image_bytes: &[u8],
+        index: usize,
+    ) -> Result<(AnalyzedFace, usize), FaceError> {
+        let image = decode_image(image_bytes, &self.options.decode_limits)?;
+        let faces = self.analyze_all(&image)?;
+        if faces.is_empty() {
+            return Err(FaceError::NoFace);
+        }
+        let by_size = faces_by_size(&faces);
+        let face = by_size.get(index).ok_or(FaceError::FaceIndexOutOfRange {
+            index,
+            found: faces.len(),
+        })?;
+        Ok((self.embed(&image, face)?, faces.len()))
+    }
+
+    /// The identity embedding alone (no 224 px crop) of the largest face in `image`; `None`
+    /// when it shows no usable face. What the likeness score of a generated image needs.
+    pub fn identity_of_largest(&self, image: &DecodedImage) -> Result<Option<Vec<f32>>, FaceError> {
+        let faces = self.analyze_all(image)?;
+        let Some(face) = largest_face(&faces) else {
+            return Ok(None);
+        };
+        let Some(transform) = norm_crop_transform(&face.keypoints, self.recognizer_size) else {
+            return Ok(None);
+        };
+        let crop = warp_affine(
+            image,
+            &transform,
+            self.recognizer_size,
+            self.recognizer_size,
+        );
+        self.embedding_of(&crop).map(Some)
     }
 
     /// ArcFace on an aligned crop: RGB, NCHW, `(x - 127.5) / 127.5`, then L2 normalisation.
@@ -323,6 +357,24 @@ impl FaceAnalyzer {
         }
         Ok(raw.iter().map(|&v| (f64::from(v) / norm) as f32).collect())
     }
+}
+
+/// The faces from largest to smallest box area (the documented order of `face_index`); a stable
+/// sort, so equal areas keep the detector's order (higher score first).
+pub fn faces_by_size(faces: &[DetectedFace]) -> Vec<&DetectedFace> {
+    let mut by_size: Vec<&DetectedFace> = faces.iter().collect();
+    by_size.sort_by(|a, b| b.area().total_cmp(&a.area()));
+    by_size
+}
+
+/// The largest face by box area; ties go to the earlier one, i.e. the higher detection score.
+pub fn largest_face(faces: &[DetectedFace]) -> Option<&DetectedFace> {
+    faces
+        .iter()
+        .fold(None::<&DetectedFace>, |best, face| match best {
+            Some(b) if b.area() >= face.area() => Some(b),
+            _ => Some(face),
+        })
 }
 
 #[cfg(test)]

@@ -33,6 +33,13 @@ pub enum FaceError {
     #[error("no face was detected in the image; send a clear, front-facing photo of one person")]
     NoFace,
 
+    /// `face_index` asked for a face the photo does not have.
+    #[error(
+        "face_index {index} is out of range: the photo shows {found} face{plural} \
+         (0 is the largest)", plural = if *found == 1 { "" } else { "s" }
+    )]
+    FaceIndexOutOfRange { index: usize, found: usize },
+
     /// libonnxruntime could not be opened.
     #[error(
         "could not load the ONNX Runtime library ({reason}); set ORT_DYLIB_PATH to a \
@@ -67,6 +74,7 @@ impl From<FaceError> for GenerationError {
                 GenerationError::UnreadableImage(err.to_string())
             }
             FaceError::NoFace => GenerationError::NoFace,
+            FaceError::FaceIndexOutOfRange { .. } => GenerationError::InvalidInput(err.to_string()),
             FaceError::RuntimeLoad { .. }
             | FaceError::ModelLoad { .. }
             | FaceError::ModelLayout { .. }

@@ -23,13 +23,17 @@ mod detect;
 mod engine;
 mod error;
 mod jpeg;
+mod likeness;
 mod prepare;
 mod resize;
 
 pub use align::{
     estimate_similarity, norm_crop_transform, warp_affine, Affine, ARCFACE_TEMPLATE_112,
 };
-pub use analyzer::{AnalyzedFace, DetectedFace, FaceAnalyzer, FaceAnalyzerOptions, FaceModelPaths};
+pub use analyzer::{
+    faces_by_size, largest_face, AnalyzedFace, DetectedFace, FaceAnalyzer, FaceAnalyzerOptions,
+    FaceModelPaths,
+};
 pub use decode::{decode_image, DecodeLimits, DecodedImage};
 pub use engine::onnxruntime_in_folder;
 pub use error::FaceError;

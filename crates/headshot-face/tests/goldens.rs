@@ -219,3 +219,102 @@ fn photo_without_a_face_is_a_no_face_error() {
         other => panic!("expected NoFace, got {other:?}"),
     }
 }
+
+/// `face_index` picks faces by size, largest first, each matching insightface's embedding of
+/// that face; one past the last is refused with the count.
+#[test]
+fn face_index_picks_faces_by_size() {
+    let analyzer = common::analyzer();
+    let bytes = std::fs::read(common::assets_dir().join("players.jpg")).expect("players.jpg");
+    let golden = goldens()
+        .images
+        .into_iter()
+        .find(|g| g.name == "players")
+        .expect("players in the goldens");
+    let mut by_area: Vec<&GoldenFace> = golden.faces.iter().collect();
+    by_area.sort_by(|a, b| area(&b.bbox).total_cmp(&area(&a.bbox)));
+
+    let (largest, found) = analyzer.analyze_by_size(&bytes, 0).unwrap();
+    assert_eq!(found, golden.faces.len());
+    assert_eq!(largest, analyzer.analyze_largest(&bytes).unwrap());
+    for index in [0, 1, 5, found - 1] {
+        let (face, _) = analyzer.analyze_by_size(&bytes, index).unwrap();
+        let cosine = headshot_core::cosine_similarity(&face.embedding, &by_area[index].embedding);
+        assert!(
+            cosine >= 0.995,
+            "face {index}: cosine {cosine} with insightface's"
+        );
+    }
+    match analyzer.analyze_by_size(&bytes, found) {
+        Err(e @ FaceError::FaceIndexOutOfRange { .. }) => assert_eq!(
+            e.to_string(),
+            format!("face_index {found} is out of range: the photo shows {found} faces (0 is the largest)")
+        ),
+        other => panic!("expected FaceIndexOutOfRange, got {other:?}"),
+    }
+}
+
+fn area(bbox: &[f32; 4]) -> f32 {
+    (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
+}
+
+/// Several photos of one person (the prepare stage with the real analyzer): the identity is
+/// the re-normalised mean of the embeddings, every crop goes on, one photo takes the
+/// single-photo path bit for bit, and a face-less photo is named by its position.
+#[test]
+fn several_photos_of_one_person() {
+    use headshot_core::{prepare_job, FacePreparer, GenerationError, GenerationJob, JobLimits};
+    let analyzer = common::analyzer();
+    let read = |name: &str| {
+        let committed = common::goldens_dir().join(name);
+        std::fs::read(if committed.is_file() {
+            committed
+        } else {
+            common::assets_dir().join(name)
+        })
+        .unwrap()
+    };
+    let (yaoming, rotated) = (read("yaoming.jpg"), read("yaoming_exif6.jpg"));
+    let job = |more: Vec<Vec<u8>>| GenerationJob {
+        settings: headshot_test_support::settings(1),
+        face_image: yaoming.clone(),
+        more_face_images: more,
+    };
+    let limits = JobLimits::default();
+
+    let single = prepare_job(job(Vec::new()), &limits, analyzer).unwrap();
+    assert_eq!(single.face, analyzer.prepare_face(&yaoming, 0).unwrap());
+
+    let both = prepare_job(job(vec![rotated.clone()]), &limits, analyzer).unwrap();
+    let a = analyzer.analyze_largest(&yaoming).unwrap();
+    let b = analyzer.analyze_largest(&rotated).unwrap();
+    let mean: Vec<f64> = a
+        .embedding
+        .iter()
+        .zip(&b.embedding)
+        .map(|(x, y)| f64::from(*x) + f64::from(*y))
+        .collect();
+    let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for (got, want) in both.face.id_embedding.iter().zip(&mean) {
+        assert!((f64::from(*got) - want / norm).abs() < 1e-6);
+    }
+    let length: f32 = both
+        .face
+        .id_embedding
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt();
+    assert!((length - 1.0).abs() < 1e-5);
+    assert_eq!(both.face.aligned_224, a.aligned_224);
+    assert_eq!(both.face.more_aligned_224, vec![b.aligned_224]);
+
+    let faceless = read("gradient_noface.png");
+    match prepare_job(job(vec![rotated, faceless]), &limits, analyzer) {
+        Err(GenerationError::InvalidInput(message)) => assert!(
+            message.starts_with("face image 3 of 3: no face was detected"),
+            "{message}"
+        ),
+        other => panic!("expected the third photo named, got {other:?}"),
+    }
+}

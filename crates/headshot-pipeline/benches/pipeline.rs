@@ -30,6 +30,8 @@ fn face() -> PreparedFace {
             height: 224,
             pixels,
         },
+        faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }
 
@@ -47,6 +49,8 @@ fn bench(c: &mut Criterion) {
         samples: 1,
         seed: 1,
         safety_checker: None,
+        face_index: 0,
+        candidates: 0,
     };
     let sizes = [256u32, 512];
     let mut group = c.benchmark_group("tiny_cpu");

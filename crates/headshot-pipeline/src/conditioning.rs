@@ -26,7 +26,7 @@ impl Pipeline {
         let channels = self.unet.config().in_channels;
         let factor = self.vae_scale_factor;
         [
-            job.samples as usize,
+            job.images(),
             channels,
             job.height as usize / factor,
             job.width as usize / factor,
@@ -61,6 +61,25 @@ impl Pipeline {
         self.image_encoder
             .penultimate_hidden_states(&pixels)
             .map_err(PipelineError::run("image encoder"))
+    }
+
+    /// The CLIP features of the face: of its crop, or, with several photos of the person, their
+    /// mean over every crop (computed in f32).
+    pub fn face_features(&self, face: &PreparedFace) -> Result<Tensor, PipelineError> {
+        let first = self.face_image_features(&face.aligned_224)?;
+        if face.more_aligned_224.is_empty() {
+            return Ok(first);
+        }
+        let run = || PipelineError::run("image encoder");
+        let mut sum = first.to_dtype(DType::F32).map_err(run())?;
+        for crop in &face.more_aligned_224 {
+            let features = self.face_image_features(crop)?;
+            sum = (sum + features.to_dtype(DType::F32).map_err(run())?).map_err(run())?;
+        }
+        let count = (1 + face.more_aligned_224.len()) as f64;
+        (sum / count)
+            .and_then(|mean| mean.to_dtype(self.dtype))
+            .map_err(run())
     }
 
     /// The features of the all-zero pixel tensor (the unconditional CLIP input), computed at load.
@@ -105,10 +124,10 @@ impl Pipeline {
         face: &PreparedFace,
         initial_latents: Option<&Tensor>,
     ) -> Result<Conditioning, PipelineError> {
-        let n = job.samples as usize;
+        let n = job.images();
         let prompt_embeds = self.encode_prompt(&job.prompt)?;
         let id = self.id_embedding_tensor(face)?;
-        let clip = self.face_image_features(&face.aligned_224)?;
+        let clip = self.face_features(face)?;
         let id_tokens_cond = self.id_tokens(&id, &clip, job.s_scale)?;
         let context = |text: &Tensor, tokens: &Tensor| -> Result<Tensor, PipelineError> {
             Tensor::cat(&[text, tokens], 1)
@@ -132,14 +151,24 @@ impl Pipeline {
             Some(latents) => latents
                 .to_device(&self.device)
                 .and_then(|l| l.to_dtype(DType::F32)),
-            None => noise::initial_latents(
-                job.seed,
-                shape[0],
-                shape[1],
-                shape[2],
-                shape[3],
-                &self.device,
-            ),
+            None => match job.image_seeds() {
+                // Candidates: one noise stream per image, so each can be regenerated alone.
+                Some(seeds) => seeds
+                    .iter()
+                    .map(|&seed| {
+                        noise::initial_latents(seed, 1, shape[1], shape[2], shape[3], &self.device)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .and_then(|each| Tensor::cat(&each, 0)),
+                None => noise::initial_latents(
+                    job.seed,
+                    shape[0],
+                    shape[1],
+                    shape[2],
+                    shape[3],
+                    &self.device,
+                ),
+            },
         }
         .map_err(PipelineError::run("conditioning"))?;
         Ok(Conditioning {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use headshot_core::{
-    prepare_job, GenerationError, GenerationJob, JobLimits, PreparedFace, PreparedJob,
+    prepare_job, FacePreparer, GenerationError, GenerationJob, JobLimits, PreparedFace, PreparedJob,
 };
 use headshot_models::clip_preprocess::ClipImageProcessor;
 use headshot_models::clip_text::ClipTextEncoder;
@@ -116,11 +116,13 @@ impl Pipeline {
         self.face.clone()
     }
 
-    /// Decodes the photo and analyses its largest face (`NoFace` / unreadable image errors map to
-    /// the wire's kinds through `GenerationError::from`).
-    pub fn analyze_face(&self, image_bytes: &[u8]) -> Result<PreparedFace, PipelineError> {
-        let analyzer = self.face.as_ref().ok_or(PipelineError::NoFaceAnalyzer)?;
-        Ok(analyzer.analyze_largest(image_bytes)?.into())
+    /// Decodes the photo and analyses its largest face, as the prepare stage does.
+    pub fn analyze_face(&self, image_bytes: &[u8]) -> Result<PreparedFace, GenerationError> {
+        let analyzer = self
+            .face
+            .as_deref()
+            .ok_or_else(|| GenerationError::from(PipelineError::NoFaceAnalyzer))?;
+        analyzer.prepare_face(image_bytes, 0)
     }
 
     /// The prepare stage in-line (the CLI, tests): the job checked against this pipeline's

@@ -96,7 +96,7 @@ impl Pipeline {
             return Ok(Vec::new());
         };
         self.check_batch(jobs, options)?;
-        let total: usize = jobs.iter().map(|(job, _)| job.samples as usize).sum();
+        let total: usize = jobs.iter().map(|(job, _)| job.images()).sum();
         let cfg = first.uses_cfg();
         let steps = first.num_inference_steps as usize;
         let span = tracing::info_span!("render", jobs = jobs.len(), images = total, steps, cfg);
@@ -114,9 +114,7 @@ impl Pipeline {
         let latents = Tensor::cat(&initial, 0).map_err(PipelineError::run("conditioning"))?;
         let guidance: Vec<f32> = jobs
             .iter()
-            .flat_map(|(job, _)| {
-                std::iter::repeat_n(job.guidance_scale as f32, job.samples as usize)
-            })
+            .flat_map(|(job, _)| std::iter::repeat_n(job.guidance_scale as f32, job.images()))
             .collect();
 
         let denoised = self.denoise(
@@ -134,7 +132,7 @@ impl Pipeline {
         let mut outputs = Vec::with_capacity(jobs.len());
         let mut offset = 0;
         for ((job, _), cond) in jobs.iter().zip(&conds) {
-            let n = job.samples as usize;
+            let n = job.images();
             let rgb = images_u8[offset..offset + n].to_vec();
             let trace = if options.trace {
                 Some(trace_of(cond, offset, n, &denoised, &images)?)
@@ -170,7 +168,7 @@ impl Pipeline {
                 )));
             }
         }
-        let total: usize = jobs.iter().map(|(job, _)| job.samples as usize).sum();
+        let total: usize = jobs.iter().map(|(job, _)| job.images()).sum();
         if total > self.limits.max_batch_images {
             return Err(PipelineError::InvalidInput(format!(
                 "{total} images exceed the batch limit of {}",

@@ -19,6 +19,8 @@ fn face(seed: u32) -> PreparedFace {
     PreparedFace {
         id_embedding,
         aligned_224: golden_face_crop(),
+        faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }
 
@@ -35,6 +37,8 @@ fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str)
         samples,
         seed,
         safety_checker: None,
+        face_index: 0,
+        candidates: 0,
     }
 }
 
@@ -139,4 +143,79 @@ fn incompatible_or_oversized_batches_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("512"), "{err}");
+}
+
+/// Best-of-N: a job with candidates renders all of them, each from its own seed (`seed + i`),
+/// so each candidate is the image that seed gives alone (within the batching tolerance).
+#[test]
+fn candidates_each_start_from_their_own_seed() {
+    let p = tiny();
+    let f = face(3);
+    let best_of = JobSettings {
+        candidates: 3,
+        ..request(40, 7.5, 1.0, 1, "")
+    };
+    assert_eq!(best_of.image_seeds(), Some(vec![40, 41, 42]));
+    let all = p.render(&best_of, &f, &RenderOptions::traced()).unwrap();
+    assert_eq!(all.images.len(), 3);
+    let initial = &trace(&all).initial_latents;
+    for (i, seed) in [40u64, 41, 42].into_iter().enumerate() {
+        let alone = p
+            .render(
+                &request(seed, 7.5, 1.0, 1, ""),
+                &f,
+                &RenderOptions::traced(),
+            )
+            .unwrap();
+        let start = initial.narrow(0, i, 1).unwrap();
+        assert_eq!(
+            max_abs_diff(&start, &trace(&alone).initial_latents),
+            0.0,
+            "candidate {i} starts from seed {seed}'s noise"
+        );
+        let image = trace(&all).image.narrow(0, i, 1).unwrap();
+        let d = max_abs_diff(&image, &trace(&alone).image);
+        assert!(
+            d <= 2e-3,
+            "candidate {i} differs from seed {seed} alone: {d}"
+        );
+    }
+    // Without candidates, samples share one stream from the seed, as before.
+    assert_eq!(request(40, 7.5, 1.0, 2, "").image_seeds(), None);
+}
+
+/// Several photos: the CLIP features are the mean over every crop, so the same crop twice is
+/// the single photo exactly, and another crop changes the image.
+#[test]
+fn several_crops_average_their_clip_features() {
+    let p = tiny();
+    let job = request(21, 7.5, 1.0, 1, "");
+    let single = face(4);
+    let twice = PreparedFace {
+        more_aligned_224: vec![single.aligned_224.clone()],
+        ..single.clone()
+    };
+    let other_crop = headshot_core::RgbImage {
+        width: 224,
+        height: 224,
+        pixels: (0..224 * 224 * 3).map(|i| (i % 199) as u8).collect(),
+    };
+    let mixed = PreparedFace {
+        more_aligned_224: vec![other_crop.clone()],
+        ..single.clone()
+    };
+    let features = |f: &PreparedFace| p.face_features(f).unwrap();
+    assert_eq!(max_abs_diff(&features(&single), &features(&twice)), 0.0);
+    let expected = ((p.face_image_features(&single.aligned_224).unwrap()
+        + p.face_image_features(&other_crop).unwrap())
+    .unwrap()
+        / 2.0)
+        .unwrap();
+    assert!(max_abs_diff(&features(&mixed), &expected) < 1e-6);
+
+    let a = p.render(&job, &single, &RenderOptions::default()).unwrap();
+    let b = p.render(&job, &twice, &RenderOptions::default()).unwrap();
+    let c = p.render(&job, &mixed, &RenderOptions::default()).unwrap();
+    assert_eq!(a.images[0].image, b.images[0].image);
+    assert_ne!(a.images[0].image, c.images[0].image);
 }

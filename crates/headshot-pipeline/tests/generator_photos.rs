@@ -23,8 +23,11 @@ fn job(photo: Vec<u8>, seed: u64, samples: u32) -> GenerationJob {
             samples,
             seed,
             safety_checker: Some(CensorType::Black),
+            face_index: 0,
+            candidates: 0,
         },
         face_image: photo,
+        more_face_images: Vec::new(),
     }
 }
 

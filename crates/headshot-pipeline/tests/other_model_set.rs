@@ -212,6 +212,8 @@ fn a_differently_sized_model_set_loads_and_renders() {
     let face = PreparedFace {
         id_embedding: vec![1.0 / (512f32).sqrt(); 512],
         aligned_224: common::golden_face_crop(),
+        faces_found: 1,
+        more_aligned_224: Vec::new(),
     };
     let request = |s_scale| JobSettings {
         prompt: "pretty woman".into(),
@@ -224,6 +226,8 @@ fn a_differently_sized_model_set_loads_and_renders() {
         samples: 2,
         seed: 4,
         safety_checker: None,
+        face_index: 0,
+        candidates: 0,
     };
     let out = pipeline
         .render(&request(1.0), &face, &RenderOptions::traced())

@@ -50,6 +50,8 @@ fn face() -> PreparedFace {
     PreparedFace {
         id_embedding,
         aligned_224: golden_face_crop(),
+        faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }
 

@@ -38,7 +38,10 @@ pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResp
         output_urls(record, urls),
         record.nsfw_content_detected,
         record_meta(record)?,
-    ))
+    )
+    .with_face_similarity(record.face_similarity.as_deref())
+    .with_faces_found(record.faces_found)
+    .with_seeds(record.seeds.clone()))
 }
 
 pub fn failure_message(record: &JobRecord) -> String {
@@ -70,9 +73,11 @@ pub fn fetch_body(
             }
             .into()
         }
-        JobStatus::Success => {
-            FetchSuccessResponse::new(record.id, output_urls(record, urls)).into()
-        }
+        JobStatus::Success => FetchSuccessResponse::new(record.id, output_urls(record, urls))
+            .with_face_similarity(record.face_similarity.as_deref())
+            .with_faces_found(record.faces_found)
+            .with_seeds(record.seeds.clone())
+            .into(),
         JobStatus::Failed => FailedResponse::new(record.id, failure_message(record)).into(),
     }
 }

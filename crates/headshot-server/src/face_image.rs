@@ -20,6 +20,14 @@ pub enum FaceImageError {
     TooManyPixels { width: u32, height: u32, limit: u64 },
     #[error("The face image is {width}x{height} pixels; each side may be at most {limit} pixels.")]
     SideTooLong { width: u32, height: u32, limit: u32 },
+    /// One photo of a list: which one, and why.
+    #[error("Face image {position} of {total}: {source}")]
+    InList {
+        position: usize,
+        total: usize,
+        #[source]
+        source: Box<FaceImageError>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +72,42 @@ pub async fn obtain_face_image(
     };
     check_image_header(&bytes, &limits)?;
     Ok(bytes)
+}
+
+/// Every photo of the request (the first, then the further ones), each as
+/// [`obtain_face_image`]; one that fails is named by its position in the list.
+pub async fn obtain_face_images(
+    first: &FaceImageInput,
+    more: &[FaceImageInput],
+    http: &GuardedHttp,
+    limits: FaceImageLimits,
+) -> Result<(Vec<u8>, Vec<Vec<u8>>), FaceImageError> {
+    let total = 1 + more.len();
+    let in_list = |position: usize| {
+        move |source: FaceImageError| {
+            if total == 1 {
+                source
+            } else {
+                FaceImageError::InList {
+                    position,
+                    total,
+                    source: Box::new(source),
+                }
+            }
+        }
+    };
+    let first = obtain_face_image(first, http, limits)
+        .await
+        .map_err(in_list(1))?;
+    let mut others = Vec::with_capacity(more.len());
+    for (i, input) in more.iter().enumerate() {
+        others.push(
+            obtain_face_image(input, http, limits)
+                .await
+                .map_err(in_list(i + 2))?,
+        );
+    }
+    Ok((first, others))
 }
 
 /// Reads only the format and dimensions, so a decompression bomb is refused before decoding.

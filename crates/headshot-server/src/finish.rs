@@ -1,5 +1,7 @@
-//! The finish stage: a job's life after the device answered. Store its images (PNG or
-//! `.base64`), finish its record with its webhook queued in the outbox, and deliver that.
+//! The finish stage: a job's life after the device answered. Score each image's likeness to
+//! the input face (keeping the best of best-of-N candidates), store the images (PNG or
+//! `.base64`), finish the record with its webhook queued in the outbox, and deliver that. It runs on the blocking pool, beside the device
+//! loop, which has moved on to the next batch.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -7,13 +9,14 @@ use std::sync::Arc;
 use headshot_core::store::{
     JobRecord, JobStore, OutputName, OutputStore, StoreError, WebhookDelivery,
 };
-use headshot_core::{error_chain, GenerationError, GenerationOutput, RgbImage};
+use headshot_core::{error_chain, GeneratedImage, GenerationError, LikenessScorer, RgbImage};
 use headshot_worker::{JobResult, JobTicket};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::generation_failure_message;
+use crate::likeness::score_and_pick;
 use crate::live::{LiveJob, LiveJobs};
 use crate::net::GuardedHttp;
 use crate::urls::PublicUrls;
@@ -25,22 +28,41 @@ use crate::webhooks::{delivery_for, spawn_delivery, WebhookPolicy};
 pub fn finish_job(
     mut record: JobRecord,
     result: JobResult,
-    jobs: &dyn JobStore,
-    outputs: &dyn OutputStore,
-    urls: &PublicUrls,
+    stores: &FinishStores<'_>,
 ) -> (JobRecord, Option<WebhookDelivery>) {
+    let FinishStores {
+        jobs,
+        outputs,
+        urls,
+        likeness,
+    } = *stores;
     match result.output {
-        Ok(output) => match store_images(&record, &output, outputs) {
-            Ok(files) => record.mark_success(
-                files,
-                output.nsfw_content_detected(),
-                result.generation_time,
-            ),
-            Err(e) => {
-                tracing::error!(id = record.id, error = %e, "could not store generated images");
-                record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
+        Ok(output) => {
+            let picked = score_and_pick(
+                record.id,
+                output.images,
+                result.image_seeds,
+                result.identity.as_deref(),
+                likeness,
+                record.samples as usize,
+            );
+            match store_images(&record, &picked.images, outputs) {
+                Ok(files) => {
+                    record.face_similarity = picked.scores;
+                    record.seeds = picked.seeds;
+                    record.faces_found = result.faces_found.map(|n| n as u32);
+                    record.mark_success(
+                        files,
+                        picked.images.iter().any(|i| i.nsfw),
+                        result.generation_time,
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(id = record.id, error = %e, "could not store generated images");
+                    record.mark_failed("The images were generated but could not be stored on the server. Please try again later.");
+                }
             }
-        },
+        }
         Err(GenerationError::Cancelled) => {
             tracing::info!(id = record.id, "job cancelled");
             record.mark_failed(generation_failure_message(&GenerationError::Cancelled));
@@ -57,13 +79,22 @@ pub fn finish_job(
     (record, delivery)
 }
 
+/// What [`finish_job`] stores into, and the scorer of likeness (`None`: not scored).
+#[derive(Clone, Copy)]
+pub struct FinishStores<'a> {
+    pub jobs: &'a dyn JobStore,
+    pub outputs: &'a dyn OutputStore,
+    pub urls: &'a PublicUrls,
+    pub likeness: Option<&'a dyn LikenessScorer>,
+}
+
 fn store_images(
     record: &JobRecord,
-    output: &GenerationOutput,
+    images: &[GeneratedImage],
     outputs: &dyn OutputStore,
 ) -> Result<Vec<String>, StoreError> {
-    let mut files = Vec::with_capacity(output.images.len());
-    for (index, generated) in output.images.iter().enumerate() {
+    let mut files = Vec::with_capacity(images.len());
+    for (index, generated) in images.iter().enumerate() {
         let name = OutputName::new(&record.file_prefix, index, record.output_format)?;
         let png = encode_png(&generated.image).map_err(|message| StoreError::Io {
             path: name.to_string(),
@@ -102,6 +133,8 @@ pub struct JobContext {
     pub http: GuardedHttp,
     pub urls: PublicUrls,
     pub webhook: WebhookPolicy,
+    /// Scores each output's likeness to the input face (the face analyzer); `None`: no scores.
+    pub likeness: Option<Arc<dyn LikenessScorer>>,
     /// Jobs between the worker's answer and their stored record; the drain waits for them.
     pub finishing: TaskTracker,
     /// Webhook deliveries in progress; stopped (left pending in the outbox) after the drain.
@@ -144,10 +177,16 @@ pub fn spawn_completion(
         let result = ticket.await;
         metrics::histogram!("headshot_generation_seconds")
             .record(result.generation_time.as_secs_f64());
-        let (jobs, outputs, urls) = (ctx.jobs.clone(), ctx.outputs.clone(), ctx.urls.clone());
+        let stage = ctx.clone();
         let fallback = record.clone();
         let finished = tokio::task::spawn_blocking(move || {
-            finish_job(record, result, jobs.as_ref(), outputs.as_ref(), &urls)
+            let stores = FinishStores {
+                jobs: stage.jobs.as_ref(),
+                outputs: stage.outputs.as_ref(),
+                urls: &stage.urls,
+                likeness: stage.likeness.as_deref(),
+            };
+            finish_job(record, result, &stores)
         })
         .await;
         let (finished, delivery) = match finished {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod face_image;
 pub mod finish;
 pub mod intake;
+pub mod likeness;
 pub mod live;
 pub mod net;
 pub mod recovery;

@@ -4,6 +4,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use headshot_server::auth::ApiKeys;
 use headshot_server::{serve, AppState, Config, ModelArgs, StartupError, Stores};
+use std::sync::Arc;
+
+use headshot_core::LikenessScorer;
 use headshot_worker::Stages;
 use tracing_subscriber::EnvFilter;
 
@@ -16,19 +19,23 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Loading models is slow and synchronous; do it before the async runtime starts serving.
-    let stages = load_stages(&config.model)?;
+    let (stages, likeness) = load_stages(&config.model)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the tokio runtime")?;
-    runtime.block_on(run(config, stages))
+    runtime.block_on(run(config, stages, likeness))
 }
 
-async fn run(config: Config, stages: Stages) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    stages: Stages,
+    likeness: Arc<dyn LikenessScorer>,
+) -> anyhow::Result<()> {
     let stores = Stores::open_local(&config.data_dir, config.output_ttl())
         .with_context(|| format!("opening the data folder {}", config.data_dir.display()))?;
-    let state = AppState::new(&config, stages, stores)?;
+    let state = AppState::new(&config, stages, stores, Some(likeness))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("could not listen on {}", config.bind))?;
@@ -43,8 +50,9 @@ async fn run(config: Config, stages: Stages) -> anyhow::Result<()> {
 
 /// Builds the real pipeline (SD1.5 + IP-Adapter FaceID PlusV2 + face analysis + safety checker)
 /// once per device; each becomes one device thread of the worker, and its face analyzer (on
-/// that device's `--face-device`) one preparer of the prepare stage.
-fn load_stages(args: &ModelArgs) -> anyhow::Result<Stages> {
+/// that device's `--face-device`) one preparer of the prepare stage. The first device's
+/// analyzer also scores the likeness of outputs in the finish stage.
+fn load_stages(args: &ModelArgs) -> anyhow::Result<(Stages, Arc<dyn LikenessScorer>)> {
     // Settle every device's placement before minutes of loading, so a bad flag fails at once.
     let placements = args.placements().map_err(anyhow::Error::msg)?;
     let mut base = headshot_pipeline::PipelineConfig::new(&args.models);
@@ -62,6 +70,7 @@ fn load_stages(args: &ModelArgs) -> anyhow::Result<Stages> {
         preparers: Vec::with_capacity(placements.len()),
         generators: Vec::with_capacity(placements.len()),
     };
+    let mut likeness: Option<Arc<headshot_face::FaceAnalyzer>> = None;
     for (device, face_cuda_device) in placements {
         let mut config = base.clone();
         config.device = device;
@@ -75,10 +84,12 @@ fn load_stages(args: &ModelArgs) -> anyhow::Result<Stages> {
         let faces = pipeline
             .face_analyzer()
             .context("the model set has no face models (face_detector, face_recognizer)")?;
+        likeness.get_or_insert_with(|| faces.clone());
         stages.preparers.push(faces);
         stages.generators.push(Box::new(pipeline));
     }
-    Ok(stages)
+    let likeness = likeness.context("no device to load the model set on")?;
+    Ok((stages, likeness))
 }
 
 /// Human-readable lines on stderr, or one JSON object per line (`--json-logs`) for log

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use headshot_core::store::{JobStore, OutputStore, StoreError};
 use headshot_core::wire::TextLimits;
+use headshot_core::LikenessScorer;
 use headshot_store::{LocalDiskOutputStore, RedbJobStore};
 use headshot_worker::{Stages, Worker, WorkerConfig, WorkerError, WorkerHandle};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -99,7 +100,15 @@ impl AppState {
     /// Starts the worker around the model `stages` (prepare pool, one device thread per
     /// generator) and, inside a tokio runtime, runs again the jobs a previous run left
     /// unfinished (before any new one), resumes pending webhooks and starts the expiry sweep.
-    pub fn new(config: &Config, stages: Stages, stores: Stores) -> Result<Self, StartupError> {
+    ///
+    /// `likeness` scores every output against the input face in the finish stage (the face
+    /// analyzer); `None` leaves `face_similarity` out of the answers.
+    pub fn new(
+        config: &Config,
+        stages: Stages,
+        stores: Stores,
+        likeness: Option<Arc<dyn LikenessScorer>>,
+    ) -> Result<Self, StartupError> {
         let keys = ApiKeys::new(&config.api_keys, config.no_auth);
         if !keys.is_configured() {
             return Err(StartupError::NoApiKeys);
@@ -164,6 +173,7 @@ impl AppState {
                     timeout,
                     secret: config.webhook_secret.clone(),
                 },
+                likeness,
                 finishing: tokio_util::task::TaskTracker::new(),
                 deliveries: tokio_util::task::TaskTracker::new(),
                 stop_deliveries: tokio_util::sync::CancellationToken::new(),

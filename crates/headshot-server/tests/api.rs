@@ -366,7 +366,10 @@ async fn processing_then_success_via_fetch_and_queue_full() {
 
     gate.open();
     let done = server.fetch_until_done(id).await;
-    assert_eq!(keys(&done), sorted(&["id", "output", "status"]));
+    assert_eq!(
+        keys(&done),
+        sorted(&["face_similarity", "faces_found", "id", "output", "status"])
+    );
     assert_eq!(done["status"], "success");
     assert_eq!(done["id"], id);
     assert_eq!(

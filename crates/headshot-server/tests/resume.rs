@@ -21,6 +21,7 @@ fn job(seed: u64) -> GenerationJob {
             ..headshot_test_support::settings(seed)
         },
         face_image: face_png(),
+        more_face_images: Vec::new(),
     }
 }
 

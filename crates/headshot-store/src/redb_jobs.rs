@@ -15,6 +15,9 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const INPUT_PARAMS: TableDefinition<u64, &[u8]> = TableDefinition::new("input_params");
 const INPUT_FACES: TableDefinition<u64, &[u8]> = TableDefinition::new("input_faces");
+/// Further photos of a job's person, by (job id, position from 0); absent for one photo.
+const INPUT_MORE_FACES: TableDefinition<(u64, u32), &[u8]> =
+    TableDefinition::new("input_more_faces");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_outbox");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const NEXT_ID: &str = "next_job_id";
@@ -74,6 +77,10 @@ fn remove_input(txn: &WriteTransaction, id: JobId) -> Result<(), StoreError> {
         .map_err(db_error)?
         .remove(id)
         .map_err(db_error)?;
+    txn.open_table(INPUT_MORE_FACES)
+        .map_err(db_error)?
+        .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -98,6 +105,7 @@ impl RedbJobStore {
         txn.open_table(COUNTERS).map_err(db_error)?;
         txn.open_table(INPUT_PARAMS).map_err(db_error)?;
         txn.open_table(INPUT_FACES).map_err(db_error)?;
+        txn.open_table(INPUT_MORE_FACES).map_err(db_error)?;
         txn.open_table(OUTBOX).map_err(db_error)?;
         txn.open_table(SECRETS).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
@@ -221,6 +229,13 @@ impl JobStore for RedbJobStore {
             .map_err(db_error)?
             .insert(record.id, job.face_image.as_slice())
             .map_err(db_error)?;
+        {
+            let mut more = txn.open_table(INPUT_MORE_FACES).map_err(db_error)?;
+            for (position, photo) in (0u32..).zip(&job.more_face_images) {
+                more.insert((record.id, position), photo.as_slice())
+                    .map_err(db_error)?;
+            }
+        }
         txn.commit().map_err(db_error)
     }
 
@@ -228,15 +243,23 @@ impl JobStore for RedbJobStore {
         let txn = self.db.begin_read().map_err(db_error)?;
         let params = txn.open_table(INPUT_PARAMS).map_err(db_error)?;
         let faces = txn.open_table(INPUT_FACES).map_err(db_error)?;
+        let more = txn.open_table(INPUT_MORE_FACES).map_err(db_error)?;
         let (Some(params), Some(face)) = (
             params.get(id).map_err(db_error)?,
             faces.get(id).map_err(db_error)?,
         ) else {
             return Ok(None);
         };
+        let more_face_images = more
+            .range((id, 0)..=(id, u32::MAX))
+            .map_err(db_error)?
+            .map(|entry| entry.map(|(_, photo)| photo.value().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
         Ok(Some(GenerationJob {
             settings: serde_json::from_slice(params.value()).map_err(|e| corrupt(id, e))?,
             face_image: face.value().to_vec(),
+            more_face_images,
         }))
     }
 

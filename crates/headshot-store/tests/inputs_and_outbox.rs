@@ -16,6 +16,11 @@ fn input(seed: u64) -> GenerationJob {
             ..headshot_test_support::settings(seed)
         },
         face_image: (0..=255u8).cycle().take(70_000).collect(),
+        // Further photos of the person (a list): one per unit of the seed, each its own bytes,
+        // so a job's photos are told apart from its neighbour's.
+        more_face_images: (0..seed)
+            .map(|i| vec![(seed * 10 + i) as u8; 1000 + i as usize])
+            .collect(),
     }
 }
 

@@ -1,10 +1,11 @@
-//! A scripted prepare stage: records every photo it is given, refuses two marker photos the
-//! way the real analyzer refuses bad ones, and can be made slow.
+//! A scripted face analyzer: as the prepare stage it records every photo it is given, refuses
+//! two marker photos the way the real analyzer refuses bad ones, and can be made slow; as the
+//! likeness scorer it reads a score from the image (see [`scripted_likeness`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use headshot_core::{FacePreparer, GenerationError, PreparedFace};
+use headshot_core::{FacePreparer, GenerationError, LikenessScorer, PreparedFace, RgbImage};
 
 use crate::gate::Gate;
 use crate::jobs::prepared_face;
@@ -31,7 +32,12 @@ impl ScriptedFaces {
 }
 
 impl FacePreparer for ScriptedFaces {
-    fn prepare_face(&self, photo: &[u8]) -> Result<PreparedFace, GenerationError> {
+    /// Every other photo shows one face, so only `face_index` 0 exists.
+    fn prepare_face(
+        &self,
+        photo: &[u8],
+        face_index: usize,
+    ) -> Result<PreparedFace, GenerationError> {
         self.photos.lock().unwrap().push(photo.to_vec());
         match &self.held_photo {
             Some((held, gate)) if held == photo => gate.wait(),
@@ -42,7 +48,30 @@ impl FacePreparer for ScriptedFaces {
                 "the data is not a JPEG, PNG or WebP image".into(),
             )),
             FACELESS_PHOTO => Err(GenerationError::NoFace),
+            _ if face_index > 0 => Err(GenerationError::InvalidInput(format!(
+                "face_index {face_index} is out of range: the photo shows 1 face (0 is the largest)"
+            ))),
             _ => Ok(prepared_face()),
         }
+    }
+}
+
+/// The likeness [`ScriptedFaces`] gives an image: its first byte over 255 (for a
+/// [`crate::ScriptedGenerator`] image, the low byte of the seed it encodes); no face when the
+/// first pixel is black.
+pub fn scripted_likeness(image: &RgbImage) -> Option<f32> {
+    match image.pixels.get(..3) {
+        Some([0, 0, 0]) | None => None,
+        Some(rgb) => Some(f32::from(rgb[0]) / 255.0),
+    }
+}
+
+impl LikenessScorer for ScriptedFaces {
+    fn likeness(
+        &self,
+        _identity: &[f32],
+        image: &RgbImage,
+    ) -> Result<Option<f32>, GenerationError> {
+        Ok(scripted_likeness(image))
     }
 }

@@ -88,10 +88,16 @@ impl Generator for ScriptedGenerator {
             return Err(GenerationError::NoFace);
         }
         let nsfw = job.prompt.contains("[nsfw]");
+        // Candidates each encode their own seed (`seed + i`), as the real pipeline draws their
+        // noise; plain samples all encode the job's seed.
+        let seeds = job
+            .image_seeds()
+            .unwrap_or_else(|| vec![job.seed; job.images()]);
         Ok(GenerationOutput {
-            images: (0..job.samples)
-                .map(|_| GeneratedImage {
-                    image: image_of_seed(job),
+            images: seeds
+                .into_iter()
+                .map(|seed| GeneratedImage {
+                    image: image_of_seed(seed, job.width, job.height),
                     nsfw,
                 })
                 .collect(),
@@ -99,17 +105,13 @@ impl Generator for ScriptedGenerator {
     }
 }
 
-/// An image of the job's size whose pixels all encode its seed (low 24 bits).
-fn image_of_seed(job: &JobSettings) -> RgbImage {
-    let pixel = [
-        job.seed as u8,
-        (job.seed >> 8) as u8,
-        (job.seed >> 16) as u8,
-    ];
+/// An image whose pixels all encode `seed` (low 24 bits).
+fn image_of_seed(seed: u64, width: u32, height: u32) -> RgbImage {
+    let pixel = [seed as u8, (seed >> 8) as u8, (seed >> 16) as u8];
     RgbImage {
-        width: job.width,
-        height: job.height,
-        pixels: pixel.repeat((job.width * job.height) as usize),
+        width,
+        height,
+        pixels: pixel.repeat((width * height) as usize),
     }
 }
 

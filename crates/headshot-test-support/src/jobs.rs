@@ -15,6 +15,8 @@ pub fn settings(seed: u64) -> JobSettings {
         samples: 1,
         seed,
         safety_checker: None,
+        face_index: 0,
+        candidates: 0,
     }
 }
 
@@ -23,17 +25,23 @@ pub fn job(seed: u64) -> GenerationJob {
     GenerationJob {
         settings: settings(seed),
         face_image: vec![1, 2, 3],
+        more_face_images: Vec::new(),
     }
 }
 
 /// A face as the prepare stage hands it on: a zero embedding and a grey crop.
 pub(crate) fn prepared_face() -> PreparedFace {
     PreparedFace {
-        id_embedding: vec![0.0; 512],
+        // A unit vector, as ArcFace embeddings are.
+        id_embedding: std::iter::once(1.0)
+            .chain(std::iter::repeat_n(0.0, 511))
+            .collect(),
         aligned_224: RgbImage {
             width: 224,
             height: 224,
             pixels: vec![128; 224 * 224 * 3],
         },
+        faces_found: 1,
+        more_aligned_224: Vec::new(),
     }
 }

@@ -13,7 +13,7 @@ pub mod tensors;
 pub mod wire;
 
 pub use assets::{test_assets, workspace};
-pub use faces::{ScriptedFaces, FACELESS_PHOTO, UNREADABLE_PHOTO};
+pub use faces::{scripted_likeness, ScriptedFaces, FACELESS_PHOTO, UNREADABLE_PHOTO};
 pub use gate::{Gate, StepGate};
 pub use generator::{seed_of, ScriptedGenerator};
 pub use jobs::{job, settings};

@@ -259,11 +259,19 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Batch, device: u
             .map(|seq| running.remove(seq).map(|job| job.queued))
             .collect()
     };
-    for ((queued, output), job_span) in answers.into_iter().zip(outcomes).zip(&batch.spans) {
+    let jobs = batch.jobs.into_iter();
+    for (((queued, output), job_span), job) in answers
+        .into_iter()
+        .zip(outcomes)
+        .zip(&batch.spans)
+        .zip(jobs)
+    {
         let Some(queued) = queued else {
             job_span.in_scope(|| tracing::debug!("cancelled while running; output discarded"));
             continue;
         };
+        let image_seeds = job.settings.image_seeds();
+        let face = job.face;
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
         queued.span.in_scope(|| match &output {
             Ok(out) => {
@@ -286,6 +294,9 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Batch, device: u
             generation_time: elapsed,
             queue_wait,
             batch_size: size,
+            identity: Some(face.id_embedding),
+            faces_found: Some(face.faces_found),
+            image_seeds,
         });
     }
     metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);

@@ -30,6 +30,14 @@ pub struct JobResult {
     pub queue_wait: Duration,
     /// How many jobs shared the generator call.
     pub batch_size: usize,
+    /// The identity (ArcFace embedding) the images were made for, for their likeness scores;
+    /// `None` when the job never reached a device.
+    pub identity: Option<Vec<f32>>,
+    /// How many faces the job's photo shows (`None` when the job never reached a device).
+    pub faces_found: Option<usize>,
+    /// Each image's own noise seed, when it has one (best-of-N candidates; see
+    /// `JobSettings::image_seeds`).
+    pub image_seeds: Option<Vec<u64>>,
 }
 
 impl JobResult {
@@ -41,6 +49,9 @@ impl JobResult {
             generation_time: Duration::ZERO,
             queue_wait: Duration::ZERO,
             batch_size: 0,
+            identity: None,
+            faces_found: None,
+            image_seeds: None,
         }
     }
 
@@ -50,6 +61,9 @@ impl JobResult {
             generation_time: Duration::ZERO,
             queue_wait: Duration::ZERO,
             batch_size: 0,
+            identity: None,
+            faces_found: None,
+            image_seeds: None,
         }
     }
 }

@@ -28,9 +28,10 @@
 //!
 //! struct AnyFace;
 //! impl FacePreparer for AnyFace {
-//!     fn prepare_face(&self, _photo: &[u8]) -> Result<PreparedFace, GenerationError> {
+//!     fn prepare_face(&self, _photo: &[u8], _index: usize) -> Result<PreparedFace, GenerationError> {
 //!         let aligned_224 = RgbImage { width: 224, height: 224, pixels: vec![0; 224 * 224 * 3] };
-//!         Ok(PreparedFace { id_embedding: vec![0.0; 512], aligned_224 })
+//!         let id_embedding = vec![0.0; 512];
+//!         Ok(PreparedFace { id_embedding, aligned_224, faces_found: 1, more_aligned_224: vec![] })
 //!     }
 //! }
 //! struct Nothing;
@@ -45,8 +46,9 @@
 //! let worker = Worker::spawn(stages, WorkerConfig { queue_size: 8, ..Default::default() })?;
 //! # let settings = JobSettings { prompt: "p".into(), negative_prompt: String::new(),
 //! #     width: 512, height: 512, num_inference_steps: 21, guidance_scale: 7.5, s_scale: 1.0,
-//! #     samples: 1, seed: 1, safety_checker: None };
-//! # let job = GenerationJob { settings, face_image: Vec::new() };
+//! #     samples: 1, seed: 1, safety_checker: None, face_index: 0,
+//! #     candidates: 0 };
+//! # let job = GenerationJob { settings, face_image: Vec::new(), more_face_images: Vec::new() };
 //! match worker.submit(job) {
 //!     Ok(ticket) => {
 //!         let eta = ticket.eta(); // for a `processing` answer if the wait times out

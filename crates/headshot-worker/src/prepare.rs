@@ -126,6 +126,9 @@ fn prepare_one(shared: &Shared, faces: &dyn FacePreparer, queued: Queued<Generat
                 generation_time: Duration::ZERO,
                 queue_wait,
                 batch_size: 0,
+                identity: None,
+                faces_found: None,
+                image_seeds: None,
             });
             metrics::gauge!(METRIC_JOBS_IN_FLIGHT).set(shared.in_flight() as f64);
         }

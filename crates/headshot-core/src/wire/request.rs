@@ -139,6 +139,8 @@ pub struct HeadShotRequest {
     pub prompt: String,
     pub negative_prompt: String,
     pub face_image: FaceImageInput,
+    /// Further photos of the same person (`face_image` sent as a list; our addition).
+    pub more_face_images: Vec<FaceImageInput>,
     pub width: u32,
     pub height: u32,
     pub num_inference_steps: u32,
@@ -155,7 +157,18 @@ pub struct HeadShotRequest {
     pub webhook: Option<String>,
     /// Echoed exactly as sent (string, number, ...) in webhook bodies.
     pub track_id: Option<Value>,
+    /// Our addition: which face of the photo to use, by size (0: the largest, the default).
+    pub face_index: u32,
+    /// Our addition (best-of-N): images to generate, of which the `samples` most like the input
+    /// face are returned; 0 when not sent (no selection).
+    pub candidates: u32,
 }
+
+/// The most photos `face_image` may list.
+pub const MAX_FACE_IMAGES: usize = 4;
+
+/// The most candidates a request may ask for; the model set's batch limit may allow fewer.
+pub const MAX_CANDIDATES: u32 = 16;
 
 impl HeadShotRequest {
     /// Parses and normalises a request body with the default [`TextLimits`].
@@ -215,36 +228,41 @@ impl HeadShotRequest {
             limits.max_prompt_chars,
         );
 
-        // `image` is an alias used by some clients; `face_image` wins when both are set.
-        let face_image = match get("face_image").or_else(|| get("image")) {
+        // `image` is an alias used by some clients; `face_image` wins when both are set. A list
+        // holds several photos of the same person (our addition), at most MAX_FACE_IMAGES.
+        let (face_image, more_face_images) = match get("face_image").or_else(|| get("image")) {
             None => {
                 errors.add("face_image", "The face image field is required.");
-                None
+                (None, Vec::new())
             }
-            Some(Value::String(s)) => match parse_face_image(s) {
-                Ok(FaceImageInput::Url(url)) if url.chars().nth(limits.max_url_chars).is_some() => {
-                    errors.add(
-                        "face_image",
-                        format!(
-                            "The face image URL may not be greater than {} characters.",
-                            limits.max_url_chars
-                        ),
-                    );
-                    None
-                }
-                Ok(input) => Some(input),
-                Err(message) => {
-                    errors.add("face_image", message);
-                    None
-                }
-            },
-            Some(_) => {
+            Some(Value::Array(list)) if list.is_empty() => {
+                errors.add("face_image", "The face image list is empty.");
+                (None, Vec::new())
+            }
+            Some(Value::Array(list)) if list.len() > MAX_FACE_IMAGES => {
                 errors.add(
                     "face_image",
-                    "The face image must be a URL, a data URI or base64 image data.",
+                    format!(
+                        "At most {MAX_FACE_IMAGES} face images may be sent, got {}.",
+                        list.len()
+                    ),
                 );
-                None
+                (None, Vec::new())
             }
+            Some(Value::Array(list)) => {
+                let total = list.len();
+                let mut photos = list.iter().enumerate().filter_map(|(i, item)| {
+                    one_face_image(item, limits, &mut errors, Some((i + 1, total)))
+                });
+                let first = photos.next();
+                let more: Vec<FaceImageInput> = photos.collect();
+                if more.len() + 1 == total {
+                    (first, more)
+                } else {
+                    (None, Vec::new())
+                }
+            }
+            Some(item) => (one_face_image(item, limits, &mut errors, None), Vec::new()),
         };
 
         let mut integer = |name: &str, label: &str| -> Option<i64> {
@@ -261,6 +279,8 @@ impl HeadShotRequest {
         let height = integer("height", "height");
         let steps = integer("num_inference_steps", "num inference steps");
         let samples = integer("samples", "samples");
+        let face_index = integer("face_index", "face index");
+        let candidates = integer("candidates", "candidates");
 
         let mut number = |name: &str, label: &str| -> Option<f64> {
             match get(name).map(as_f64) {
@@ -343,8 +363,34 @@ impl HeadShotRequest {
             limits.check_track_id(&mut errors, track_id);
         }
 
+        let face_index = match face_index.map(u32::try_from) {
+            None => 0,
+            Some(Ok(index)) => index,
+            Some(Err(_)) => {
+                errors.add(
+                    "face_index",
+                    "The face index must be 0 (the largest face) or more, up to the number of faces in the photo minus one.",
+                );
+                0
+            }
+        };
         let (width, height) = normalise_size(width, height);
         let samples = normalise_samples(samples, width, height);
+        let candidates = match candidates {
+            None => 0,
+            Some(n) if (1..=i64::from(MAX_CANDIDATES)).contains(&n) && n >= i64::from(samples) => {
+                n as u32
+            }
+            Some(_) => {
+                errors.add(
+                    "candidates",
+                    format!(
+                        "The candidates must be at least the number of samples ({samples}) and at most {MAX_CANDIDATES}."
+                    ),
+                );
+                0
+            }
+        };
 
         match face_image {
             Some(face_image) if errors.is_empty() => Ok(HeadShotRequest {
@@ -352,6 +398,7 @@ impl HeadShotRequest {
                 prompt,
                 negative_prompt,
                 face_image,
+                more_face_images,
                 width,
                 height,
                 num_inference_steps: snap_steps(steps),
@@ -369,13 +416,16 @@ impl HeadShotRequest {
                 base64,
                 webhook,
                 track_id,
+                face_index,
+                candidates,
             }),
             _ => Err(errors),
         }
     }
 
-    /// The job handed to the generator, with the face image bytes the server obtained.
-    pub fn to_job(&self, face_image: Vec<u8>) -> GenerationJob {
+    /// The job handed to the generator, with the face image bytes the server obtained (the
+    /// first photo, then the further ones in order).
+    pub fn to_job(&self, face_image: Vec<u8>, more_face_images: Vec<Vec<u8>>) -> GenerationJob {
         GenerationJob {
             settings: JobSettings {
                 prompt: self.prompt.clone(),
@@ -388,8 +438,11 @@ impl HeadShotRequest {
                 samples: self.samples,
                 seed: self.seed,
                 safety_checker: self.safety_checker.then_some(self.safety_checker_type),
+                face_index: self.face_index,
+                candidates: self.candidates,
             },
             face_image,
+            more_face_images,
         }
     }
 
@@ -397,7 +450,11 @@ impl HeadShotRequest {
     pub fn meta(&self, file_prefix: &str) -> Meta {
         Meta {
             base64: yes_no(self.base64),
-            face_image: self.face_image.echo(),
+            face_image: std::iter::once(&self.face_image)
+                .chain(&self.more_face_images)
+                .map(FaceImageInput::echo)
+                .collect::<Vec<_>>()
+                .join(", "),
             file_prefix: file_prefix.to_string(),
             guidance_scale: self.guidance_scale,
             height: self.height,
@@ -412,6 +469,37 @@ impl HeadShotRequest {
             temp: "yes".to_string(),
             width: self.width,
         }
+    }
+}
+
+/// One face image string of the request; `position` is (n, total) for an item of a list, named
+/// in its error messages.
+fn one_face_image(
+    item: &Value,
+    limits: &TextLimits,
+    errors: &mut ValidationErrors,
+    position: Option<(usize, usize)>,
+) -> Option<FaceImageInput> {
+    let mut refuse = |message: String| {
+        let message = match position {
+            Some((n, total)) => format!("Face image {n} of {total}: {message}"),
+            None => message,
+        };
+        errors.add("face_image", message);
+        None
+    };
+    let Value::String(s) = item else {
+        return refuse("The face image must be a URL, a data URI or base64 image data.".into());
+    };
+    match parse_face_image(s) {
+        Ok(FaceImageInput::Url(url)) if url.chars().nth(limits.max_url_chars).is_some() => {
+            refuse(format!(
+                "The face image URL may not be greater than {} characters.",
+                limits.max_url_chars
+            ))
+        }
+        Ok(input) => Some(input),
+        Err(message) => refuse(message),
     }
 }
 

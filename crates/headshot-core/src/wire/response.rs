@@ -50,6 +50,29 @@ pub struct SuccessResponse {
     pub proxy_links: Vec<String>,
     pub nsfw_content_detected: bool,
     pub meta: Meta,
+    /// Our addition beside `output`: per image, the likeness of its face to the input face
+    /// (cosine similarity of ArcFace embeddings, -1..=1), `null` where no face was found.
+    /// Absent when the server does not score likeness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_similarity: Option<Vec<Option<f64>>>,
+    /// Our addition: how many faces the input photo shows (`face_index` chose among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces_found: Option<u32>,
+    /// Our addition, for best-of-N requests: each returned image's own seed, so that one can be
+    /// regenerated alone (`seed` = it, `samples` 1, no `candidates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
+}
+
+/// Scores on the wire: six decimals, so every body (submit, fetch, webhook) writes the same
+/// digits whichever way it is serialised (an f32 widened to f64 would print 17 digits).
+fn wire_scores(scores: Option<&[Option<f32>]>) -> Option<Vec<Option<f64>>> {
+    scores.map(|scores| {
+        scores
+            .iter()
+            .map(|s| s.map(|s| (f64::from(s) * 1e6).round() / 1e6))
+            .collect()
+    })
 }
 
 impl SuccessResponse {
@@ -68,7 +91,25 @@ impl SuccessResponse {
             output,
             nsfw_content_detected,
             meta,
+            face_similarity: None,
+            faces_found: None,
+            seeds: None,
         }
+    }
+
+    pub fn with_face_similarity(mut self, scores: Option<&[Option<f32>]>) -> Self {
+        self.face_similarity = wire_scores(scores);
+        self
+    }
+
+    pub fn with_faces_found(mut self, faces_found: Option<u32>) -> Self {
+        self.faces_found = faces_found;
+        self
+    }
+
+    pub fn with_seeds(mut self, seeds: Option<Vec<u64>>) -> Self {
+        self.seeds = seeds;
+        self
     }
 }
 
@@ -125,6 +166,16 @@ pub struct FetchSuccessResponse {
     pub status: Status,
     pub id: u64,
     pub output: Vec<String>,
+    /// As in [`SuccessResponse::face_similarity`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_similarity: Option<Vec<Option<f64>>>,
+    /// Our addition: how many faces the input photo shows (`face_index` chose among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces_found: Option<u32>,
+    /// Our addition, for best-of-N requests: each returned image's own seed, so that one can be
+    /// regenerated alone (`seed` = it, `samples` 1, no `candidates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 impl FetchSuccessResponse {
@@ -133,7 +184,25 @@ impl FetchSuccessResponse {
             status: Status::Success,
             id,
             output,
+            face_similarity: None,
+            faces_found: None,
+            seeds: None,
         }
+    }
+
+    pub fn with_face_similarity(mut self, scores: Option<&[Option<f32>]>) -> Self {
+        self.face_similarity = wire_scores(scores);
+        self
+    }
+
+    pub fn with_faces_found(mut self, faces_found: Option<u32>) -> Self {
+        self.faces_found = faces_found;
+        self
+    }
+
+    pub fn with_seeds(mut self, seeds: Option<Vec<u64>>) -> Self {
+        self.seeds = seeds;
+        self
     }
 }
 

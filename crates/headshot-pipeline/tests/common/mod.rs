@@ -120,6 +120,8 @@ impl Golden {
             samples: self.meta_num("samples"),
             seed: 0,
             safety_checker: None,
+            face_index: 0,
+            candidates: 0,
         }
     }
 
@@ -138,6 +140,8 @@ impl Golden {
                 .to_vec1::<f32>()
                 .unwrap(),
             aligned_224: golden_face_crop(),
+            faces_found: 1,
+            more_aligned_224: Vec::new(),
         }
     }
 }

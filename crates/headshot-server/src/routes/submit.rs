@@ -17,7 +17,7 @@ use headshot_worker::SubmitError;
 use super::body::{header_key, parse_object, refuse_wrong_header_key};
 use crate::bodies::{failure_message, future_urls, success_body};
 use crate::error::ApiError;
-use crate::face_image::obtain_face_image;
+use crate::face_image::obtain_face_images;
 use crate::finish::spawn_completion;
 use crate::state::AppState;
 
@@ -71,8 +71,9 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
             retry_after_secs: state.worker.retry_after().as_secs_f64().ceil().max(1.0) as u64,
         });
     }
-    let face_image = obtain_face_image(
+    let (face_image, more_face_images) = obtain_face_images(
         &request.face_image,
+        &request.more_face_images,
         &state.jobs.http,
         state.settings.face_image,
     )
@@ -96,7 +97,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     record.track_id = request.track_id.clone();
     record.owner = caller.owner();
 
-    let job = request.to_job(face_image);
+    let job = request.to_job(face_image, more_face_images);
     let stored = job.clone();
     // Admission first, so a refused request leaves no record behind.
     let ticket = state.worker.submit(job).map_err(|e| match e {

@@ -153,7 +153,7 @@ impl TestServer {
         let stores = Stores::open_local(&config.data_dir, config.output_ttl()).unwrap();
         let faces = ScriptedFaces::default();
         let stages = Stages::new(Arc::new(faces.clone()), Box::new(generator.clone()));
-        let state = AppState::new(&config, stages, stores).unwrap();
+        let state = AppState::new(&config, stages, stores, Some(Arc::new(faces.clone()))).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
@@ -309,7 +309,10 @@ pub fn sorted(list: &[&str]) -> Vec<String> {
     v
 }
 
-pub const SUCCESS_KEYS: [&str; 7] = [
+/// The documented keys of a success body, and our `face_similarity` and `faces_found` (issue 14).
+pub const SUCCESS_KEYS: [&str; 9] = [
+    "face_similarity",
+    "faces_found",
     "generationTime",
     "id",
     "meta",
