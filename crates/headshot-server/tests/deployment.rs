@@ -31,7 +31,10 @@ fn settings(text: &str) -> Vec<String> {
 
 #[test]
 fn every_setting_of_the_container_files_is_a_server_flag() {
-    let help = Command::new(server_binary()).arg("--help").output().unwrap();
+    let help = Command::new(server_binary())
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     for file in ["Dockerfile.cuda", "compose.yaml"] {
         let names = settings(&read(file));
