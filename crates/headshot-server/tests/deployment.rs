@@ -73,7 +73,7 @@ fn the_image_health_check_asks_the_readiness_route() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = Running::spawn(tiny_server_command(port, KEY, data.path()), &test_assets());
+    let mut server = Running::spawn(tiny_server_command(port, KEY, data.path()), test_assets());
     server.wait_healthy(&base);
     // The image binds 0.0.0.0:PORT; the check takes the port from HEADSHOT_BIND.
     assert!(health_check_passes(&format!("0.0.0.0:{port}")));
