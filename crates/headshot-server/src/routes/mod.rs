@@ -1,9 +1,11 @@
-//! HTTP routes: every submit and fetch path of wire.md, output files, health and metrics.
+//! HTTP routes: every submit and fetch path of wire.md, output files, health and metrics, and
+//! the playground page at `/`.
 
 mod body;
 mod fetch;
 mod health;
 mod outputs;
+mod playground;
 mod submit;
 
 use axum::extract::Request;
@@ -50,6 +52,7 @@ pub fn build_router(state: AppState) -> Router {
         );
     }
     router
+        .route("/", get(playground::page))
         .route(
             FETCH_BODY_PATH,
             post(fetch::fetch_by_body).get(fetch::fetch_by_query),
