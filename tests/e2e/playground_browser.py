@@ -13,26 +13,13 @@ A wrong key must show the server's message. SCREENSHOT receives the finished pag
 import os
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from browser import check, chromium, console_errors, fill
+
 JOB_TIMEOUT_S = 600
 SAMPLES = 2
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print(f"ok: {what}")
-
-
-def fill(driver, element_id, text):
-    element = driver.find_element(By.ID, element_id)
-    element.clear()
-    element.send_keys(text)
 
 
 def submit_and_wait(driver):
@@ -43,17 +30,9 @@ def submit_and_wait(driver):
 
 
 def main():
-    base, key, photo, screenshot, chromium, chromedriver = sys.argv[1:7]
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager look for drivers online
-    options = Options()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1250", "--no-first-run", "--disable-extensions"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    base, key, photo, screenshot, binary, chromedriver = sys.argv[1:7]
+    driver = chromium(binary, chromedriver)
     try:
-        driver.set_page_load_timeout(60)
         driver.get(base + "/")
         check(driver.title == "headshot-server playground", f"the page loads ({driver.title!r})")
 
@@ -89,7 +68,7 @@ def main():
             check(width > 0, f"the browser decoded the image (naturalWidth {width})")
         details = driver.find_element(By.ID, "details").text
         check("seed 7" in details and "64×64" in details, f"the job's facts are shown ({details!r})")
-        console = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        console = console_errors(driver)
         check(not console, f"no errors on the console ({console})")
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(screenshot)

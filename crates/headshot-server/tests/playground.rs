@@ -1,7 +1,9 @@
-//! The playground page in a real browser: the real `headshot-server` binary with the tiny model
-//! set, and headless chromium driven over WebDriver (chromedriver) by
-//! tests/e2e/playground_browser.py (selenium), which picks a real photo, fills the form, submits
-//! it from the page and waits for the images.
+//! The playground page in a real browser: headless chromium driven over WebDriver (chromedriver)
+//! by selenium scripts in tests/e2e/.
+//! - playground_browser.py: against the real `headshot-server` binary with the tiny model set,
+//!   it picks a real photo, fills the form, submits it from the page and waits for the images.
+//! - playground_progress.py: the page against a scripted API, for answers the tiny server does
+//!   not give on demand (fetch `progress` / `queue_position`, field-by-field validation errors).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (HEADSHOT_CHROMIUM / HEADSHOT_CHROMEDRIVER
 //! name other binaries) and a python with `selenium` (HEADSHOT_E2E_PYTHON; tools/test.sh
@@ -47,16 +49,35 @@ fn python_with_selenium() -> Result<String, String> {
     })
 }
 
+/// chromium, chromedriver and a python with selenium, or why a test cannot run.
+struct Browser {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+    python: String,
+}
+
+/// The browser tools; `None` after a loud skip (a failure under HEADSHOT_E2E_REQUIRED=1).
+fn browser(test: &str) -> Option<Browser> {
+    let found = tool("HEADSHOT_CHROMIUM", &["chromium", "chromium-browser"]).and_then(|chromium| {
+        Ok(Browser {
+            chromium,
+            chromedriver: tool("HEADSHOT_CHROMEDRIVER", &["chromedriver"])?,
+            python: python_with_selenium()?,
+        })
+    });
+    match found {
+        Ok(browser) => Some(browser),
+        Err(why) => {
+            skip_or_fail(test, &why);
+            None
+        }
+    }
+}
+
 #[test]
 fn a_job_submitted_from_the_page_shows_its_images() {
-    let test = "a_job_submitted_from_the_page_shows_its_images";
-    let browser = tool("HEADSHOT_CHROMIUM", &["chromium", "chromium-browser"]).and_then(|c| {
-        let driver = tool("HEADSHOT_CHROMEDRIVER", &["chromedriver"])?;
-        Ok((c, driver, python_with_selenium()?))
-    });
-    let (chromium, chromedriver, python) = match browser {
-        Ok(found) => found,
-        Err(why) => return skip_or_fail(test, &why),
+    let Some(browser) = browser("a_job_submitted_from_the_page_shows_its_images") else {
+        return;
     };
     let assets = test_assets();
     let data = tempfile::tempdir().unwrap();
@@ -69,11 +90,11 @@ fn a_job_submitted_from_the_page_shows_its_images() {
     server.wait_healthy(&base);
 
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("playground.png");
-    let status = Command::new(&python)
+    let status = Command::new(&browser.python)
         .arg(repo_root().join("tests/e2e/playground_browser.py"))
         .args([&base, KEY])
         .arg(assets.join("yaoming.jpg"))
-        .args([&screenshot, &chromium, &chromedriver])
+        .args([&screenshot, &browser.chromium, &browser.chromedriver])
         .status()
         .expect("running the browser driver");
     assert!(
@@ -84,5 +105,23 @@ fn a_job_submitted_from_the_page_shows_its_images() {
         std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 0),
         "no screenshot at {}",
         screenshot.display()
+    );
+}
+
+#[test]
+fn the_page_shows_progress_queue_position_and_field_errors() {
+    let Some(browser) = browser("the_page_shows_progress_queue_position_and_field_errors") else {
+        return;
+    };
+    let status = Command::new(&browser.python)
+        .arg(repo_root().join("tests/e2e/playground_progress.py"))
+        .arg(repo_root().join("crates/headshot-server/src/routes/playground.html"))
+        .arg(test_assets().join("yaoming.jpg"))
+        .args([&browser.chromium, &browser.chromedriver])
+        .status()
+        .expect("running the browser driver");
+    assert!(
+        status.success(),
+        "tests/e2e/playground_progress.py failed (see its output above)"
     );
 }
