@@ -9,6 +9,7 @@ cd "$root"
 assets="${HEADSHOT_TEST_ASSETS:-$root/target/test-assets}"
 export HEADSHOT_TEST_ASSETS="$assets"
 bash tools/fetch-test-assets.sh
+echo "playground: http://127.0.0.1:${PORT:-8080}/ (API key ${API_KEY:-demo-key})" >&2
 exec cargo run -p headshot-server --bin headshot-server -- \
     --bind "127.0.0.1:${PORT:-8080}" \
     --api-keys "${API_KEY:-demo-key}" \

@@ -286,6 +286,18 @@ impl Config {
             .to_string()
     }
 
+    /// Why clients could not follow the output and fetch URLs, when they could not: without
+    /// `--public-base-url` a wildcard bind (0.0.0.0, [::]) would become the URLs' host.
+    pub fn unreachable_public_base_url(&self) -> Option<String> {
+        (self.public_base_url.is_none() && self.bind.ip().is_unspecified()).then(|| {
+            format!(
+                "output and fetch_result URLs will start with {}, which clients cannot reach; \
+                 set --public-base-url (HEADSHOT_PUBLIC_BASE_URL) to the address they use",
+                self.public_base_url()
+            )
+        })
+    }
+
     /// A configuration for tests and embedding: defaults, given keys, no model flags.
     pub fn for_tests(data_dir: PathBuf, api_keys: &[&str]) -> Self {
         let mut args = vec!["headshot-server".to_string()];
@@ -320,6 +332,27 @@ mod tests {
             can_download,
             "headshot-server's default features must include `download`"
         );
+    }
+
+    #[test]
+    fn a_wildcard_bind_without_a_public_base_url_is_named() {
+        let why = parse(&["--bind", "0.0.0.0:8080"])
+            .unwrap()
+            .unreachable_public_base_url()
+            .unwrap();
+        assert!(why.contains("http://0.0.0.0:8080") && why.contains("--public-base-url"));
+        assert!(parse(&["--bind", "[::]:8080"])
+            .unwrap()
+            .unreachable_public_base_url()
+            .is_some());
+        let named = [
+            "--bind",
+            "0.0.0.0:8080",
+            "--public-base-url",
+            "https://h.example",
+        ];
+        assert_eq!(parse(&named).unwrap().unreachable_public_base_url(), None);
+        assert_eq!(parse(&[]).unwrap().unreachable_public_base_url(), None);
     }
 
     #[test]

@@ -13,6 +13,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_logs(config.json_logs);
+    if let Some(why) = config.unreachable_public_base_url() {
+        tracing::warn!("{why}");
+    }
     // Refuse a configuration without keys before spending minutes loading models.
     if !ApiKeys::new(&config.api_keys, config.no_auth).is_configured() {
         anyhow::bail!(StartupError::NoApiKeys);

@@ -532,8 +532,17 @@ fn corpus(faces: &Faces, photo: &[u8]) -> Vec<Case> {
             });
         }
     }
+    // `/` is the playground page (GET only): another method gets the JSON 405.
+    cases.push(Case {
+        name: "POST /".into(),
+        method: Method::POST,
+        path: "/".into(),
+        headers: vec![],
+        body: vec![],
+        expect: Error(405),
+    });
     for path in [
-        "/",
+        "/index.html",
         "/api",
         "/api/v6/image_editing",
         "/api/v6/image_editing/head_shot/extra",

@@ -1,11 +1,12 @@
 //! HTTP routes: every submit and fetch path of wire.md, cancel and clear_queue, output files,
-//! health and metrics.
+//! health and metrics, and the playground page at `/`.
 
 mod body;
 mod cancel;
 mod fetch;
 mod health;
 mod outputs;
+mod playground;
 mod submit;
 
 use axum::extract::Request;
@@ -58,6 +59,7 @@ pub fn build_router(state: AppState) -> Router {
     }
     router
         .route(CLEAR_QUEUE_PATH, post(cancel::clear_queue))
+        .route("/", get(playground::page))
         .route(
             FETCH_BODY_PATH,
             post(fetch::fetch_by_body).get(fetch::fetch_by_query),
