@@ -11,7 +11,7 @@ pub mod wire;
 
 pub use generator::{
     error_chain, prepare_job, FacePreparer, GeneratedImage, GenerationError, GenerationOutput,
-    Generator, RgbImage,
+    Generator, GeneratorInfo, RgbImage,
 };
 pub use job::{
     plan_batches, BatchKey, CensorType, GenerationJob, JobLimits, JobSettings, PreparedFace,

@@ -86,6 +86,9 @@ pub struct JobRecord {
     /// that key may fetch it. `None`: written without keys (`--no-auth`, older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// `style` as the request sent it (no effect on the images), echoed beside `meta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
 }
 
 impl JobRecord {
@@ -113,6 +116,7 @@ impl JobRecord {
             webhook: None,
             track_id: None,
             owner: None,
+            style: None,
         }
     }
 

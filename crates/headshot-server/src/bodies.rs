@@ -37,7 +37,8 @@ pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResp
         output_urls(record, urls),
         record.nsfw_content_detected,
         record_meta(record)?,
-    ))
+    )
+    .with_style(record.style.clone()))
 }
 
 pub fn failure_message(record: &JobRecord) -> String {

@@ -116,8 +116,8 @@ pub fn spawn_completion(
     let id = record.id;
     ctx.finishing.clone().spawn(async move {
         let result = ticket.await;
-        metrics::histogram!("headshot_generation_seconds")
-            .record(result.generation_time.as_secs_f64());
+        // Generation time and the outcome are counted once, by the worker
+        // (headshot_job_duration_seconds, headshot_jobs_finished_total), not again here.
         let (jobs, outputs, urls) = (ctx.jobs.clone(), ctx.outputs.clone(), ctx.urls.clone());
         let fallback = record.clone();
         let finished = tokio::task::spawn_blocking(move || {
@@ -140,7 +140,6 @@ pub fn spawn_completion(
                 (record, delivery)
             }
         };
-        metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
         let _ = done_tx.send(finished);
         if let Some(delivery) = delivery {
             spawn_delivery(ctx, delivery);

@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use headshot_core::{
-    GeneratedImage, GenerationError, GenerationOutput, Generator, JobSettings, PreparedJob,
-    RgbImage,
+    GeneratedImage, GenerationError, GenerationOutput, Generator, GeneratorInfo, JobSettings,
+    PreparedJob, RgbImage,
 };
+
+/// The model set name [`ScriptedGenerator`] reports.
+pub const SCRIPTED_MODEL_SET: &str = "scripted";
 
 use crate::gate::Gate;
 
@@ -33,6 +36,14 @@ impl ScriptedGenerator {
 }
 
 impl Generator for ScriptedGenerator {
+    fn info(&self) -> GeneratorInfo {
+        GeneratorInfo {
+            device: "cpu".to_string(),
+            kind: "cpu".to_string(),
+            models: SCRIPTED_MODEL_SET.to_string(),
+        }
+    }
+
     fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
         let job = &job.settings;
         self.calls.fetch_add(1, Ordering::SeqCst);

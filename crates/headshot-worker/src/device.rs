@@ -24,10 +24,14 @@ type JobOutcome = Result<GenerationOutput, GenerationError>;
 /// resolve as failed (the prepare stage then answers the jobs it still finishes).
 struct ExitGuard {
     shared: Arc<Shared>,
+    index: usize,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
+        if let Some(alive) = self.shared.device_alive.get(self.index) {
+            alive.store(false, Ordering::Release);
+        }
         if self.shared.live_devices.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.close();
             let orphans: Vec<Queued<PreparedJob>> = {
@@ -51,6 +55,7 @@ impl Drop for ExitGuard {
 pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usize) {
     let guard = ExitGuard {
         shared: shared.clone(),
+        index,
     };
     tracing::debug!(device = index, "device thread started");
     while let Some(batch) = next_batch(&shared, generator.as_ref(), index) {
@@ -177,6 +182,7 @@ fn run_batch(
     let elapsed = started.elapsed();
     lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
+    metrics::histogram!(METRIC_BATCH_DURATION).record(elapsed.as_secs_f64());
 
     for (queued, output) in waiting.into_iter().zip(outcomes) {
         metrics::histogram!(METRIC_JOB_DURATION).record(elapsed.as_secs_f64());
@@ -191,7 +197,6 @@ fn run_batch(
             }
             Err(error) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "failed").increment(1);
-                metrics::counter!(METRIC_JOB_FAILURES).increment(1);
                 tracing::warn!(error = %error_chain(error), "job failed");
             }
         });

@@ -78,5 +78,5 @@ mod shared;
 
 pub use config::WorkerConfig;
 pub use error::{SubmitError, WorkerError};
-pub use handle::{JobResult, JobTicket, Stages, Worker, WorkerHandle};
+pub use handle::{DeviceStatus, JobResult, JobTicket, Stages, Worker, WorkerHandle};
 pub use metrics_names::*;

@@ -9,7 +9,7 @@ pub mod response;
 pub use limits::TextLimits;
 pub use request::{
     is_http_url, normalise_samples, normalise_size, parse_face_image, parse_request_id, snap_steps,
-    FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,
+    FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors, MAX_STYLE_CHARS,
 };
 pub use response::{
     ErrorResponse, FailedResponse, FetchProcessingResponse, FetchSuccessResponse,

@@ -7,9 +7,24 @@ use axum::body::Body;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+use headshot_core::wire::FetchRequest;
+
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
 use crate::intake;
+use crate::state::AppState;
+
+/// A small body with a key and perhaps a `request_id` (fetch, the enterprise admin calls):
+/// `{"key", "request_id"}`, at most 64 KiB.
+pub async fn read_key_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<FetchRequest, ApiError> {
+    let body = refuse_wrong_header_key(&state.keys, headers, body)?;
+    let body = state.intake.read(headers, body, 64 * 1024).await?;
+    Ok(FetchRequest::from_json(&parse_object(&body.bytes)?))
+}
 
 /// Parses a JSON object body; an empty body is an empty object (fetch calls often send none).
 /// A leading UTF-8 byte order mark (some Windows tools write one) is skipped.

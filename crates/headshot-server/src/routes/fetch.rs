@@ -9,18 +9,31 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::wire::{parse_request_id, FetchRequest};
 
-use super::body::{header_key, parse_object, query_object, refuse_wrong_header_key};
+use super::body::{header_key, query_object, read_key_body};
 use crate::bodies::fetch_body;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Fetch a job by id
+#[utoipa::path(
+    post,
+    path = "/api/v6/image_editing/fetch/{id}",
+    request_body(content = super::openapi::KeyBody, description = "`{\"key\": ...}` (or an empty body with a `key` header)"),
+    tag = "head_shot",
+    params(("id" = String, Path, description = "The job id from the submit answer")),
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_path(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_body(&state, &headers, body).await {
+    let request = match read_key_body(&state, &headers, body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -32,6 +45,19 @@ pub async fn fetch_by_path(
     .await
 }
 
+/// Fetch a job by id (GET)
+#[utoipa::path(
+    get,
+    path = "/api/v6/image_editing/fetch/{id}",
+    params(("key" = Option<String>, Query, description = "The API key (or a `key` header)")),
+    tag = "head_shot",
+    params(("id" = String, Path, description = "The job id from the submit answer")),
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_path_get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -47,12 +73,24 @@ pub async fn fetch_by_path_get(
     .await
 }
 
+/// Fetch a job by `request_id` in the body
+#[utoipa::path(
+    post,
+    path = "/api/v6/images/fetch",
+    request_body(content = super::openapi::FetchBody, description = "`{\"key\", \"request_id\"}`"),
+    tag = "head_shot",
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_body(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_body(&state, &headers, body).await {
+    let request = match read_key_body(&state, &headers, body).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -64,6 +102,21 @@ pub async fn fetch_by_body(
     .await
 }
 
+/// Fetch a job by `request_id` in the query
+#[utoipa::path(
+    get,
+    path = "/api/v6/images/fetch",
+    params(
+        ("key" = Option<String>, Query, description = "The API key (or a `key` header)"),
+        ("request_id" = Option<String>, Query, description = "The job id"),
+    ),
+    tag = "head_shot",
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_query(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -76,17 +129,6 @@ pub async fn fetch_by_query(
         request.request_id,
     )
     .await
-}
-
-/// Fetch bodies are tiny (`{"key", "request_id"}`).
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<FetchRequest, ApiError> {
-    let body = refuse_wrong_header_key(&state.keys, headers, body)?;
-    let body = state.intake.read(headers, body, 64 * 1024).await?;
-    Ok(FetchRequest::from_json(&parse_object(&body.bytes)?))
 }
 
 async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Response {
