@@ -265,7 +265,8 @@ impl WorkerHandle {
         let permit = match shared.admission.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => {
-                metrics::counter!(METRIC_QUEUE_FULL).increment(1);
+                // Counted once, by the server that answers the refusal
+                // (headshot_request_errors_total{kind="queue_full"}, early refusals included).
                 return Err(SubmitError::QueueFull {
                     max: shared.config.queue_size,
                     retry_after: self.retry_after(),

@@ -22,8 +22,6 @@ pub const METRIC_PREPARE_DURATION: &str = "headshot_prepare_duration_seconds";
 /// Histogram (seconds): each wait of a device thread for work while admitted jobs were still
 /// being prepared (what the separate prepare stage keeps small).
 pub const METRIC_DEVICE_IDLE_WITH_WORK: &str = "headshot_device_idle_with_work_seconds";
-/// Counter: submissions refused because the queue was full.
-pub const METRIC_QUEUE_FULL: &str = "headshot_queue_full_total";
 
 /// Histogram buckets (seconds) for every `*_seconds` histogram: from a few milliseconds (the
 /// prepare stage, queue waits on an idle server) to ten minutes (a large job on a CPU).
@@ -78,9 +76,5 @@ pub fn describe_metrics() {
         METRIC_DEVICE_IDLE_WITH_WORK,
         Unit::Seconds,
         "Waits of device threads for work while admitted jobs were still being prepared"
-    );
-    describe_counter!(
-        METRIC_QUEUE_FULL,
-        "Submissions refused because the queue was full"
     );
 }
