@@ -165,6 +165,7 @@ def main():
     # 4. The SDK's enterprise admin calls: answered (HTTP 200, or the SDK raises) with facts.
     admin = Image_editing(client, enterprise=True)
     details = admin.system_details()
+    print("system_details:", json.dumps(details))
     check(details["status"] == "success", "system_details: success", details)
     data = details["data"]
     check(len(data["devices"]) >= 1 and all(d["alive"] for d in data["devices"]),

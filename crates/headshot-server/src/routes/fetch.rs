@@ -18,11 +18,11 @@ use crate::state::AppState;
 #[utoipa::path(
     post,
     path = "/api/v6/image_editing/fetch/{id}",
-    request_body(content = super::openapi::KeyBody, description = "`{\"key\": ...}` (or an empty body with a `key` header)"),
+    request_body(content = super::schemas::KeyBody, description = "`{\"key\": ...}` (or an empty body with a `key` header)"),
     tag = "head_shot",
     params(("id" = String, Path, description = "The job id from the submit answer")),
     responses(
-        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
         (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
     ),
     security((), ("key_header" = []), ("bearer" = []))
@@ -53,7 +53,7 @@ pub async fn fetch_by_path(
     tag = "head_shot",
     params(("id" = String, Path, description = "The job id from the submit answer")),
     responses(
-        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
         (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
     ),
     security((), ("key_header" = []), ("bearer" = []))
@@ -77,10 +77,10 @@ pub async fn fetch_by_path_get(
 #[utoipa::path(
     post,
     path = "/api/v6/images/fetch",
-    request_body(content = super::openapi::FetchBody, description = "`{\"key\", \"request_id\"}`"),
+    request_body(content = super::schemas::FetchBody, description = "`{\"key\", \"request_id\"}`"),
     tag = "head_shot",
     responses(
-        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
         (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
     ),
     security((), ("key_header" = []), ("bearer" = []))
@@ -112,7 +112,7 @@ pub async fn fetch_by_body(
     ),
     tag = "head_shot",
     responses(
-        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::openapi::FetchAnswer),
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
         (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
     ),
     security((), ("key_header" = []), ("bearer" = []))

@@ -35,7 +35,9 @@ pub struct Liveness {
 
 pub const READY_PATH: &str = "/health/ready";
 
-/// Readiness: 200 `ok` while jobs are taken; 503 `draining` after SIGTERM (no new jobs, fetch
+/// Readiness
+///
+/// 200 `ok` while jobs are taken; 503 `draining` after SIGTERM (no new jobs, fetch
 /// works), 503 `degraded` when a device or every prepare thread has stopped (submits would
 /// fail). Models are loaded before the server listens, so a listening server has them.
 #[utoipa::path(
@@ -70,7 +72,9 @@ pub async fn health(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Liveness: the process is up and serving HTTP, draining or not (restarting a draining
+/// Liveness
+///
+/// The process is up and serving HTTP, draining or not (restarting a draining
 /// server would lose its drain).
 #[utoipa::path(
     get,

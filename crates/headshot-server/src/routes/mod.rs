@@ -2,11 +2,13 @@
 //! output files, health, metrics and the OpenAPI document with its docs page.
 
 pub mod admin;
+pub mod admin_answers;
 mod body;
 mod fetch;
 pub mod health;
 pub mod openapi;
 mod outputs;
+pub mod schemas;
 mod submit;
 
 use axum::extract::Request;

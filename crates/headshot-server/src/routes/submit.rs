@@ -26,9 +26,9 @@ use crate::state::AppState;
     post,
     path = "/api/v6/image_editing/head_shot",
     tag = "head_shot",
-    request_body(content = super::openapi::HeadShotBody, description = "The head shot request (loosely typed, as ModelsLab clients send it)"),
+    request_body(content = super::schemas::HeadShotBody, description = "The head shot request (loosely typed, as ModelsLab clients send it)"),
     responses(
-        (status = 200, description = "`success` when done within the synchronous wait, else `processing` (fetch `fetch_result` later); `error` for a bad key, invalid fields or a full queue; `failed` when generation failed", body = super::openapi::SubmitAnswer),
+        (status = 200, description = "`success` when done within the synchronous wait, else `processing` (fetch `fetch_result` later); `error` for a bad key, invalid fields or a full queue; `failed` when generation failed", body = super::schemas::SubmitAnswer),
         (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = headshot_core::wire::ErrorResponse),
         (status = 413, description = "The body is too large", body = headshot_core::wire::ErrorResponse),
