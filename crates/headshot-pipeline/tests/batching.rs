@@ -140,3 +140,17 @@ fn incompatible_or_oversized_batches_are_refused() {
         .to_string();
     assert!(err.contains("512"), "{err}");
 }
+
+#[test]
+fn generator_info_names_the_device_and_the_model_set() {
+    // What the server's system_details reports for this device.
+    let info = headshot_core::Generator::info(tiny());
+    assert_eq!(
+        info,
+        headshot_core::GeneratorInfo {
+            device: "cpu".to_string(),
+            kind: "cpu".to_string(),
+            models: "tiny".to_string(),
+        }
+    );
+}
