@@ -52,8 +52,13 @@ def check_scores(body, what):
     check(isinstance(body["faces_found"], int) and body["faces_found"] >= 1, f"{what}: faces_found", body)
 
 
+def keys_besides_style(body):
+    """The body's keys without `style` (echoed beside `meta` only when the request sent one)."""
+    return sorted(k for k in body.keys() if k != "style")
+
+
 def check_success(body, what):
-    check(sorted(body.keys()) == sorted(SUCCESS_KEYS + EXTRA_SUCCESS_KEYS), f"{what}: success keys", body)
+    check(keys_besides_style(body) == sorted(SUCCESS_KEYS + EXTRA_SUCCESS_KEYS), f"{what}: success keys", body)
     check_scores(body, what)
     check(body["status"] == "success", f"{what}: status success", body)
     check(isinstance(body["id"], int), f"{what}: integer id", body)
@@ -104,8 +109,10 @@ def main():
     )
     first = api.headshot(schema)
     print("submit:", json.dumps({k: v for k, v in first.items() if k != "meta"}))
+    # The SDK sends style="realistic" by default: accepted, and echoed beside meta.
+    check(first.get("style") == "realistic", "sdk: style echoed", first)
     if first["status"] == "processing":
-        check(sorted(first.keys()) == PROCESSING_KEYS, "sdk: processing keys", first)
+        check(keys_besides_style(first) == PROCESSING_KEYS, "sdk: processing keys", first)
         check(first["output"] == [] and len(first["future_links"]) == 1, "sdk: processing lists", first)
         fetched = api.fetch(str(first["id"]))
         check(sorted(fetched.keys()) == ["face_similarity", "faces_found", "id", "output", "status"], "sdk fetch: keys", fetched)
@@ -155,6 +162,7 @@ def main():
         check(body["status"] == "success", "example: fetched success", body)
     else:
         check_success(body, "example")
+        check("style" not in body, "example: no style sent, none echoed", body)
         meta = body["meta"]
         check(meta["guidance_scale"] == 7.5 and meta["safety_checker"] == "no", "example: meta", meta)
         check(isinstance(meta["seed"], int), "example: random seed echoed", meta)
@@ -168,8 +176,30 @@ def main():
     check(answer == {"status": "failed", "id": "", "message": "Request not found", "output": ""},
           "unknown id", answer)
 
-    # 4. The SDK's enterprise clear_queue (nothing is waiting now).
-    answer = Image_editing(client, enterprise=True).clear_queue()
+    # 4. The SDK's enterprise admin calls: answered (HTTP 200, or the SDK raises) with facts.
+    admin = Image_editing(client, enterprise=True)
+    details = admin.system_details()
+    print("system_details:", json.dumps(details))
+    check(details["status"] == "success", "system_details: success", details)
+    data = details["data"]
+    check(len(data["devices"]) >= 1 and all(d["alive"] for d in data["devices"]),
+          "system_details: live devices", details)
+    check(data["queue"]["max_queued"] >= 1 and len(data["models"]) >= 1,
+          "system_details: queue and models", details)
+    check(isinstance(data["uptime_seconds"], int) and data["server_version"],
+          "system_details: uptime and version", details)
+    cleared = admin.clear_cache()
+    check(cleared["status"] == "success" and "files_removed" in cleared["data"],
+          "clear_cache: what was removed", cleared)
+    for name, call in (("restart_server", admin.restart), ("update", admin.update)):
+        answer = call()
+        check(answer["status"] == "error" and "not supported" in answer["message"],
+              f"{name}: not supported, without raising", answer)
+    denied = Image_editing(bad, enterprise=True).system_details()
+    check(denied["status"] == "error" and denied["message"] == "Invalid Api Key",
+          "system_details: wrong key", denied)
+    # 5. The SDK's enterprise clear_queue (nothing is waiting now).
+    answer = admin.clear_queue()
     check(answer == {"status": "success", "message": "Queue cleared", "cancelled": 0},
           "sdk enterprise clear_queue", answer)
     print("e2e: all checks passed")

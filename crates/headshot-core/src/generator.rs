@@ -223,6 +223,27 @@ pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// What a generator runs on and what it loaded, for operators (`system_details`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratorInfo {
+    /// The device as configured, e.g. `cpu`, `cuda:0`, `metal:0`.
+    pub device: String,
+    /// `cpu`, `cuda`, `metal`, or `unknown` for generators that do not say.
+    pub kind: String,
+    /// The model set's name (its manifest's `name`).
+    pub models: String,
+}
+
+impl Default for GeneratorInfo {
+    fn default() -> Self {
+        GeneratorInfo {
+            device: "unknown".to_string(),
+            kind: "unknown".to_string(),
+            models: "unknown".to_string(),
+        }
+    }
+}
+
 /// Turns prepared jobs into images. Implemented by the candle pipeline; owned by one device
 /// thread, which is the only caller, so implementations may be synchronous and hold the device.
 pub trait Generator: Send + 'static {
@@ -257,6 +278,11 @@ pub trait Generator: Send + 'static {
     /// What jobs this generator accepts; the prepare stage refuses the others.
     fn limits(&self) -> JobLimits {
         JobLimits::default()
+    }
+
+    /// The device and model set, asked once when the worker starts.
+    fn info(&self) -> GeneratorInfo {
+        GeneratorInfo::default()
     }
 }
 

@@ -11,7 +11,7 @@ pub mod wire;
 
 pub use generator::{
     cosine_similarity, error_chain, prepare_job, FacePreparer, GeneratedImage, GenerationError,
-    GenerationOutput, Generator, LikenessScorer, RgbImage, StepObserver,
+    GenerationOutput, Generator, GeneratorInfo, LikenessScorer, RgbImage, StepObserver,
 };
 pub use job::{
     plan_batches, BatchKey, CensorType, GenerationJob, JobLimits, JobSettings, PreparedFace,

@@ -97,6 +97,9 @@ pub struct JobRecord {
     /// Each output's own seed, for best-of-N jobs (regenerate one with `seed` = it, `samples` 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeds: Option<Vec<u64>>,
+    /// `style` as the request sent it (no effect on the images), echoed beside `meta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
 }
 
 impl JobRecord {
@@ -127,6 +130,7 @@ impl JobRecord {
             face_similarity: None,
             faces_found: None,
             seeds: None,
+            style: None,
         }
     }
 

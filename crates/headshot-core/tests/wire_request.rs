@@ -352,7 +352,6 @@ fn safety_checker_type_and_type_alias() {
 fn unknown_and_extra_fields_ignored() {
     let mut body = base();
     for (k, v) in [
-        ("style", json!("realistic")),
         ("temp", json!("yes")),
         ("enhance_prompt", json!("no")),
         ("whatever", json!({"a": [1]})),
@@ -529,4 +528,25 @@ fn face_image_may_list_several_photos_of_one_person() {
         e.0["face_image"],
         ["Face image 2 of 2: The face image must be a URL, a data URI or base64 image data."]
     );
+}
+
+#[test]
+fn style_is_kept_as_sent_and_changes_no_setting() {
+    let styled = ok(with("style", json!("realistic")));
+    assert_eq!(styled.style.as_deref(), Some("realistic"));
+    assert_eq!(ok(base()).style, None);
+    assert_eq!(
+        ok(with("style", json!(""))).style,
+        None,
+        "blank means absent"
+    );
+    // Not a job setting: the same job either way.
+    assert_eq!(
+        styled.to_job(vec![1], Vec::new()),
+        ok(base()).to_job(vec![1], Vec::new())
+    );
+    assert!(err(with("style", json!({"a": 1}))).fields().eq(["style"]));
+    assert!(err(with("style", json!("x".repeat(MAX_STYLE_CHARS + 1))))
+        .fields()
+        .eq(["style"]));
 }

@@ -2,15 +2,29 @@
 //! faces analysed on the prepare pool); compatible ones share UNet batches of at most
 //! `max_batch_images` images.
 
+use candle_core::DeviceLocation;
 use headshot_core::{
-    error_chain, plan_batches, GenerationError, GenerationOutput, Generator, JobLimits,
-    PreparedJob, StepObserver,
+    error_chain, plan_batches, GenerationError, GenerationOutput, Generator, GeneratorInfo,
+    JobLimits, PreparedJob, StepObserver,
 };
 
 use crate::render::RenderOptions;
 use crate::Pipeline;
 
 impl Generator for Pipeline {
+    fn info(&self) -> GeneratorInfo {
+        let (kind, device) = match self.device().location() {
+            DeviceLocation::Cpu => ("cpu", "cpu".to_string()),
+            DeviceLocation::Cuda { gpu_id } => ("cuda", format!("cuda:{gpu_id}")),
+            DeviceLocation::Metal { gpu_id } => ("metal", format!("metal:{gpu_id}")),
+        };
+        GeneratorInfo {
+            device,
+            kind: kind.to_string(),
+            models: self.model_set.clone(),
+        }
+    }
+
     fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {
         self.generate_batch(std::slice::from_ref(job))
             .pop()

@@ -57,6 +57,8 @@ pub use render::{RenderOptions, RenderOutput, RenderTrace};
 /// prepare stage ([`Pipeline::face_analyzer`]), never on the device thread.
 pub struct Pipeline {
     device: Device,
+    /// The model set's name (its manifest's `name`), for operators.
+    model_set: String,
     dtype: DType,
     tokenizer: ClipTokenizer,
     text_encoder: ClipTextEncoder,
@@ -81,6 +83,11 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The name of the model set this pipeline loaded.
+    pub fn model_set(&self) -> &str {
+        &self.model_set
     }
 
     pub fn dtype(&self) -> DType {

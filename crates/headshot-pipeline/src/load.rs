@@ -266,6 +266,7 @@ impl Pipeline {
 
         let mut pipeline = Pipeline {
             device,
+            model_set: set.name.clone(),
             dtype,
             tokenizer,
             text_encoder,

@@ -219,3 +219,17 @@ fn several_crops_average_their_clip_features() {
     assert_eq!(a.images[0].image, b.images[0].image);
     assert_ne!(a.images[0].image, c.images[0].image);
 }
+
+#[test]
+fn generator_info_names_the_device_and_the_model_set() {
+    // What the server's system_details reports for this device.
+    let info = headshot_core::Generator::info(tiny());
+    assert_eq!(
+        info,
+        headshot_core::GeneratorInfo {
+            device: "cpu".to_string(),
+            kind: "cpu".to_string(),
+            models: "tiny".to_string(),
+        }
+    );
+}

@@ -41,7 +41,8 @@ pub fn success_body(record: &JobRecord, urls: &PublicUrls) -> Result<SuccessResp
     )
     .with_face_similarity(record.face_similarity.as_deref())
     .with_faces_found(record.faces_found)
-    .with_seeds(record.seeds.clone()))
+    .with_seeds(record.seeds.clone())
+    .with_style(record.style.clone()))
 }
 
 pub fn failure_message(record: &JobRecord) -> String {

@@ -175,8 +175,8 @@ pub fn spawn_completion(
             }
         }
         let result = ticket.await;
-        metrics::histogram!("headshot_generation_seconds")
-            .record(result.generation_time.as_secs_f64());
+        // Generation time and the outcome are counted once, by the worker
+        // (headshot_job_duration_seconds, headshot_jobs_finished_total), not again here.
         let stage = ctx.clone();
         let fallback = record.clone();
         let finished = tokio::task::spawn_blocking(move || {
@@ -205,7 +205,6 @@ pub fn spawn_completion(
                 (record, delivery)
             }
         };
-        metrics::counter!("headshot_jobs_total", "status" => finished.status.as_str()).increment(1);
         final_tx.send_replace(Some(finished.clone()));
         ctx.live.remove(id);
         let _ = done_tx.send(finished);

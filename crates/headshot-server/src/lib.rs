@@ -19,6 +19,7 @@ pub mod recovery;
 pub mod request_context;
 pub mod routes;
 pub mod state;
+pub mod system;
 pub mod urls;
 pub mod webhooks;
 

@@ -9,7 +9,7 @@ use headshot_core::wire::TextLimits;
 use headshot_core::LikenessScorer;
 use headshot_store::{LocalDiskOutputStore, RedbJobStore};
 use headshot_worker::{Stages, Worker, WorkerConfig, WorkerError, WorkerHandle};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
@@ -83,6 +83,8 @@ pub struct Inner {
     pub jobs: JobContext,
     pub metrics: PrometheusHandle,
     pub cors: CorsPolicy,
+    /// When this state was built (models were loaded before): `system_details`' uptime.
+    pub started: std::time::Instant,
 }
 
 /// Shared state of the router; cheap to clone.
@@ -181,6 +183,7 @@ impl AppState {
             },
             metrics: metrics_handle(),
             cors: CorsPolicy::new(&config.cors_allow_origins),
+            started: std::time::Instant::now(),
         }));
         if tokio::runtime::Handle::try_current().is_ok() {
             let recovered = recover(&state.jobs, &state.worker, unfinished)?;
@@ -237,11 +240,32 @@ impl AppState {
     }
 }
 
+/// The exporter with real histogram buckets: without them metrics-exporter-prometheus renders
+/// every histogram as a summary (quantiles), which Prometheus cannot aggregate across servers.
+fn prometheus_builder() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_string()),
+            &headshot_worker::DURATION_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(headshot_worker::METRIC_BATCH_SIZE.to_string()),
+                &headshot_worker::BATCH_SIZE_BUCKETS,
+            )
+        });
+    // Only an empty bucket list is refused, and ours are constants.
+    builder.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "histogram buckets refused; histograms render as summaries");
+        PrometheusBuilder::new()
+    })
+}
+
 /// The process-wide Prometheus recorder (installed once; later states share its handle).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match prometheus_builder().install_recorder() {
             Ok(handle) => {
                 headshot_worker::describe_metrics();
                 handle

@@ -666,3 +666,39 @@ async fn jobs_interrupted_by_a_restart_are_failed() {
     assert!(v["message"].as_str().unwrap().contains("restarted"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn style_is_accepted_and_echoed_beside_meta() {
+    let internet = Internet::start(0).await;
+    let server = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    let styled = server
+        .submit(&with(body(&internet), "style", json!("realistic")))
+        .await;
+    assert_eq!(styled["status"], "success", "{styled}");
+    assert_eq!(styled["style"], "realistic");
+    // `meta` keeps exactly the documented keys.
+    assert_eq!(keys(&styled["meta"]), sorted(&META_KEYS));
+    let mut expected = SUCCESS_KEYS.to_vec();
+    expected.push("style");
+    assert_eq!(keys(&styled), sorted(&expected));
+    // Without `style`, the documented shape exactly.
+    let plain = server.submit(&body(&internet)).await;
+    assert_eq!(keys(&plain), sorted(&SUCCESS_KEYS));
+    // It changes nothing the generator sees (the hosted API documents no effect).
+    let jobs = server.generator.rendered();
+    assert_eq!(jobs[0], jobs[1]);
+    // A style that is not a string gets the validation shape.
+    let v = server
+        .submit(&with(body(&internet), "style", json!(["a"])))
+        .await;
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["message"]["style"][0], "The style must be a string.");
+
+    // Queued answers echo it too.
+    let server = TestServer::start(ScriptedGenerator::default(), |c| c.sync_wait_secs = 0.0).await;
+    let queued = server
+        .submit(&with(body(&internet), "style", json!("anime")))
+        .await;
+    assert_eq!(queued["status"], "processing");
+    assert_eq!(queued["style"], "anime");
+}

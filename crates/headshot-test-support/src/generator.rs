@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use headshot_core::{
-    GeneratedImage, GenerationError, GenerationOutput, Generator, JobSettings, PreparedJob,
-    RgbImage, StepObserver,
+    GeneratedImage, GenerationError, GenerationOutput, Generator, GeneratorInfo, JobSettings,
+    PreparedJob, RgbImage, StepObserver,
 };
+
+/// The model set name [`ScriptedGenerator`] reports.
+pub const SCRIPTED_MODEL_SET: &str = "scripted";
 
 use crate::gate::{Gate, StepGate};
 
@@ -71,6 +74,14 @@ impl Generator for ScriptedGenerator {
 
     fn max_batch_images(&self) -> usize {
         self.batch_images.max(1)
+    }
+
+    fn info(&self) -> GeneratorInfo {
+        GeneratorInfo {
+            device: "cpu".to_string(),
+            kind: "cpu".to_string(),
+            models: SCRIPTED_MODEL_SET.to_string(),
+        }
     }
 
     fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {

@@ -15,5 +15,5 @@ pub mod wire;
 pub use assets::{test_assets, workspace};
 pub use faces::{scripted_likeness, ScriptedFaces, FACELESS_PHOTO, UNREADABLE_PHOTO};
 pub use gate::{Gate, StepGate};
-pub use generator::{seed_of, ScriptedGenerator};
+pub use generator::{seed_of, ScriptedGenerator, SCRIPTED_MODEL_SET};
 pub use jobs::{job, settings};

@@ -38,6 +38,9 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         // Only after an unexpected panic: the jobs this thread was running resolve as failed.
         lock(&self.shared.running).retain(|_, job| job.device != self.device);
+        if let Some(alive) = self.shared.device_alive.get(self.device) {
+            alive.store(false, Ordering::Release);
+        }
         if self.shared.live_devices.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.close();
             let orphans: Vec<Queued<PreparedJob>> = {
@@ -250,6 +253,7 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Batch, device: u
     let elapsed = batch.started.elapsed();
     lock(&shared.times).finished(device, elapsed);
     metrics::histogram!(METRIC_BATCH_SIZE).record(size as f64);
+    metrics::histogram!(METRIC_BATCH_DURATION).record(elapsed.as_secs_f64());
 
     let answers: Vec<Option<Queued<_>>> = {
         let mut running = lock(&shared.running);
@@ -284,7 +288,6 @@ fn run_batch(shared: &Shared, generator: &dyn Generator, batch: Batch, device: u
             }
             Err(error) => {
                 metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "failed").increment(1);
-                metrics::counter!(METRIC_JOB_FAILURES).increment(1);
                 tracing::warn!(error = %error_chain(error), "job failed");
             }
         });

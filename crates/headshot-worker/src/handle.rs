@@ -209,8 +209,14 @@ impl Worker {
         let prepare_threads = config.prepare_threads.max(preparers.len());
         // Every device runs the same model set, so one set of limits holds for all.
         let limits = generators[0].limits();
+        let device_info: Vec<_> = generators.iter().map(|g| g.info()).collect();
         let shared = Arc::new(Shared {
             devices: generators.len(),
+            device_alive: device_info
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(true))
+                .collect(),
+            device_info,
             limits,
             admission: Arc::new(Semaphore::new(config.queue_size)),
             prepare: Mutex::new(PrepareState {
@@ -294,6 +300,13 @@ fn spawn_thread(
     }
 }
 
+/// One device thread as [`WorkerHandle::device_status`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceStatus {
+    pub info: headshot_core::GeneratorInfo,
+    pub alive: bool,
+}
+
 /// Cheap to clone; the device threads stop once every clone is dropped (after draining) or
 /// after [`WorkerHandle::shutdown`].
 #[derive(Clone)]
@@ -322,7 +335,8 @@ impl WorkerHandle {
         let permit = match shared.admission.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => {
-                metrics::counter!(METRIC_QUEUE_FULL).increment(1);
+                // Counted once, by the server that answers the refusal
+                // (headshot_request_errors_total{kind="queue_full"}, early refusals included).
                 return Err(SubmitError::QueueFull {
                     max: shared.config.queue_size,
                     retry_after: self.retry_after(),
@@ -531,6 +545,20 @@ impl WorkerHandle {
     /// after shutdown).
     pub fn live_devices(&self) -> usize {
         self.shared().live_devices.load(Ordering::Acquire)
+    }
+
+    /// Each device thread: what its generator runs on and whether the thread still runs.
+    pub fn device_status(&self) -> Vec<DeviceStatus> {
+        let shared = self.shared();
+        shared
+            .device_info
+            .iter()
+            .zip(&shared.device_alive)
+            .map(|(info, alive)| DeviceStatus {
+                info: info.clone(),
+                alive: alive.load(Ordering::Acquire),
+            })
+            .collect()
     }
 
     /// Prepare threads still running.

@@ -83,5 +83,7 @@ mod shared;
 
 pub use config::WorkerConfig;
 pub use error::{SubmitError, WorkerError};
-pub use handle::{Cancelled, JobResult, JobTicket, Progress, Stages, Worker, WorkerHandle};
+pub use handle::{
+    Cancelled, DeviceStatus, JobResult, JobTicket, Progress, Stages, Worker, WorkerHandle,
+};
 pub use metrics_names::*;

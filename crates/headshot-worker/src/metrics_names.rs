@@ -8,12 +8,13 @@ pub const METRIC_JOBS_IN_FLIGHT: &str = "headshot_jobs_in_flight";
 pub const METRIC_JOB_DURATION: &str = "headshot_job_duration_seconds";
 /// Histogram (seconds): time from admission to the start of generation.
 pub const METRIC_QUEUE_WAIT: &str = "headshot_queue_wait_seconds";
+/// Histogram (seconds): device time of one generator call (once per batch, whatever its size).
+pub const METRIC_BATCH_DURATION: &str = "headshot_batch_duration_seconds";
 /// Histogram: jobs per generator call.
 pub const METRIC_BATCH_SIZE: &str = "headshot_batch_size";
-/// Counter, label `outcome` = `success` | `failed` | `cancelled`: finished jobs.
+/// Counter, label `outcome` = `success` | `failed` | `cancelled`: finished jobs, each counted
+/// once (failures before the device included; there is no second failure counter).
 pub const METRIC_JOBS_FINISHED: &str = "headshot_jobs_finished_total";
-/// Counter: jobs that failed (any reason, panics included).
-pub const METRIC_JOB_FAILURES: &str = "headshot_job_failures_total";
 /// Counter: generator calls that panicked.
 pub const METRIC_GENERATOR_PANICS: &str = "headshot_generator_panics_total";
 /// Histogram (seconds): time the prepare stage spent on a job (checks and face analysis).
@@ -23,8 +24,14 @@ pub const METRIC_PREPARE_DURATION: &str = "headshot_prepare_duration_seconds";
 pub const METRIC_DEVICE_IDLE_WITH_WORK: &str = "headshot_device_idle_with_work_seconds";
 /// Counter: denoising steps done by the device threads (one per step of a batch).
 pub const METRIC_DENOISE_STEPS: &str = "headshot_denoise_steps_total";
-/// Counter: submissions refused because the queue was full.
-pub const METRIC_QUEUE_FULL: &str = "headshot_queue_full_total";
+
+/// Histogram buckets (seconds) for every `*_seconds` histogram: from a few milliseconds (the
+/// prepare stage, queue waits on an idle server) to ten minutes (a large job on a CPU).
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Buckets for [`METRIC_BATCH_SIZE`].
+pub const BATCH_SIZE_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0];
 
 /// Registers help texts for the metrics above with the installed recorder (call once at
 /// startup, after installing the exporter).
@@ -48,12 +55,16 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Time from admission to the start of generation"
     );
+    describe_histogram!(
+        METRIC_BATCH_DURATION,
+        Unit::Seconds,
+        "Device time of one generator call (per batch)"
+    );
     describe_histogram!(METRIC_BATCH_SIZE, Unit::Count, "Jobs per generator call");
     describe_counter!(
         METRIC_JOBS_FINISHED,
         "Finished jobs by outcome (success, failed, cancelled)"
     );
-    describe_counter!(METRIC_JOB_FAILURES, "Jobs that failed, panics included");
     describe_counter!(
         METRIC_GENERATOR_PANICS,
         "Generator calls that panicked (caught)"
@@ -71,9 +82,5 @@ pub fn describe_metrics() {
     describe_counter!(
         METRIC_DENOISE_STEPS,
         "Denoising steps done by the device threads (one per step of a batch)"
-    );
-    describe_counter!(
-        METRIC_QUEUE_FULL,
-        "Submissions refused because the queue was full"
     );
 }

@@ -118,7 +118,6 @@ fn prepare_one(shared: &Shared, faces: &dyn FacePreparer, queued: Queued<Generat
             shared.in_prepare.fetch_sub(1, Ordering::AcqRel);
             drop(prepare);
             metrics::counter!(METRIC_JOBS_FINISHED, "outcome" => "failed").increment(1);
-            metrics::counter!(METRIC_JOB_FAILURES).increment(1);
             tracing::warn!(error = %error_chain(&error), "job refused before the device queue");
             let queue_wait = started.saturating_duration_since(queued.admitted_at);
             queued.answer(JobResult {

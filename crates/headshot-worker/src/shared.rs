@@ -123,6 +123,10 @@ pub(crate) struct Shared {
     pub live_preparers: AtomicUsize,
     /// Device threads still running; the last one out fails what is left.
     pub live_devices: AtomicUsize,
+    /// Each device thread's generator, as it described itself at start.
+    pub device_info: Vec<headshot_core::GeneratorInfo>,
+    /// Whether each device thread is still running (cleared by its exit guard).
+    pub device_alive: Vec<std::sync::atomic::AtomicBool>,
     /// Admitted jobs not yet handed to the device queue (or answered by the prepare stage).
     pub in_prepare: AtomicUsize,
     /// Time device threads waited for work while admitted jobs were still being prepared.

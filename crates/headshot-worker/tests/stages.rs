@@ -164,6 +164,15 @@ async fn live_thread_counts_follow_the_stages() {
         worker.live_preparers(),
         WorkerConfig::default().prepare_threads
     );
+    // Each device as its generator described itself, alive while its thread runs.
+    let status = worker.device_status();
+    assert_eq!(status.len(), worker.devices());
+    assert_eq!(
+        status[0].info.models,
+        headshot_test_support::SCRIPTED_MODEL_SET
+    );
+    assert!(status[0].alive);
     worker.shutdown().await;
     assert_eq!((worker.live_devices(), worker.live_preparers()), (0, 0));
+    assert!(worker.device_status().iter().all(|d| !d.alive));
 }

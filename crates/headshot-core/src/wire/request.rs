@@ -31,6 +31,8 @@ pub const MAX_LONG_SIDE: u32 = 768;
 /// Smallest side we generate (one 8x8 latent tile per UNet level).
 pub const MIN_SIDE: u32 = 64;
 pub const MAX_SAMPLES: u32 = 2;
+/// Longest `style`, in characters (it is echoed in every answer and stored with the job).
+pub const MAX_STYLE_CHARS: usize = 100;
 /// Above this many pixels only one sample is made, as the documentation says for 512x768.
 pub const MULTI_SAMPLE_MAX_PIXELS: u32 = 512 * 512;
 
@@ -162,6 +164,9 @@ pub struct HeadShotRequest {
     /// Our addition (best-of-N): images to generate, of which the `samples` most like the input
     /// face are returned; 0 when not sent (no selection).
     pub candidates: u32,
+    /// `style` as sent (the official SDK sends "realistic" by default). The hosted API
+    /// documents no effect, so it is not a job setting; it is echoed beside `meta`.
+    pub style: Option<String>,
 }
 
 /// The most photos `face_image` may list.
@@ -358,6 +363,17 @@ impl HeadShotRequest {
                 None
             }
         };
+        let style = match get("style") {
+            None => None,
+            Some(Value::String(style)) => {
+                TextLimits::check_chars(&mut errors, "style", "style", style, MAX_STYLE_CHARS);
+                Some(style.clone())
+            }
+            Some(_) => {
+                errors.add("style", "The style must be a string.");
+                None
+            }
+        };
         let track_id = get("track_id").cloned();
         if let Some(track_id) = &track_id {
             limits.check_track_id(&mut errors, track_id);
@@ -418,6 +434,7 @@ impl HeadShotRequest {
                 track_id,
                 face_index,
                 candidates,
+                style,
             }),
             _ => Err(errors),
         }

@@ -8,6 +8,7 @@ use super::request::ValidationErrors;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     Success,
     Processing,
@@ -17,6 +18,7 @@ pub enum Status {
 
 /// `meta` of submit responses: exactly the keys of the documented example, values as used.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Meta {
     /// "yes" / "no"
     pub base64: String,
@@ -41,8 +43,10 @@ pub struct Meta {
 
 /// A finished generation (submit answered within the wait, or a webhook body with `track_id`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SuccessResponse {
     pub status: Status,
+    /// Seconds the generation took.
     #[serde(rename = "generationTime")]
     pub generation_time: f64,
     pub id: u64,
@@ -62,6 +66,10 @@ pub struct SuccessResponse {
     /// regenerated alone (`seed` = it, `samples` 1, no `candidates`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeds: Option<Vec<u64>>,
+    /// `style` exactly as the request sent it, when it sent one (`meta` keeps exactly the
+    /// documented keys, so it is echoed here; it does not change the images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
 }
 
 /// Scores on the wire: six decimals, so every body (submit, fetch, webhook) writes the same
@@ -94,6 +102,7 @@ impl SuccessResponse {
             face_similarity: None,
             faces_found: None,
             seeds: None,
+            style: None,
         }
     }
 
@@ -111,12 +120,19 @@ impl SuccessResponse {
         self.seeds = seeds;
         self
     }
+
+    /// With the request's `style` echoed (see [`SuccessResponse::style`]).
+    pub fn with_style(mut self, style: Option<String>) -> Self {
+        self.style = style;
+        self
+    }
 }
 
 pub const PROCESSING_MESSAGE: &str = "Try to fetch request after seconds estimated";
 
 /// Submit answer when the work did not finish within the synchronous wait.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessingResponse {
     pub status: Status,
     pub tip: String,
@@ -133,6 +149,10 @@ pub struct ProcessingResponse {
     /// Always empty while processing.
     pub proxy_links: Vec<String>,
     pub meta: Meta,
+    /// `style` exactly as the request sent it, when it sent one (`meta` keeps exactly the
+    /// documented keys, so it is echoed here; it does not change the images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
 }
 
 impl ProcessingResponse {
@@ -156,12 +176,20 @@ impl ProcessingResponse {
             future_links,
             proxy_links: Vec::new(),
             meta,
+            style: None,
         }
+    }
+
+    /// With the request's `style` echoed (see [`SuccessResponse::style`]).
+    pub fn with_style(mut self, style: Option<String>) -> Self {
+        self.style = style;
+        self
     }
 }
 
 /// Fetch of a finished job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FetchSuccessResponse {
     pub status: Status,
     pub id: u64,
@@ -212,6 +240,7 @@ pub const FETCH_PROCESSING_MESSAGE: &str = "try again later.";
 /// when unknown, e.g. for a job this server does not run right now) `queue_position` while it
 /// waits, `progress` once it runs, and `eta` in seconds for either.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FetchProcessingResponse {
     pub status: Status,
     pub id: u64,
@@ -231,6 +260,7 @@ pub struct FetchProcessingResponse {
 
 /// `progress` of a running job: `step` of `total` denoising steps are done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepProgress {
     pub step: usize,
     pub total: usize,
@@ -273,6 +303,7 @@ pub const JOB_CANCELLED_MESSAGE: &str = "Job cancelled";
 /// A cancel that took effect: the job will not run (or stopped), and its record is `failed`
 /// with [`JOB_CANCELLED_MESSAGE`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelResponse {
     pub status: Status,
     pub id: u64,
@@ -291,6 +322,7 @@ impl CancelResponse {
 
 /// `clear_queue`: how many waiting jobs were cancelled.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClearQueueResponse {
     pub status: Status,
     pub message: String,
@@ -311,6 +343,7 @@ pub const NOT_FOUND_MESSAGE: &str = "Request not found";
 
 /// Fetch of an id we do not know (never issued, or expired).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotFoundResponse {
     pub status: Status,
     /// An empty string.
@@ -338,6 +371,7 @@ impl Default for NotFoundResponse {
 
 /// A job that failed (no face, unreadable image, model failure): from submit or fetch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailedResponse {
     pub status: Status,
     pub id: u64,
@@ -362,6 +396,7 @@ pub const INVALID_KEY_TIP: &str =
 
 /// A missing or wrong API key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvalidKeyResponse {
     pub status: Status,
     pub message: String,
@@ -386,8 +421,11 @@ impl Default for InvalidKeyResponse {
 
 /// Request fields that are missing or unusable: `{"status":"error","message":{field:[msgs]}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidationErrorResponse {
     pub status: Status,
+    /// Field name -> messages, e.g. `{"prompt":["The prompt field is required."]}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, Vec<String>>))]
     pub message: Value,
 }
 
@@ -402,6 +440,7 @@ impl ValidationErrorResponse {
 
 /// An error with a plain message (malformed JSON, internal errors before a job exists).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorResponse {
     pub status: Status,
     pub message: String,
@@ -418,6 +457,7 @@ impl ErrorResponse {
 
 /// The queue is full.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateLimitResponse {
     pub status: Status,
     pub message: String,
@@ -438,18 +478,22 @@ impl RateLimitResponse {
 /// Webhook body for a finished job: the success body plus `track_id` exactly as sent
 /// (`null` when the request had none).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookSuccess {
     #[serde(flatten)]
     pub body: SuccessResponse,
+    /// Exactly as the request sent it (`null` when it had none).
     pub track_id: Value,
 }
 
 /// Webhook body for a failed job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookFailed {
     pub status: Status,
     pub id: u64,
     pub message: String,
+    /// Exactly as the request sent it (`null` when it had none).
     pub track_id: Value,
 }
 

@@ -13,8 +13,8 @@ use crate::error::ApiError;
 use crate::intake;
 use crate::state::AppState;
 
-/// Reads the tiny body of a fetch, cancel or admin call (`{"key", "request_id"}`), refusing a
-/// wrong header key before reading it.
+/// Reads the small body of a fetch, cancel or enterprise admin call (`{"key", "request_id"}`,
+/// at most 64 KiB), refusing a wrong header key before reading it.
 pub async fn read_small_body(
     state: &AppState,
     headers: &HeaderMap,

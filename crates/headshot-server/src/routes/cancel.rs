@@ -34,6 +34,22 @@ pub const CLEAR_QUEUE_PATH: &str = "/api/v1/enterprise/image_editing/clear_queue
 /// is answered when the analysis ends); a guard, normally it is there at once.
 const FINAL_RECORD_WAIT: Duration = Duration::from_secs(30);
 
+/// Cancel a job
+///
+/// A waiting job never runs; a running one stops at its next denoising step (its batch stops
+/// once none of its jobs is left). The job ends `failed` with "Job cancelled".
+#[utoipa::path(
+    post,
+    path = "/api/v6/image_editing/cancel/{id}",
+    tag = "head_shot",
+    request_body(content = inline(super::schemas::KeyBody), description = "The API key (or a `key` header)"),
+    params(("id" = String, Path, description = "The job id from the submit answer")),
+    responses(
+        (status = 200, description = "`success` (cancelled), `Request not found` for an unknown, malformed or another key's id, an error if the job already finished, or `Invalid Api Key`", body = CancelResponse),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -47,6 +63,19 @@ pub async fn cancel(
     }
 }
 
+/// Cancel every waiting job
+///
+/// The SDK's enterprise `clear_queue`: every job the caller may see that is not running yet.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enterprise/image_editing/clear_queue",
+    tag = "enterprise",
+    request_body(content = inline(super::schemas::KeyBody), description = "The API key (or a `key` header)"),
+    responses(
+        (status = 200, description = "How many jobs were cancelled; or `Invalid Api Key`", body = ClearQueueResponse),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    )
+)]
 pub async fn clear_queue(
     State(state): State<AppState>,
     headers: HeaderMap,

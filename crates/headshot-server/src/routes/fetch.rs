@@ -14,6 +14,19 @@ use crate::bodies::fetch_body;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Fetch a job by id
+#[utoipa::path(
+    post,
+    path = "/api/v6/image_editing/fetch/{id}",
+    request_body(content = super::schemas::KeyBody, description = "`{\"key\": ...}` (or an empty body with a `key` header)"),
+    tag = "head_shot",
+    params(("id" = String, Path, description = "The job id from the submit answer")),
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_path(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -32,6 +45,19 @@ pub async fn fetch_by_path(
     .await
 }
 
+/// Fetch a job by id (GET)
+#[utoipa::path(
+    get,
+    path = "/api/v6/image_editing/fetch/{id}",
+    params(("key" = Option<String>, Query, description = "The API key (or a `key` header)")),
+    tag = "head_shot",
+    params(("id" = String, Path, description = "The job id from the submit answer")),
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_path_get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -47,6 +73,18 @@ pub async fn fetch_by_path_get(
     .await
 }
 
+/// Fetch a job by `request_id` in the body
+#[utoipa::path(
+    post,
+    path = "/api/v6/images/fetch",
+    request_body(content = super::schemas::FetchBody, description = "`{\"key\", \"request_id\"}`"),
+    tag = "head_shot",
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_body(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -64,6 +102,21 @@ pub async fn fetch_by_body(
     .await
 }
 
+/// Fetch a job by `request_id` in the query
+#[utoipa::path(
+    get,
+    path = "/api/v6/images/fetch",
+    params(
+        ("key" = Option<String>, Query, description = "The API key (or a `key` header)"),
+        ("request_id" = Option<String>, Query, description = "The job id"),
+    ),
+    tag = "head_shot",
+    responses(
+        (status = 200, description = "`success` with the output URLs, `processing`, `failed`, or `Request not found` for an unknown (or another key's) id", body = super::schemas::FetchAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn fetch_by_query(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

@@ -1,12 +1,17 @@
-//! HTTP routes: every submit and fetch path of wire.md, cancel and clear_queue, output files,
-//! health and metrics, and the playground page at `/`.
+//! HTTP routes: every submit and fetch path of wire.md, cancel, the SDK's enterprise admin
+//! calls, output files, health, metrics, the OpenAPI document with its docs page, and the
+//! playground page at `/`.
 
+pub mod admin;
+pub mod admin_answers;
 mod body;
 mod cancel;
 mod fetch;
-mod health;
+pub mod health;
+pub mod openapi;
 mod outputs;
 mod playground;
+pub mod schemas;
 mod submit;
 
 use axum::extract::Request;
@@ -15,12 +20,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::request_context;
 
 use crate::state::AppState;
-use crate::urls::OUTPUTS_PATH;
 
 pub use cancel::{CANCEL_PATHS, CLEAR_QUEUE_PATH};
 
@@ -43,35 +50,44 @@ pub const FETCH_ID_PATHS: [&str; 5] = [
 /// Fetch path with `request_id` in the body (POST) or query (GET).
 pub const FETCH_BODY_PATH: &str = "/api/v6/images/fetch";
 
-pub fn build_router(state: AppState) -> Router {
-    let mut router = Router::new();
-    for path in SUBMIT_PATHS {
+/// Every route, each documented one registered with its `#[utoipa::path]` (`routes!`), the
+/// aliases of [`openapi::aliases`] as plain routes to the same handlers.
+pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(submit::head_shot))
+        .routes(routes!(fetch::fetch_by_path, fetch::fetch_by_path_get))
+        .routes(routes!(fetch::fetch_by_body, fetch::fetch_by_query))
+        .routes(routes!(cancel::cancel))
+        .routes(routes!(cancel::clear_queue))
+        .routes(routes!(admin::system_details))
+        .routes(routes!(admin::clear_cache))
+        .routes(routes!(admin::restart_server))
+        .routes(routes!(admin::update))
+        .routes(routes!(outputs::serve_output))
+        .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .routes(routes!(playground::page));
+    for path in &SUBMIT_PATHS[1..] {
         router = router.route(path, post(submit::head_shot));
     }
-    for path in FETCH_ID_PATHS {
+    for path in &FETCH_ID_PATHS[1..] {
         router = router.route(
             path,
             post(fetch::fetch_by_path).get(fetch::fetch_by_path_get),
         );
     }
-    for path in CANCEL_PATHS {
+    for path in &CANCEL_PATHS[1..] {
         router = router.route(path, post(cancel::cancel));
     }
+    router.route("/health", get(health::health))
+}
+
+pub fn build_router(state: AppState) -> Router {
+    let (router, _) = api_routes().split_for_parts();
     router
-        .route(CLEAR_QUEUE_PATH, post(cancel::clear_queue))
-        .route("/", get(playground::page))
-        .route(
-            FETCH_BODY_PATH,
-            post(fetch::fetch_by_body).get(fetch::fetch_by_query),
-        )
-        .route(
-            &format!("{OUTPUTS_PATH}/{{file}}"),
-            get(outputs::serve_output),
-        )
-        .route("/health", get(health::health))
-        .route("/health/ready", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn(json_method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(

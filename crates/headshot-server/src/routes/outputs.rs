@@ -8,6 +8,20 @@ use headshot_core::store::OutputName;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// An output image
+#[utoipa::path(
+    get,
+    path = "/outputs/{file}",
+    tag = "outputs",
+    params(("file" = String, Path, description = "`{file_prefix}-{i}.png`, or `.base64` (a `data:image/png;base64,...` text) when the request set `base64`")),
+    responses(
+        (status = 200, description = "The image", content(
+            ("image/png"),
+            ("text/plain"),
+        )),
+        (status = 404, description = "No such output (never made, or expired)", body = headshot_core::wire::ErrorResponse),
+    )
+)]
 pub async fn serve_output(State(state): State<AppState>, Path(file): Path<String>) -> Response {
     // Only names of the exact form we create are looked up, so no path can escape the store.
     let Ok(name) = file.parse::<OutputName>() else {

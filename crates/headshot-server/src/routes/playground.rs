@@ -23,6 +23,13 @@ static INLINE_HASHES: LazyLock<(String, String)> = LazyLock::new(|| {
     )
 });
 
+/// The playground page
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "operations",
+    responses((status = 200, description = "A one-page playground that submits through this API (no external script, style or font)", content_type = "text/html"))
+)]
 pub async fn page(State(state): State<AppState>) -> Response {
     let csp = content_security_policy(state.jobs.urls.base());
     (

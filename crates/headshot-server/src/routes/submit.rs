@@ -21,6 +21,22 @@ use crate::face_image::obtain_face_images;
 use crate::finish::spawn_completion;
 use crate::state::AppState;
 
+/// Submit a head shot job
+#[utoipa::path(
+    post,
+    path = "/api/v6/image_editing/head_shot",
+    tag = "head_shot",
+    request_body(content = super::schemas::HeadShotBody, description = "The head shot request (loosely typed, as ModelsLab clients send it)"),
+    responses(
+        (status = 200, description = "`success` when done within the synchronous wait, else `processing` (fetch `fetch_result` later); `error` for a bad key, invalid fields or a full queue; `failed` when generation failed", body = super::schemas::SubmitAnswer),
+        (status = 400, description = "The body is not a JSON object", body = headshot_core::wire::ErrorResponse),
+        (status = 408, description = "The body did not arrive in time", body = headshot_core::wire::ErrorResponse),
+        (status = 413, description = "The body is too large", body = headshot_core::wire::ErrorResponse),
+        (status = 500, description = "The server could not store the job", body = headshot_core::wire::ErrorResponse),
+        (status = 503, description = "Draining after SIGTERM: no new jobs", body = headshot_core::wire::ErrorResponse),
+    ),
+    security((), ("key_header" = []), ("bearer" = []))
+)]
 pub async fn head_shot(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     metrics::counter!("headshot_submit_requests_total").increment(1);
     match submit(state, headers, body).await {
@@ -96,6 +112,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     record.webhook = request.webhook.clone();
     record.track_id = request.track_id.clone();
     record.owner = caller.owner();
+    record.style = request.style.clone();
 
     let job = request.to_job(face_image, more_face_images);
     let stored = job.clone();
@@ -148,6 +165,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
             future_urls(&record, &ctx.urls),
             meta,
         )
+        .with_style(request.style.clone())
         .into()),
     }
 }
