@@ -68,6 +68,11 @@ def main():
             check(width > 0, f"the browser decoded the image (naturalWidth {width})")
         details = driver.find_element(By.ID, "details").text
         check("seed 7" in details and "64×64" in details, f"the job's facts are shown ({details!r})")
+        check("1 face(s) in the photo" in details, f"the photo's face count is shown ({details!r})")
+        # The tiny random models draw noise: the likeness of each image is null, shown as such.
+        captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#results figcaption")]
+        check(len(captions) == SAMPLES and all("no face found" in c for c in captions),
+              f"each image shows its likeness ({captions})")
         console = console_errors(driver)
         check(not console, f"no errors on the console ({console})")
         driver.execute_script("window.scrollTo(0, 0)")

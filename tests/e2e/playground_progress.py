@@ -56,7 +56,8 @@ class ScriptedApi:
         if path == f"/api/v6/image_editing/fetch/{JOB_ID}":
             self.fetches.append(body)
             if self.finish.is_set():
-                return {"status": "success", "id": JOB_ID, "output": [f"{self.base}/out/a-0.png"]}
+                return {"status": "success", "id": JOB_ID, "output": [f"{self.base}/out/a-0.png"],
+                        "face_similarity": [0.71234], "faces_found": 2, "seeds": [43]}
             return {"status": "processing", "id": JOB_ID, "message": "try again later.",
                     "output": "", "progress": {"step": 3, "total": 21}, "queue_position": 2}
         return None
@@ -132,6 +133,10 @@ def main():
               "the fetched output is shown")
         details = driver.find_element(By.ID, "details").text
         check("seed 42" in details, f"the submit's meta is kept for the result ({details!r})")
+        check("2 face(s) in the photo" in details, f"the photo's face count is shown ({details!r})")
+        caption = driver.find_element(By.CSS_SELECTOR, "#results figcaption").text
+        check(caption == "Image 1 · likeness 0.712 · seed 43",
+              f"the image's likeness and own seed are shown ({caption!r})")
 
         fill(driver, "prompt", "bad")
         driver.find_element(By.ID, "submit").click()
