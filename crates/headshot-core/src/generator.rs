@@ -147,9 +147,9 @@ pub fn prepare_job(
     let in_list = |position: usize, error: GenerationError| match error {
         GenerationError::Internal { .. } => error,
         _ if total == 1 => error,
-        other => {
-            GenerationError::InvalidInput(format!("face image {position} of {total}: {other}"))
-        }
+        other => GenerationError::InvalidInput(format!(
+            "Face image {position} of {total} cannot be used: {other}"
+        )),
     };
     let mut face = faces
         .prepare_face(&job.face_image, job.settings.face_index as usize)

@@ -41,7 +41,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 23] = [
     "key",
     "prompt",
     "negative_prompt",
@@ -62,6 +62,9 @@ const FIELDS: [&str; 20] = [
     "track_id",
     "request_id",
     "id",
+    "style",
+    "face_index",
+    "candidates",
 ];
 
 fn arb_body() -> impl Strategy<Value = Value> {

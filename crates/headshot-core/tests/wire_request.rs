@@ -516,7 +516,7 @@ fn face_image_may_list_several_photos_of_one_person() {
     assert_eq!(
         e.0["face_image"],
         [format!(
-            "At most {MAX_FACE_IMAGES} face images may be sent, got {}.",
+            "The face image list may hold at most {MAX_FACE_IMAGES} photos, got {}.",
             MAX_FACE_IMAGES + 1
         )]
     );
@@ -526,7 +526,7 @@ fn face_image_may_list_several_photos_of_one_person() {
     let e = err(with("face_image", json!([FACE_URL, 42])));
     assert_eq!(
         e.0["face_image"],
-        ["Face image 2 of 2: The face image must be a URL, a data URI or base64 image data."]
+        ["The face image 2 of 2 cannot be used: the face image must be a URL, a data URI or base64 image data."]
     );
 }
 

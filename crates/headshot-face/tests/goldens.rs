@@ -312,7 +312,7 @@ fn several_photos_of_one_person() {
     let faceless = read("gradient_noface.png");
     match prepare_job(job(vec![rotated, faceless]), &limits, analyzer) {
         Err(GenerationError::InvalidInput(message)) => assert!(
-            message.starts_with("face image 3 of 3: no face was detected"),
+            message.starts_with("Face image 3 of 3 cannot be used: no face was detected"),
             "{message}"
         ),
         other => panic!("expected the third photo named, got {other:?}"),

@@ -21,7 +21,10 @@ pub enum FaceImageError {
     #[error("The face image is {width}x{height} pixels; each side may be at most {limit} pixels.")]
     SideTooLong { width: u32, height: u32, limit: u32 },
     /// One photo of a list: which one, and why.
-    #[error("Face image {position} of {total}: {source}")]
+    #[error(
+        "The face image {position} of {total} cannot be used: {}",
+        headshot_core::wire::lower_first(&source.to_string())
+    )]
     InList {
         position: usize,
         total: usize,

@@ -249,7 +249,7 @@ async fn several_photos_of_one_person() {
         .await;
     assert_eq!(
         v["message"]["face_image"],
-        json!(["At most 4 face images may be sent, got 5."])
+        json!(["The face image list may hold at most 4 photos, got 5."])
     );
 
     let unreachable = json!([internet.url("/face.png"), internet.url("/missing.png")]);
@@ -261,7 +261,9 @@ async fn several_photos_of_one_person() {
         .await;
     let message = v["message"]["face_image"][0].as_str().unwrap_or_default();
     assert!(
-        message.starts_with("Face image 2 of 2: The face image could not be downloaded"),
+        message.starts_with(
+            "The face image 2 of 2 cannot be used: the face image could not be downloaded"
+        ),
         "{v}"
     );
 
@@ -281,7 +283,8 @@ async fn several_photos_of_one_person() {
         .await;
     let message = v["message"]["face_image"][0].as_str().unwrap_or_default();
     assert!(
-        message.starts_with("Face image 3 of 3: The face image could not be read"),
+        message
+            .starts_with("The face image 3 of 3 cannot be used: the face image could not be read"),
         "{v}"
     );
 }

@@ -8,9 +8,9 @@ pub mod response;
 
 pub use limits::TextLimits;
 pub use request::{
-    is_http_url, normalise_samples, normalise_size, parse_face_image, parse_request_id, snap_steps,
-    FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors, MAX_CANDIDATES,
-    MAX_FACE_IMAGES, MAX_STYLE_CHARS,
+    is_http_url, lower_first, normalise_samples, normalise_size, parse_face_image,
+    parse_request_id, snap_steps, FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,
+    MAX_CANDIDATES, MAX_FACE_IMAGES, MAX_STYLE_CHARS,
 };
 pub use response::{
     CancelResponse, ClearQueueResponse, ErrorResponse, FailedResponse, FetchProcessingResponse,

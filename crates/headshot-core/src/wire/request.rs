@@ -248,7 +248,7 @@ impl HeadShotRequest {
                 errors.add(
                     "face_image",
                     format!(
-                        "At most {MAX_FACE_IMAGES} face images may be sent, got {}.",
+                        "The face image list may hold at most {MAX_FACE_IMAGES} photos, got {}.",
                         list.len()
                     ),
                 );
@@ -499,7 +499,12 @@ fn one_face_image(
 ) -> Option<FaceImageInput> {
     let mut refuse = |message: String| {
         let message = match position {
-            Some((n, total)) => format!("Face image {n} of {total}: {message}"),
+            Some((n, total)) => {
+                format!(
+                    "The face image {n} of {total} cannot be used: {}",
+                    lower_first(&message)
+                )
+            }
             None => message,
         };
         errors.add("face_image", message);
@@ -517,6 +522,15 @@ fn one_face_image(
         }
         Ok(input) => Some(input),
         Err(message) => refuse(message),
+    }
+}
+
+/// `message` with its first letter in lower case, to follow a colon.
+pub fn lower_first(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
