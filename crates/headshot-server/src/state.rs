@@ -218,16 +218,7 @@ impl AppState {
                 let outputs = inner.jobs.outputs.clone();
                 let record_ttl = inner.settings.record_ttl;
                 drop(inner);
-                let swept = tokio::task::spawn_blocking(move || {
-                    headshot_store::sweep_expired(
-                        jobs.as_ref(),
-                        outputs.as_ref(),
-                        record_ttl,
-                        SystemTime::now(),
-                    )
-                })
-                .await;
-                match swept {
+                match sweep_expired_now(jobs, outputs, record_ttl).await {
                     Ok(Ok(summary)) if summary.files_removed > 0 || summary.records_removed > 0 => {
                         tracing::info!(?summary, "expired outputs removed");
                     }
@@ -238,6 +229,24 @@ impl AppState {
             }
         });
     }
+}
+
+/// One expiry sweep now, on the blocking pool: the periodic sweep and `clear_cache` both run it.
+/// The outer error is a panic of the sweep.
+pub async fn sweep_expired_now(
+    jobs: Arc<dyn JobStore>,
+    outputs: Arc<dyn OutputStore>,
+    record_ttl: Duration,
+) -> Result<Result<headshot_store::ExpirySummary, StoreError>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        headshot_store::sweep_expired(
+            jobs.as_ref(),
+            outputs.as_ref(),
+            record_ttl,
+            SystemTime::now(),
+        )
+    })
+    .await
 }
 
 /// The exporter with real histogram buckets: without them metrics-exporter-prometheus renders

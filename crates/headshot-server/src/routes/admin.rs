@@ -3,8 +3,6 @@
 //! checks as submit, answered with HTTP 200 (the SDK raises on any other status) in the
 //! ModelsLab shape `{"status", "message", "data"}`.
 
-use std::time::SystemTime;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -15,7 +13,7 @@ use headshot_core::wire::{ErrorResponse, Status};
 use super::admin_answers::*;
 use super::body::{header_key, read_small_body};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{sweep_expired_now, AppState};
 use crate::system::{uptime_text, MemoryFacts};
 
 pub const ENTERPRISE_PREFIX: &str = "/api/v1/enterprise/image_editing";
@@ -98,16 +96,11 @@ pub async fn clear_cache(
     if let Err(e) = authorise(&state, &headers, body).await {
         return e.into_response();
     }
-    let (jobs, outputs) = (state.jobs.jobs.clone(), state.jobs.outputs.clone());
-    let record_ttl = state.settings.record_ttl;
-    let swept = tokio::task::spawn_blocking(move || {
-        headshot_store::sweep_expired(
-            jobs.as_ref(),
-            outputs.as_ref(),
-            record_ttl,
-            SystemTime::now(),
-        )
-    })
+    let swept = sweep_expired_now(
+        state.jobs.jobs.clone(),
+        state.jobs.outputs.clone(),
+        state.settings.record_ttl,
+    )
     .await;
     let summary = match swept {
         Ok(Ok(summary)) => summary,
