@@ -91,6 +91,7 @@ fn request(width: u32, height: u32, steps: u32, samples: u32, seed: u64) -> JobS
         safety_checker: None,
         face_index: 0,
         candidates: 0,
+        model: Default::default(),
     }
 }
 

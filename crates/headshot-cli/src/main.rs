@@ -236,6 +236,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         safety_checker: args.safety_checker,
         face_index: 0,
         candidates: 0,
+        model: Default::default(),
     };
     let started = std::time::Instant::now();
     let output = pipeline.render(&request, &face, &options)?;

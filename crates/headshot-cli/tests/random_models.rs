@@ -101,6 +101,7 @@ fn the_tiny_random_set_is_reproducible_and_renders_41_steps_in_f32_and_f16() {
             safety_checker: None,
             face_index: 0,
             candidates: 0,
+            model: Default::default(),
         };
         let out = pipeline
             .render(&request, &face, &RenderOptions::traced())

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::generator::{GenerationError, RgbImage};
+use crate::model_choice::ModelChoice;
 
 /// A job as admitted: what to render and the face photo to take the identity from.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +45,10 @@ pub struct JobSettings {
     /// are returned. At most `samples` (0 in jobs stored before it existed): no selection.
     #[serde(default)]
     pub candidates: u32,
+    /// The model set, LoRAs, scheduler and CLIP skip (`model_id`, `lora_model`, ...); jobs
+    /// stored before these existed read as the defaults.
+    #[serde(default)]
+    pub model: ModelChoice,
 }
 
 /// What face analysis hands the device stage.
@@ -68,14 +73,15 @@ pub struct PreparedJob {
 }
 
 /// Jobs with equal keys can share one UNet batch: same latent size, same number of denoising
-/// steps, and either all with classifier-free guidance or all without it (the unconditional
-/// branch doubles the batch, so it cannot be mixed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// steps, either all with classifier-free guidance or all without it (the unconditional
+/// branch doubles the batch, so it cannot be mixed), and the same weights and sampler.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BatchKey {
     pub width: u32,
     pub height: u32,
     pub num_inference_steps: u32,
     pub guided: bool,
+    pub model: ModelChoice,
 }
 
 /// What a generator accepts; a job outside these is refused before its photo is analysed.
@@ -116,6 +122,7 @@ impl JobSettings {
             height: self.height,
             num_inference_steps: self.num_inference_steps,
             guided: self.uses_cfg(),
+            model: self.model.clone(),
         }
     }
 
@@ -309,6 +316,7 @@ mod tests {
             safety_checker: None,
             face_index: 0,
             candidates: 0,
+            model: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod generator;
 pub mod job;
+pub mod model_choice;
 pub mod store;
 pub mod wire;
 
@@ -17,6 +18,7 @@ pub use job::{
     plan_batches, BatchKey, CensorType, GenerationJob, JobLimits, JobSettings, PreparedFace,
     PreparedJob,
 };
+pub use model_choice::{LoraChoice, ModelChoice, SchedulerName, UnknownScheduler};
 pub use store::{
     JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
     WebhookDelivery,

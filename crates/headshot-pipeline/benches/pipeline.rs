@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
         safety_checker: None,
         face_index: 0,
         candidates: 0,
+        model: Default::default(),
     };
     let sizes = [256u32, 512];
     let mut group = c.benchmark_group("tiny_cpu");

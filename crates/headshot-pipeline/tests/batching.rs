@@ -39,6 +39,7 @@ fn request(seed: u64, guidance: f64, s_scale: f64, samples: u32, negative: &str)
         safety_checker: None,
         face_index: 0,
         candidates: 0,
+        model: Default::default(),
     }
 }
 

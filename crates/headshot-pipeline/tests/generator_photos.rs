@@ -25,6 +25,7 @@ fn job(photo: Vec<u8>, seed: u64, samples: u32) -> GenerationJob {
             safety_checker: Some(CensorType::Black),
             face_index: 0,
             candidates: 0,
+            model: Default::default(),
         },
         face_image: photo,
         more_face_images: Vec::new(),

@@ -228,6 +228,7 @@ fn a_differently_sized_model_set_loads_and_renders() {
         safety_checker: None,
         face_index: 0,
         candidates: 0,
+        model: Default::default(),
     };
     let out = pipeline
         .render(&request(1.0), &face, &RenderOptions::traced())

@@ -17,6 +17,7 @@ pub fn settings(seed: u64) -> JobSettings {
         safety_checker: None,
         face_index: 0,
         candidates: 0,
+        model: Default::default(),
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) fn take_batch<T>(
     let key = job_of(&head).batch_key();
     let mut images = job_of(&head).images();
     let mut batch = vec![head];
-    extend_batch(queue, &mut batch, &mut images, key, max_images, &job_of);
+    extend_batch(queue, &mut batch, &mut images, &key, max_images, &job_of);
     batch
 }
 
@@ -29,14 +29,14 @@ pub(crate) fn extend_batch<T>(
     queue: &mut VecDeque<T>,
     batch: &mut Vec<T>,
     images: &mut usize,
-    key: BatchKey,
+    key: &BatchKey,
     max_images: usize,
     job_of: &impl Fn(&T) -> &JobSettings,
 ) {
     let mut i = 0;
     while i < queue.len() && *images < max_images {
         let job = job_of(&queue[i]);
-        if job.batch_key() == key && *images + job.images() <= max_images {
+        if job.batch_key() == *key && *images + job.images() <= max_images {
             *images += job.images();
             if let Some(taken) = queue.remove(i) {
                 batch.push(taken);

@@ -130,7 +130,7 @@ fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Opti
                 &mut queue.jobs,
                 &mut batch,
                 &mut images,
-                key,
+                &key,
                 max_images,
                 &settings_of,
             );

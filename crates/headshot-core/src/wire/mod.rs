@@ -3,10 +3,12 @@
 
 pub mod limits;
 pub mod loose;
+pub mod model_choice;
 pub mod request;
 pub mod response;
 
 pub use limits::TextLimits;
+pub use model_choice::{is_model_name, MAX_LORAS, MAX_MODEL_NAME_CHARS};
 pub use request::{
     is_http_url, lower_first, normalise_samples, normalise_size, parse_face_image,
     parse_request_id, snap_steps, FaceImageInput, FetchRequest, HeadShotRequest, ValidationErrors,

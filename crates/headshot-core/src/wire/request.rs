@@ -11,8 +11,10 @@ use serde_json::{Map, Value};
 
 use super::limits::TextLimits;
 use super::loose::{as_bool, as_f64, as_integer, as_text, as_u64, present};
+use super::model_choice::parse_model_choice;
 use super::response::Meta;
 use crate::job::{CensorType, GenerationJob, JobSettings};
+use crate::model_choice::ModelChoice;
 
 /// Accepted step counts; any other value snaps to the nearest (ties go to the smaller).
 pub const ALLOWED_STEPS: [u32; 3] = [21, 31, 41];
@@ -167,6 +169,9 @@ pub struct HeadShotRequest {
     /// `style` as sent (the official SDK sends "realistic" by default). The hosted API
     /// documents no effect, so it is not a job setting; it is echoed beside `meta`.
     pub style: Option<String>,
+    /// `model_id`, `lora_model`, `scheduler`, ...: the names of ModelsLab's other v6 image
+    /// endpoints. Whether the named model set and LoRAs exist is checked by the server.
+    pub model: ModelChoice,
 }
 
 /// The most photos `face_image` may list.
@@ -374,6 +379,7 @@ impl HeadShotRequest {
                 None
             }
         };
+        let model = parse_model_choice(fields, &mut errors);
         let track_id = get("track_id").cloned();
         if let Some(track_id) = &track_id {
             limits.check_track_id(&mut errors, track_id);
@@ -435,6 +441,7 @@ impl HeadShotRequest {
                 face_index,
                 candidates,
                 style,
+                model,
             }),
             _ => Err(errors),
         }
@@ -457,6 +464,7 @@ impl HeadShotRequest {
                 safety_checker: self.safety_checker.then_some(self.safety_checker_type),
                 face_index: self.face_index,
                 candidates: self.candidates,
+                model: self.model.clone(),
             },
             face_image,
             more_face_images,

@@ -122,6 +122,7 @@ impl Golden {
             safety_checker: None,
             face_index: 0,
             candidates: 0,
+            model: Default::default(),
         }
     }
 
