@@ -198,6 +198,16 @@ pub enum StoreError {
     Database(String),
     #[error("job record {id} could not be (de)serialised: {message}")]
     Corrupt { id: JobId, message: String },
+    /// A store on another machine (an object store, a database server) failed or did not answer.
+    #[error("{what}: {source}")]
+    Remote {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store is configured wrongly (a bad URL, a missing credential).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// How outputs are written: PNG files, or `.base64` text holding `data:image/png;base64,...`.
@@ -367,6 +377,16 @@ pub trait OutputStore: Send + Sync + 'static {
 
     /// How long outputs are served.
     fn ttl(&self) -> Duration;
+
+    /// A URL clients can fetch `name` from directly for `expires_in`, without this server in
+    /// between (an object store's presigned URL); `None` where the store has no such URLs.
+    fn presigned_url(
+        &self,
+        _name: &OutputName,
+        _expires_in: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Job records, kept so `fetch` works across restarts. Ids come from a persisted counter.

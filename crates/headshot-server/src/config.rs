@@ -153,6 +153,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub outputs: crate::output_store::OutputStoreArgs,
 }
 
 /// What the pipeline loads and where it runs; passed through to `headshot-pipeline`.

@@ -15,6 +15,7 @@ pub mod intake;
 pub mod likeness;
 pub mod live;
 pub mod net;
+pub mod output_store;
 pub mod recovery;
 pub mod request_context;
 pub mod routes;
@@ -24,6 +25,7 @@ pub mod urls;
 pub mod webhooks;
 
 pub use config::{Config, ModelArgs};
+pub use output_store::{OutputStoreArgs, PublicOutputs};
 pub use routes::build_router;
 pub use state::{AppState, StartupError, Stores};
 

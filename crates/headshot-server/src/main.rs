@@ -36,8 +36,17 @@ async fn run(
     stages: Stages,
     likeness: Arc<dyn LikenessScorer>,
 ) -> anyhow::Result<()> {
-    let stores = Stores::open_local(&config.data_dir, config.output_ttl())
-        .with_context(|| format!("opening the data folder {}", config.data_dir.display()))?;
+    let stores = Stores::open(&config).with_context(|| {
+        format!(
+            "opening the stores (data folder {}, outputs {})",
+            config.data_dir.display(),
+            config
+                .outputs
+                .output_store
+                .as_deref()
+                .unwrap_or("on local disk")
+        )
+    })?;
     let state = AppState::new(&config, stages, stores, Some(likeness))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

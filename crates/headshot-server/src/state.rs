@@ -49,15 +49,29 @@ impl Stores {
     /// The single-binary default: PNG/.base64 files in `{data_dir}/outputs`, job records in the
     /// embedded database `{data_dir}/jobs.redb`.
     pub fn open_local(data_dir: &Path, output_ttl: Duration) -> Result<Self, StoreError> {
+        let outputs = LocalDiskOutputStore::open(data_dir.join("outputs"), output_ttl)?;
+        Self::open_with_outputs(data_dir, Arc::new(outputs))
+    }
+
+    /// The stores `config` names: outputs from `--output-store` (local disk or S3), job records
+    /// in `{data_dir}/jobs.redb`.
+    pub fn open(config: &Config) -> Result<Self, StoreError> {
+        let outputs = config.outputs.open(&config.data_dir, config.output_ttl())?;
+        Self::open_with_outputs(&config.data_dir, outputs)
+    }
+
+    fn open_with_outputs(
+        data_dir: &Path,
+        outputs: Arc<dyn OutputStore>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let outputs = LocalDiskOutputStore::open(data_dir.join("outputs"), output_ttl)?;
         let jobs = RedbJobStore::open(data_dir.join("jobs.redb"))?;
         Ok(Stores {
             jobs: Arc::new(jobs),
-            outputs: Arc::new(outputs),
+            outputs,
         })
     }
 }
@@ -159,6 +173,10 @@ impl AppState {
             settings.max_body_bytes,
             Duration::from_secs(config.body_read_timeout_secs.max(1)),
         );
+        let mut urls = PublicUrls::new(&config.public_base_url());
+        if let Some(lifetime) = config.outputs.presigned_lifetime(config.output_ttl()) {
+            urls = urls.with_presigned_outputs(stores.outputs.clone(), lifetime);
+        }
         let state = AppState(Arc::new(Inner {
             settings,
             keys,
@@ -168,7 +186,7 @@ impl AppState {
                 jobs: stores.jobs,
                 outputs: stores.outputs,
                 http,
-                urls: PublicUrls::new(&config.public_base_url()),
+                urls,
                 webhook: WebhookPolicy {
                     retries: config.webhook_retries,
                     first_backoff: Duration::from_millis(config.webhook_backoff_ms.max(1)),

@@ -1,13 +1,16 @@
-//! Persistence for headshot-server: generated images on local disk ([`LocalDiskOutputStore`]),
+//! Persistence for headshot-server: generated images on local disk ([`LocalDiskOutputStore`])
+//! or in an S3-compatible bucket ([`S3OutputStore`]),
 //! job records in an embedded redb database ([`RedbJobStore`]) or in memory
 //! ([`MemoryJobStore`]), and the expiry sweep that ties the two together ([`sweep_expired`]).
 //! The traits live in `headshot_core::store` so other backends (object storage, a shared
 //! database) can be added without touching the server.
 
+mod blocking;
 mod expiry;
 mod local_disk;
 mod memory;
 mod redb_jobs;
+mod s3;
 
 pub use expiry::{sweep_expired, ExpirySummary, DEFAULT_RECORD_TTL};
 pub use headshot_core::store::{
@@ -19,3 +22,4 @@ pub use local_disk::{
 };
 pub use memory::MemoryJobStore;
 pub use redb_jobs::RedbJobStore;
+pub use s3::{S3Config, S3OutputStore};

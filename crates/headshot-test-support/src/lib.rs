@@ -8,6 +8,7 @@ mod faces;
 mod gate;
 mod generator;
 mod jobs;
+pub mod services;
 #[cfg(feature = "tensors")]
 pub mod tensors;
 pub mod wire;

@@ -150,7 +150,7 @@ impl TestServer {
         let mut config = Self::config(data_dir.clone());
         config.public_base_url = Some(format!("http://{addr}"));
         edit(&mut config);
-        let stores = Stores::open_local(&config.data_dir, config.output_ttl()).unwrap();
+        let stores = Stores::open(&config).unwrap();
         let faces = ScriptedFaces::default();
         let stages = Stages::new(Arc::new(faces.clone()), Box::new(generator.clone()));
         let state = AppState::new(&config, stages, stores, Some(Arc::new(faces.clone()))).unwrap();

@@ -1,0 +1,38 @@
+//! Real services for the distributed tests, each started on a free loopback port for one test
+//! and killed when dropped. They are the programs users run (no mocks); where one is missing,
+//! a test fails under CI (`HEADSHOT_E2E_REQUIRED=1`) and skips loudly elsewhere.
+
+mod s3;
+
+pub use s3::{S3Service, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
+
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// `None` after a loud skip; panics when CI requires the service.
+pub(crate) fn missing(service: &str, why: &str) -> Option<std::convert::Infallible> {
+    if std::env::var("HEADSHOT_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{service} is required (HEADSHOT_E2E_REQUIRED=1) but {why}");
+    }
+    eprintln!("\n\n!!!!!!!!!! SKIPPED: {service} {why} !!!!!!!!!!\n\n");
+    None
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts connections on `port`.
+pub(crate) fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
