@@ -19,6 +19,7 @@ pub mod output_store;
 pub mod recovery;
 pub mod request_context;
 pub mod routes;
+pub mod served_models;
 pub mod state;
 pub mod system;
 pub mod urls;
