@@ -47,7 +47,7 @@
 //! # let settings = JobSettings { prompt: "p".into(), negative_prompt: String::new(),
 //! #     width: 512, height: 512, num_inference_steps: 21, guidance_scale: 7.5, s_scale: 1.0,
 //! #     samples: 1, seed: 1, safety_checker: None, face_index: 0,
-//! #     candidates: 0 };
+//! #     candidates: 0, model: Default::default() };
 //! # let job = GenerationJob { settings, face_image: Vec::new(), more_face_images: Vec::new() };
 //! match worker.submit(job) {
 //!     Ok(ticket) => {
