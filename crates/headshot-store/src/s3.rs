@@ -156,12 +156,11 @@ impl S3OutputStore {
     fn object_of(&self, name: &OutputName) -> ObjectPath {
         self.job_folder(name.prefix()).join(name.to_string())
     }
+}
 
-    fn is_expired(&self, written: SystemTime, now: SystemTime) -> bool {
-        written
-            .checked_add(self.ttl)
-            .is_some_and(|expiry| now >= expiry)
-    }
+/// Whether an object written at `written` has outlived `ttl` at `now`.
+fn is_expired(written: SystemTime, ttl: Duration, now: SystemTime) -> bool {
+    written.checked_add(ttl).is_some_and(|expiry| now >= expiry)
 }
 
 impl OutputStore for S3OutputStore {
@@ -205,7 +204,7 @@ impl OutputStore for S3OutputStore {
             }
         })??;
         Ok(got
-            .filter(|(written, _)| !self.is_expired(*written, SystemTime::now()))
+            .filter(|(written, _)| !is_expired(*written, self.ttl, SystemTime::now()))
             .map(|(_, bytes)| bytes))
     }
 
@@ -241,8 +240,7 @@ impl OutputStore for S3OutputStore {
                 .list(root.as_ref())
                 .try_filter(|object| {
                     let written = SystemTime::from(object.last_modified);
-                    let gone = written.checked_add(ttl).is_some_and(|expiry| now >= expiry);
-                    std::future::ready(gone)
+                    std::future::ready(is_expired(written, ttl, now))
                 })
                 .try_collect()
                 .await

@@ -3,29 +3,14 @@
 #![allow(dead_code)]
 
 use std::ffi::OsString;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+// Not every test binary that includes this module uses both.
+#[allow(unused_imports)]
+pub use headshot_test_support::services::{free_port, skip_or_fail};
 pub use headshot_test_support::{test_assets, workspace as repo_root};
-
-/// Whether CI demands the real-binary tests (HEADSHOT_E2E_REQUIRED=1): then a missing tool
-/// is a failure, elsewhere a loud skip.
-pub fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var("HEADSHOT_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-        panic!("{test} is required but: {why}");
-    }
-    eprintln!("\n\n!!!!!!!!!! SKIPPED {test}: {why} !!!!!!!!!!\n\n");
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The binary's arguments for the tiny model set on `port` with one key; callers add more.
 pub fn tiny_server_args(
