@@ -1,7 +1,8 @@
 //! Persistence for headshot-server: generated images on local disk ([`LocalDiskOutputStore`])
 //! or in an S3-compatible bucket ([`S3OutputStore`]),
-//! job records in an embedded redb database ([`RedbJobStore`]) or in memory
-//! ([`MemoryJobStore`]), and the expiry sweep that ties the two together ([`sweep_expired`]).
+//! job records in an embedded redb database ([`RedbJobStore`]), in memory
+//! ([`MemoryJobStore`]) or in a Redis server shared by many nodes ([`RedisJobStore`]), and the
+//! expiry sweep that ties the two together ([`sweep_expired`]).
 //! The traits live in `headshot_core::store` so other backends (object storage, a shared
 //! database) can be added without touching the server.
 
@@ -10,6 +11,8 @@ mod expiry;
 mod local_disk;
 mod memory;
 mod redb_jobs;
+mod redis_jobs;
+mod redis_pool;
 mod s3;
 
 pub use expiry::{sweep_expired, ExpirySummary, DEFAULT_RECORD_TTL};
@@ -22,4 +25,6 @@ pub use local_disk::{
 };
 pub use memory::MemoryJobStore;
 pub use redb_jobs::RedbJobStore;
+pub use redis_jobs::RedisJobStore;
+pub use redis_pool::RedisConfig;
 pub use s3::{S3Config, S3OutputStore};

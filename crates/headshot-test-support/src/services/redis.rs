@@ -106,7 +106,10 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("could not start {}: {e}", program.display()));
         if !answers_ping(self.port, Duration::from_secs(20)) {
             let _ = child.kill();
-            panic!("redis-server did not answer PING on {} within 20 s", self.port);
+            panic!(
+                "redis-server did not answer PING on {} within 20 s",
+                self.port
+            );
         }
         self.child = Some(child);
     }
@@ -151,7 +154,9 @@ mod tests {
     /// One inline command and its reply (simple replies and short bulk strings only).
     fn command(port: u16, line: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("redis answers");
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
         let mut reply = Vec::new();
         let mut byte = [0u8; 1];
@@ -179,7 +184,10 @@ mod tests {
         assert_eq!(redis.port, port);
         assert_eq!(command(redis.port, "GET kept"), "$3\r\nyes\r\n");
         redis.stop();
-        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "stopped means gone");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "stopped means gone"
+        );
     }
 
     #[test]
