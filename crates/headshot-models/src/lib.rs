@@ -16,6 +16,10 @@ pub mod conv;
 pub mod group_norm;
 // SD1.5 UNet with decoupled cross-attention (IP-Adapter) and fused LoRA.
 pub mod unet;
+// The tensors a model read, kept to rebuild it with a few replaced (user LoRAs).
+pub mod recorded_weights;
+// User LoRAs (kohya / A1111 .safetensors) merged into the UNet and text encoder weights.
+pub mod lora;
 // Loading the IP-Adapter file (torch .bin or .safetensors) and fusing its LoRA.
 pub mod ip_adapter;
 // CLIP BPE tokenizer built from vocab.json + merges.txt (as SD1.5 repos ship it).
