@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use headshot_core::{JobSettings, PreparedFace, RgbImage};
+use headshot_models::clip_text::ClipTextEncoder;
 
 use crate::error::PipelineError;
 use crate::noise;
@@ -35,13 +36,22 @@ impl Pipeline {
 
     /// `last_hidden_state` of the text encoder for one prompt: `[1, 77, D]` in the model dtype.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor, PipelineError> {
+        self.encode_prompt_with(&self.text_encoder, prompt)
+    }
+
+    /// [`Pipeline::encode_prompt`] through `text_encoder` (the base one or a LoRA set's).
+    fn encode_prompt_with(
+        &self,
+        text_encoder: &ClipTextEncoder,
+        prompt: &str,
+    ) -> Result<Tensor, PipelineError> {
         let ids = self.tokenizer.encode(prompt).map_err(|e| {
             PipelineError::InvalidInput(format!("the prompt could not be tokenised: {e}"))
         })?;
         let len = ids.len();
         let ids = Tensor::from_vec(ids, (1, len), &self.device)
             .map_err(PipelineError::run("tokenizer"))?;
-        self.text_encoder
+        text_encoder
             .forward(&ids)
             .map_err(PipelineError::run("text encoder"))
     }
@@ -120,12 +130,13 @@ impl Pipeline {
     /// Everything one job contributes to the batch; `initial_latents` replaces the seeded noise.
     pub(crate) fn condition(
         &self,
+        text_encoder: &ClipTextEncoder,
         job: &JobSettings,
         face: &PreparedFace,
         initial_latents: Option<&Tensor>,
     ) -> Result<Conditioning, PipelineError> {
         let n = job.images();
-        let prompt_embeds = self.encode_prompt(&job.prompt)?;
+        let prompt_embeds = self.encode_prompt_with(text_encoder, &job.prompt)?;
         let id = self.id_embedding_tensor(face)?;
         let clip = self.face_features(face)?;
         let id_tokens_cond = self.id_tokens(&id, &clip, job.s_scale)?;
@@ -136,7 +147,7 @@ impl Pipeline {
         };
         let cond_context = context(&prompt_embeds, &id_tokens_cond)?;
         let (negative_prompt_embeds, id_tokens_uncond, uncond_context) = if job.uses_cfg() {
-            let negative = self.encode_prompt(&job.negative_prompt)?;
+            let negative = self.encode_prompt_with(text_encoder, &job.negative_prompt)?;
             let zeros = id
                 .zeros_like()
                 .map_err(PipelineError::run("conditioning"))?;

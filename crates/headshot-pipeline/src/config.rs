@@ -173,6 +173,8 @@ pub struct PipelineConfig {
     pub load_face_analyzer: bool,
     /// Options of the face analyzer (ONNX Runtime library, threads, thresholds, decode limits).
     pub face_options: headshot_face::FaceAnalyzerOptions,
+    /// Users' LoRAs, named by a job's `lora_model` (`None`: jobs naming a LoRA are refused).
+    pub lora_folder: Option<crate::LoraFolder>,
 }
 
 impl PipelineConfig {
@@ -189,6 +191,7 @@ impl PipelineConfig {
             load_safety_checker: true,
             load_face_analyzer: true,
             face_options: headshot_face::FaceAnalyzerOptions::default(),
+            lora_folder: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use candle_core::{DType, Tensor};
 use headshot_core::StepObserver;
 use headshot_models::ddim::DdimScheduler;
+use headshot_models::unet::UNet2DConditionModel;
 
 use crate::error::PipelineError;
 use crate::Pipeline;
@@ -21,6 +22,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn denoise(
         &self,
+        unet: &UNet2DConditionModel,
         mut latents: Tensor,
         context: &Tensor,
         guidance: &[f32],
@@ -48,8 +50,7 @@ impl Pipeline {
             let model_in = model_in
                 .to_dtype(self.dtype)
                 .map_err(PipelineError::run("unet"))?;
-            let eps = self
-                .unet
+            let eps = unet
                 .forward(&model_in, t as f64, context)
                 .map_err(PipelineError::run("unet"))?
                 .to_dtype(DType::F32)

@@ -43,6 +43,10 @@ pub enum PipelineError {
     #[error("cancelled after {done} of {total} denoising steps")]
     Cancelled { done: usize, total: usize },
 
+    /// A job's LoRA file is not a usable LoRA for this model set.
+    #[error(transparent)]
+    Lora(#[from] headshot_models::lora::LoraError),
+
     /// A model failed while running (shape mismatch, out of memory, ...).
     #[error("{stage} failed")]
     Run {
@@ -80,6 +84,8 @@ impl From<PipelineError> for GenerationError {
         match err {
             PipelineError::InvalidInput(message) => GenerationError::InvalidInput(message),
             PipelineError::Face(face) => face.into(),
+            // The job named this file; it is the request that cannot be honoured.
+            PipelineError::Lora(lora) => GenerationError::InvalidInput(lora.to_string()),
             PipelineError::Cancelled { .. } => GenerationError::Cancelled,
             other => GenerationError::internal_from("the model pipeline failed", other),
         }

@@ -29,6 +29,8 @@ mod denoise;
 mod error;
 mod generator;
 mod load;
+// Users' LoRAs: the folder, and per-set merged UNet / text encoder.
+mod loras;
 pub mod noise;
 mod render;
 
@@ -50,6 +52,7 @@ use headshot_models::vae::VaeDecoder;
 pub use config::{DTypeSpec, DeviceSpec, Limits, ModelSet, PipelineConfig};
 pub use decode::to_rgb_images;
 pub use error::{Cause, PipelineError};
+pub use loras::{LoraFolder, LoraFolderError};
 pub use render::{RenderOptions, RenderOutput, RenderTrace};
 
 /// Every model of a head shot model set, loaded once on one device. Synchronous; owned by the
@@ -78,6 +81,8 @@ pub struct Pipeline {
     limits: Limits,
     /// `hidden_states[-2]` of the all-zero normalised pixel tensor: the unconditional CLIP input.
     uncond_clip_features: Tensor,
+    /// Users' LoRAs: the folder and what merging a set into the models needs.
+    loras: loras::LoraSupport,
 }
 
 impl Pipeline {

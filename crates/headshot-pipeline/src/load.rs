@@ -12,6 +12,8 @@ use headshot_models::clip_vision::{ClipVisionConfig, ClipVisionOutputs, ClipVisi
 use headshot_models::ddim::DdimScheduler;
 use headshot_models::face_projection::FaceIdPlusProjection;
 use headshot_models::ip_adapter::IpAdapterWeights;
+use headshot_models::lora::LoraTargets;
+use headshot_models::recorded_weights::record;
 use headshot_models::safety_checker::{SafetyChecker, SafetyCheckerConfig};
 use headshot_models::tokenizer::ClipTokenizer;
 use headshot_models::unet::{IpAdapterAttachment, UNet2DConditionModel, UNetConfig};
@@ -20,6 +22,7 @@ use headshot_weights::{ComponentKind, ResolvedComponent, ResolvedModelSet};
 
 use crate::config::{ModelSet, PipelineConfig};
 use crate::error::PipelineError;
+use crate::loras::LoraSupport;
 use crate::Pipeline;
 
 /// A VarBuilder over a component's weights: every `.safetensors` shard (memory-mapped), or a
@@ -138,13 +141,16 @@ impl Pipeline {
             ClipTokenizer::from_folder(&dir).map_err(PipelineError::load(c.kind, &dir))
         })?;
 
-        let text_encoder = timed("text encoder", || {
+        let (text_encoder, text_weights) = timed("text encoder", || {
             let c = set.get(ComponentKind::TextEncoder)?;
             let cfg_path = c.file("config.json")?;
             let cfg = ClipTextConfig::from_file(cfg_path)
                 .map_err(PipelineError::load(c.kind, cfg_path))?;
-            ClipTextEncoder::load(var_builder(c, dtype, &device)?, &cfg)
-                .map_err(PipelineError::load(c.kind, cfg_path))
+            // Recorded: a LoRA set rebuilds the encoder from these tensors (see loras.rs).
+            let (vb, recording) = record(var_builder(c, dtype, &device)?);
+            let encoder =
+                ClipTextEncoder::load(vb, &cfg).map_err(PipelineError::load(c.kind, cfg_path))?;
+            Ok((encoder, recording.finish()))
         })?;
 
         let image_encoder = timed("image encoder", || {
@@ -166,7 +172,7 @@ impl Pipeline {
             ClipImageProcessor::new(clip_defaults(size))
         };
 
-        let (projection, unet) = timed(
+        let (projection, unet, (adapter_weights, unet_weights)) = timed(
             "IP-Adapter, face projection and UNet (fusing the LoRA)",
             || {
                 let ip = set.get(ComponentKind::IpAdapter)?;
@@ -187,15 +193,12 @@ impl Pipeline {
                     num_tokens: projection.config().num_tokens,
                     scale: config.adapter_scale,
                 };
-                let unet = UNet2DConditionModel::load(
-                    var_builder(c, dtype, &device)?,
-                    &cfg,
-                    Some(attachment),
-                )
-                .map_err(PipelineError::load(c.kind, cfg_path))?;
-                // `weights` (the adapter's raw tensors) is dropped here: the LoRA is fused and the
-                // id projections are owned by the UNet.
-                Ok((projection, unet))
+                let (vb, recording) = record(var_builder(c, dtype, &device)?);
+                let unet = UNet2DConditionModel::load(vb, &cfg, Some(attachment))
+                    .map_err(PipelineError::load(c.kind, cfg_path))?;
+                // The adapter's raw tensors and the UNet's base weights stay for users' LoRAs:
+                // a LoRA set rebuilds the UNet from them (shared tensors, see loras.rs).
+                Ok((projection, unet, (weights, recording.finish())))
             },
         )?;
 
@@ -264,6 +267,20 @@ impl Pipeline {
             None
         };
 
+        let loras = LoraSupport {
+            folder: config.lora_folder.clone(),
+            unet_targets: LoraTargets::unet(unet_weights),
+            unet_config: unet.config().clone(),
+            text_targets: LoraTargets::text_encoder(text_weights),
+            text_config: text_encoder.config().clone(),
+            num_tokens: projection.config().num_tokens,
+            adapter: adapter_weights,
+            last: std::sync::Mutex::new(None),
+        };
+        if let Some(folder) = &loras.folder {
+            tracing::info!(dir = %folder.dir().display(), loras = ?folder.names().collect::<Vec<_>>(), "LoRA folder");
+        }
+
         let mut pipeline = Pipeline {
             device,
             model_set: set.name.clone(),
@@ -283,6 +300,7 @@ impl Pipeline {
             limits: config.limits.clone(),
             uncond_clip_features: Tensor::zeros(1, DType::F32, &Device::Cpu)
                 .map_err(PipelineError::run("setup"))?,
+            loras,
         };
         // The unconditional CLIP input is constant (an all-zero normalised pixel tensor):
         // encode it once here instead of once per job.

@@ -102,10 +102,18 @@ impl Pipeline {
         let span = tracing::info_span!("render", jobs = jobs.len(), images = total, steps, cfg);
         let _enter = span.enter();
 
+        // One batch, one LoRA set (it is part of the batch key): its models, or the base ones.
+        let lora = self.lora_models(&first.model.loras)?;
+        let (unet, text_encoder) = match lora.as_deref() {
+            Some(models) => (&models.unet, &models.text_encoder),
+            None => (&self.unet, &self.text_encoder),
+        };
         let conds = jobs
             .iter()
             .enumerate()
-            .map(|(i, (job, face))| self.condition(job, face, options.initial_latents.get(i)))
+            .map(|(i, (job, face))| {
+                self.condition(text_encoder, job, face, options.initial_latents.get(i))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let context = batch_context(&conds, cfg)?
             .to_dtype(self.dtype)
@@ -118,6 +126,7 @@ impl Pipeline {
             .collect();
 
         let denoised = self.denoise(
+            unet,
             latents,
             &context,
             &guidance,

@@ -122,8 +122,21 @@ impl Golden {
             safety_checker: None,
             face_index: 0,
             candidates: 0,
-            model: Default::default(),
+            model: self.e2e_model(),
         }
+    }
+
+    /// The golden's LoRA choice (`lora_model` / `lora_strength` metadata, as a request names
+    /// them), or the defaults.
+    pub fn e2e_model(&self) -> headshot_core::ModelChoice {
+        let mut model = headshot_core::ModelChoice::default();
+        if let Some(name) = self.meta.get("lora_model") {
+            model.loras.push(headshot_core::LoraChoice {
+                name: name.clone(),
+                strength: self.meta_num("lora_strength"),
+            });
+        }
+        model
     }
 
     /// A traced render with the golden's initial latents injected.
