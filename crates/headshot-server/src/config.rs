@@ -202,6 +202,24 @@ pub struct ModelArgs {
     /// Do not load the safety checker (requests with safety_checker=true then fail).
     #[arg(long, env = "HEADSHOT_NO_SAFETY_CHECKER")]
     pub no_safety_checker: bool,
+
+    /// Folder of users' LoRAs (kohya / A1111 `.safetensors`): a request's `lora_model: "name"`
+    /// is `name.safetensors` there, listed once at start-up. Without it, requests naming a
+    /// LoRA are refused.
+    #[arg(long, env = "HEADSHOT_LORA_DIR")]
+    pub lora_dir: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The LoRA folder listed, if `--lora-dir` is set.
+    pub fn lora_folder(
+        &self,
+    ) -> Result<Option<headshot_pipeline::LoraFolder>, headshot_pipeline::LoraFolderError> {
+        self.lora_dir
+            .as_ref()
+            .map(headshot_pipeline::LoraFolder::scan)
+            .transpose()
+    }
 }
 
 impl ModelArgs {

@@ -78,6 +78,9 @@ fn load_stages(args: &ModelArgs) -> anyhow::Result<(Stages, Arc<dyn LikenessScor
     let mut base = headshot_pipeline::PipelineConfig::new(&args.models);
     base.dtype = args.dtype;
     base.load_safety_checker = !args.no_safety_checker;
+    base.lora_folder = args
+        .lora_folder()
+        .context("listing the LoRA folder (--lora-dir)")?;
     if args.onnxruntime_library.is_some() {
         base.face_options.onnxruntime_library = args.onnxruntime_library.clone();
     }

@@ -1,12 +1,17 @@
 //! What this server can render of a request's `model_id`, `lora_model`, `scheduler`,
-//! `use_karras_sigmas` and `clip_skip`. It serves one model set with its own scheduler, so any
-//! other choice is refused at submit with the field named, instead of being ignored: a client
-//! asking for a sampler or LoRA must never get images made without it.
+//! `use_karras_sigmas` and `clip_skip`. It serves one model set with its own scheduler and the
+//! LoRAs of its `--lora-dir`, so any other choice is refused at submit with the field named,
+//! instead of being ignored: a client asking for a sampler or LoRA must never get images made
+//! without it.
 
 use headshot_core::wire::ValidationErrors;
 use headshot_core::{ModelChoice, SchedulerName};
+use headshot_pipeline::LoraFolder;
 
-pub fn check_served(choice: &ModelChoice) -> Result<(), ValidationErrors> {
+pub fn check_served(
+    choice: &ModelChoice,
+    loras: Option<&LoraFolder>,
+) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::new();
     if let Some(id) = &choice.model_id {
         errors.add(
@@ -14,14 +19,36 @@ pub fn check_served(choice: &ModelChoice) -> Result<(), ValidationErrors> {
             format!("The model id {id} is not configured on this server; leave model_id out to use its model set."),
         );
     }
-    if let Some(lora) = choice.loras.first() {
-        errors.add(
-            "lora_model",
-            format!(
-                "The lora model {} is not available: this server has no LoRA folder.",
-                lora.name
-            ),
-        );
+    match loras {
+        None => {
+            if let Some(lora) = choice.loras.first() {
+                errors.add(
+                    "lora_model",
+                    format!(
+                        "The lora model {} is not available: this server has no LoRA folder.",
+                        lora.name
+                    ),
+                );
+            }
+        }
+        Some(folder) => {
+            if let Some(lora) = choice.loras.iter().find(|l| !folder.contains(&l.name)) {
+                let known: Vec<&str> = folder.names().collect();
+                errors.add(
+                    "lora_model",
+                    format!(
+                        "The lora model {} is not in this server's LoRA folder {} (it has: {}).",
+                        lora.name,
+                        folder.dir().display(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
     }
     match choice.scheduler {
         None | Some(SchedulerName::Ddim) => {}
@@ -59,13 +86,13 @@ mod tests {
 
     #[test]
     fn defaults_pass_and_every_other_choice_is_named() {
-        assert!(check_served(&ModelChoice::default()).is_ok());
+        assert!(check_served(&ModelChoice::default(), None).is_ok());
         let ddim = ModelChoice {
             scheduler: Some(SchedulerName::Ddim),
             karras_sigmas: Some(false),
             ..ModelChoice::default()
         };
-        assert!(check_served(&ddim).is_ok());
+        assert!(check_served(&ddim, None).is_ok());
         let all = ModelChoice {
             model_id: Some("realistic".into()),
             loras: vec![LoraChoice {
@@ -76,7 +103,7 @@ mod tests {
             karras_sigmas: Some(true),
             clip_skip: 2,
         };
-        let errors = check_served(&all).unwrap_err();
+        let errors = check_served(&all, None).unwrap_err();
         let fields: Vec<&str> = errors.fields().collect();
         assert_eq!(
             fields,
@@ -94,5 +121,33 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn loras_of_the_folder_pass_and_others_are_named_with_the_folder() {
+        let dir = std::env::temp_dir().join(format!("served-loras-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("film.safetensors"), b"").unwrap();
+        let folder = LoraFolder::scan(&dir).unwrap();
+        let with = |names: &[&str]| ModelChoice {
+            loras: names
+                .iter()
+                .map(|n| LoraChoice {
+                    name: n.to_string(),
+                    strength: 0.7,
+                })
+                .collect(),
+            ..ModelChoice::default()
+        };
+        assert!(check_served(&with(&["film"]), Some(&folder)).is_ok());
+        let errors = check_served(&with(&["film", "grain"]), Some(&folder)).unwrap_err();
+        let message = &errors.0["lora_model"][0];
+        assert!(
+            message.starts_with("The lora model grain is not in this server's LoRA folder "),
+            "{message}"
+        );
+        assert!(message.contains(&dir.display().to_string()), "{message}");
+        assert!(message.ends_with("(it has: film)."), "{message}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -16,13 +16,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ApiKeys;
 use crate::cluster::Role;
-use crate::pull::spawn_pull_loop;
 use crate::config::Config;
 use crate::connections::ConnectionLimits;
 use crate::face_image::FaceImageLimits;
 use crate::finish::JobContext;
 use crate::intake::BodyIntake;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
+use crate::pull::spawn_pull_loop;
 use crate::recovery::recover;
 use crate::request_context::CorsPolicy;
 use crate::urls::PublicUrls;
@@ -43,6 +43,8 @@ pub enum StartupError {
     Http(#[from] FetchError),
     #[error("{0}")]
     Cluster(String),
+    #[error("could not list the LoRA folder (--lora-dir): {0}")]
+    Loras(#[from] headshot_pipeline::LoraFolderError),
 }
 
 /// The job and output stores the server uses, and the shared job queue when there is one.
@@ -128,6 +130,8 @@ pub struct Settings {
     pub initial_job_estimate: Duration,
     /// `--queue-size`: the shared backlog's cap on a node that queues for others.
     pub queue_cap: usize,
+    /// `--lora-dir` as listed at start-up: the LoRA names requests may use.
+    pub loras: Option<headshot_pipeline::LoraFolder>,
 }
 
 pub struct Inner {
@@ -195,7 +199,11 @@ impl AppState {
         if role.generates() != stages.is_some() {
             return Err(StartupError::Cluster(format!(
                 "role {role:?} {} models",
-                if role.generates() { "needs" } else { "loads no" }
+                if role.generates() {
+                    "needs"
+                } else {
+                    "loads no"
+                }
             )));
         }
         if role != Role::All && stores.queue.is_none() {
@@ -254,6 +262,7 @@ impl AppState {
             text_limits: config.text_limits(),
             initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
             queue_cap: config.queue_size.max(1),
+            loras: config.model.lora_folder()?,
         };
         let intake = BodyIntake::new(
             config.max_body_bytes_in_flight,

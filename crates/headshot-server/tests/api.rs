@@ -702,3 +702,34 @@ async fn style_is_accepted_and_echoed_beside_meta() {
     assert_eq!(queued["status"], "processing");
     assert_eq!(queued["style"], "anime");
 }
+
+#[tokio::test]
+async fn lora_names_are_checked_against_the_lora_folder() {
+    let face = base64::engine::general_purpose::STANDARD.encode(face_png());
+    let request = |lora: &str| json!({"key": KEY, "prompt": "p", "face_image": face, "lora_model": lora, "lora_strength": 0.7});
+    let loras = headshot_test_support::workspace().join("tests/fixtures/tiny/loras");
+    let server = TestServer::start(ScriptedGenerator::default(), |c| {
+        c.model.lora_dir = Some(loras.clone())
+    })
+    .await;
+    let v = server.submit(&request("tiny-style")).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let v = server.submit(&request("tiny-style,missing")).await;
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(keys(&v["message"]), ["lora_model"]);
+    let message = v["message"]["lora_model"][0].as_str().unwrap();
+    assert!(
+        message.starts_with("The lora model missing is not in this server's LoRA folder ")
+            && message.contains(&loras.display().to_string())
+            && message.ends_with("(it has: tiny-style)."),
+        "{message}"
+    );
+    // Without --lora-dir every LoRA is refused.
+    let plain = TestServer::start(ScriptedGenerator::default(), |_| {}).await;
+    let v = plain.submit(&request("tiny-style")).await;
+    assert_eq!(keys(&v["message"]), ["lora_model"], "{v}");
+    assert!(v["message"]["lora_model"][0]
+        .as_str()
+        .unwrap()
+        .contains("this server has no LoRA folder"));
+}

@@ -74,7 +74,7 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         &state.settings.text_limits,
     )
     .map_err(ApiError::Validation)?;
-    crate::served_models::check_served(&request.model).map_err(ApiError::Validation)?;
+    crate::served_models::check_served(&request.model, state.settings.loras.as_ref()).map_err(ApiError::Validation)?;
     // The raw body's share of the intake budget ends here; the request holds what it needs.
     drop((body, held));
     if let Some(webhook) = &request.webhook {
