@@ -43,6 +43,12 @@ pub enum LoraError {
         #[source]
         source: candle_core::Error,
     },
+    #[error("adding the LoRA deltas to the weight `{weight}` failed: {source}")]
+    MergeWeight {
+        weight: String,
+        #[source]
+        source: candle_core::Error,
+    },
 }
 
 /// The two key prefixes of an SD1.x kohya LoRA.
@@ -284,9 +290,8 @@ impl LoraTargets {
                     .to_dtype(DType::F32)
                     .and_then(|w| w + delta)
                     .and_then(|w| w.to_dtype(weight.dtype()))
-                    .map_err(|source| LoraError::Merge {
-                        path: PathBuf::new(),
-                        module: name.to_string(),
+                    .map_err(|source| LoraError::MergeWeight {
+                        weight: name.to_string(),
                         source,
                     })?;
                 Ok((name.to_string(), merged))
