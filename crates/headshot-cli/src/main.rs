@@ -222,6 +222,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             .map(read_latents)
             .into_iter()
             .collect::<Result<_>>()?,
+        step_noise: Vec::new(),
     };
     let request = JobSettings {
         prompt: args.prompt,

@@ -86,10 +86,10 @@ pub fn sampler_from_config(
     config_json: &str,
     use_karras_sigmas: Option<bool>,
 ) -> std::result::Result<Box<dyn Sampler>, SchedulerError> {
-    if use_karras_sigmas == Some(true) && !supports_karras_sigmas(name) {
+    if use_karras_sigmas == Some(true) && !name.has_karras_sigmas() {
         return Err(SchedulerError::Unsupported(format!(
             "{name} has no Karras sigmas (they exist for {})",
-            karras_schedulers()
+            SchedulerName::karras_names()
         )));
     }
     let sigma_config = || SigmaConfig::from_json(config_json, use_karras_sigmas);
@@ -102,26 +102,6 @@ pub fn sampler_from_config(
         }
         SchedulerName::UniPcMultistep => Box::new(UniPcMultistep::new(sigma_config()?)?),
     })
-}
-
-/// Whether diffusers' class takes `use_karras_sigmas`.
-pub fn supports_karras_sigmas(name: SchedulerName) -> bool {
-    matches!(
-        name,
-        SchedulerName::DpmSolverMultistep
-            | SchedulerName::EulerDiscrete
-            | SchedulerName::UniPcMultistep
-    )
-}
-
-/// The classes with Karras sigmas, comma-separated, for messages.
-pub fn karras_schedulers() -> String {
-    SchedulerName::ALL
-        .into_iter()
-        .filter(|&s| supports_karras_sigmas(s))
-        .map(SchedulerName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub(crate) fn read_config(path: &Path) -> std::result::Result<String, SchedulerError> {
