@@ -9,6 +9,7 @@ mod download;
 pub mod error;
 pub mod manifest;
 pub mod resolve;
+pub mod single_file;
 
 pub use error::WeightsError;
 pub use manifest::{
