@@ -52,7 +52,8 @@ enum Command {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Model set manifest (models/*.toml).
+    /// Model set manifest (models/*.toml), or a single-file SD1.5 checkpoint (.safetensors /
+    /// .ckpt) completed by the default set.
     #[arg(long, env = "HEADSHOT_MODELS")]
     models: PathBuf,
     /// Face photo (JPEG, PNG, WebP, ...); the largest face is used.
@@ -115,7 +116,8 @@ struct GenerateArgs {
 
 #[derive(Args)]
 struct FetchArgs {
-    /// Model set manifest (models/*.toml).
+    /// Model set manifest (models/*.toml), or a single-file SD1.5 checkpoint (.safetensors /
+    /// .ckpt) completed by the default set.
     #[arg(long, env = "HEADSHOT_MODELS")]
     models: PathBuf,
     /// Skip the ONNX face models.

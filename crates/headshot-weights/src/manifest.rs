@@ -14,6 +14,11 @@
 //! files = ["config.json", "diffusion_pytorch_model.safetensors"]
 //! ```
 //!
+//! `[components.checkpoint]` names a single-file SD1.5 checkpoint (one `.safetensors` or `.ckpt`
+//! in the original LDM / A1111 layout, see `single_file`); the UNet, VAE and text encoder then
+//! list only their `config.json` and take their weights from it. A plain checkpoint path given
+//! where a manifest is expected is the default set completed that way (`Manifest::with_checkpoint`).
+//!
 //! A source or component may carry `licence = "..."`, a notice logged (warn) whenever the set is
 //! resolved, e.g. for weights that are not licensed for commercial use.
 //!
