@@ -185,6 +185,37 @@ fn ckpt_state_dict_wrapper_is_read() {
     );
 }
 
+#[test]
+fn plain_and_training_ckpts_are_read() {
+    // A plain OrderedDict state dict, and a Lightning training save whose other entries
+    // (callbacks, hyper-parameters, optimizer state) are stepped over; both hold conv_in only.
+    let conv_in = source("unet/diffusion_pytorch_model.safetensors");
+    let [(unet, _), ..] = layouts();
+    for name in ["plain-state-dict.ckpt", "training-state.ckpt"] {
+        let file = Arc::new(
+            SingleFile::open(fixture_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+        assert!(
+            file.has(Part::Unet) && !file.has(Part::Vae),
+            "{name}: {file:?}"
+        );
+        file.load(unet.clone(), DType::F32, &Device::Cpu, |vb| {
+            for key in ["conv_in.weight", "conv_in.bias"] {
+                let want = &conv_in[key];
+                let got = vb.get(want.dims(), key)?;
+                let diff = (got - want)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                assert_eq!(diff, 0.0, "{name}: {key}");
+            }
+            Ok::<_, candle_core::Error>(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
 fn write_safetensors(path: &Path, keys: &[(&str, &[usize])]) {
     let tensors: HashMap<String, Tensor> = keys
         .iter()
