@@ -156,6 +156,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub outputs: crate::output_store::OutputStoreArgs,
+
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// What the pipeline loads and where it runs; passed through to `headshot-pipeline`.
