@@ -141,6 +141,8 @@ async fn redis_down_is_a_clear_error_and_the_nodes_recover_when_it_returns() {
         refused["message"].as_str().unwrap().contains("unavailable"),
         "{refused}"
     );
+    // Internal hosts stay in the log.
+    assert!(!refused.to_string().contains("127.0.0.1"), "{refused}");
     let (status, health) = api.get("/health").await;
     assert_eq!((status, health["status"].as_str()), (503, Some("degraded")), "{health}");
 
@@ -202,4 +204,54 @@ async fn a_webhook_left_pending_by_a_dead_node_is_delivered_by_a_live_one() {
     }
     assert!(store.pending_webhooks().unwrap().is_empty());
     drop(api);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_in_one_nodes_behind_one_redis_share_the_work_and_run_each_job_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let internet = Internet::start(0).await;
+    let gate = Gate::closed();
+    let held = ScriptedGenerator {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    let no_wait = |c: &mut headshot_server::Config| c.sync_wait_secs = 0.0;
+    let busy = node(shared.path(), &redis, Role::All, held, no_wait).await;
+    let free = node(shared.path(), &redis, Role::All, ScriptedGenerator::default(), no_wait).await;
+
+    // All submitted to the node whose device is held: it claims one per device plus its
+    // prefetch, and the other node takes the rest.
+    let mut ids = Vec::new();
+    for seed in 0..6 {
+        let answer = busy.submit(&with(body(&internet), "seed", serde_json::json!(seed))).await;
+        assert_eq!(answer["status"], "processing", "{answer}");
+        ids.push(answer["id"].as_u64().unwrap());
+    }
+    // The held node holds at most three (one per device plus a prefetch of two): the other
+    // three finish on the free node while the gate is still closed.
+    let mut finished = 0;
+    for _ in 0..600 {
+        finished = 0;
+        for &id in &ids {
+            if free.fetch(id).await["status"] == "success" {
+                finished += 1;
+            }
+        }
+        if finished >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(finished >= 3, "only {finished} jobs finished beside the held node");
+    gate.open();
+    for &id in &ids {
+        assert_eq!(busy.fetch_until_done(id).await["status"], "success");
+    }
+    let (on_busy, on_free) = (busy.generator.rendered().len(), free.generator.rendered().len());
+    eprintln!("all-in-one nodes: {on_busy} jobs on the held node, {on_free} on the other");
+    assert!(on_free >= 3, "the free node took the jobs the held one left");
+    assert_eq!(on_busy + on_free, ids.len(), "each job ran exactly once");
 }
