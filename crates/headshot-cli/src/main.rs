@@ -153,15 +153,8 @@ fn fetch_models(args: FetchArgs) -> Result<()> {
             .keys()
             .copied()
             .filter(|k| {
-                let face = matches!(
-                    k,
-                    ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                );
-                let safety = matches!(
-                    k,
-                    ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
-                );
-                !(face && args.skip_face_models) && !(safety && args.skip_safety_checker)
+                !(k.is_face_model() && args.skip_face_models)
+                    && !(k.is_safety_model() && args.skip_safety_checker)
             })
             .collect(),
     );

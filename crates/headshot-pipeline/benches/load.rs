@@ -18,15 +18,7 @@ fn options() -> ResolveOptions {
         only: Some(
             ComponentKind::ALL
                 .into_iter()
-                .filter(|k| {
-                    !matches!(
-                        k,
-                        ComponentKind::FaceDetector
-                            | ComponentKind::FaceRecognizer
-                            | ComponentKind::SafetyChecker
-                            | ComponentKind::FeatureExtractor
-                    )
-                })
+                .filter(|k| !k.is_face_model() && !k.is_safety_model())
                 .collect(),
         ),
     }

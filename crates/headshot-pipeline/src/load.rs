@@ -137,15 +137,7 @@ impl PipelineConfig {
                 ComponentKind::ALL
                     .into_iter()
                     .filter(|k| {
-                        let face = matches!(
-                            k,
-                            ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                        );
-                        let safety = matches!(
-                            k,
-                            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
-                        );
-                        !(face && skip_face) && !(safety && skip_safety)
+                        !(k.is_face_model() && skip_face) && !(k.is_safety_model() && skip_safety)
                     })
                     .collect(),
             );

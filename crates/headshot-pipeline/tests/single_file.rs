@@ -32,17 +32,7 @@ fn options() -> ResolveOptions {
         cache_dir: std::env::temp_dir().join("headshot-single-file-no-cache"),
         allow_download: false,
         progress: false,
-        only: Some(
-            ComponentKind::ALL
-                .into_iter()
-                .filter(|k| {
-                    !matches!(
-                        k,
-                        ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                    )
-                })
-                .collect(),
-        ),
+        only: Some(ComponentKind::except_face_models()),
     }
 }
 

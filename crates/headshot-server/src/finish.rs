@@ -188,8 +188,14 @@ pub fn spawn_completion_claimed(
             }
         }
         let result = ticket.await;
-        if claim_lost.as_ref().is_some_and(|lost| lost.load(Ordering::SeqCst)) {
-            tracing::info!(id, "claim lost: the outcome is left to the worker that took the job");
+        if claim_lost
+            .as_ref()
+            .is_some_and(|lost| lost.load(Ordering::SeqCst))
+        {
+            tracing::info!(
+                id,
+                "claim lost: the outcome is left to the worker that took the job"
+            );
             ctx.live.remove(id);
             return;
         }

@@ -38,7 +38,9 @@ pub fn spawn_pull_loop(
 ) {
     let runs = tracker.clone();
     // Claimed and not finished here at most: one running per device, `prefetch` waiting.
-    let most = (worker.devices() + prefetch).min(worker.max_queue_size()).max(1);
+    let most = (worker.devices() + prefetch)
+        .min(worker.max_queue_size())
+        .max(1);
     tracker.spawn(async move {
         tracing::info!("pulling jobs from the shared queue");
         while !stop.is_cancelled() {
@@ -120,13 +122,20 @@ async fn run_delivery(
                     }
                 }
                 _ => {
-                    tracing::warn!(id, "could not store the failure; it will be delivered again");
+                    tracing::warn!(
+                        id,
+                        "could not store the failure; it will be delivered again"
+                    );
                     return;
                 }
             }
         }
         Plan::Run(record, job) => {
-            tracing::info!(id, delivery = delivery.deliveries, "running a job from the shared queue");
+            tracing::info!(
+                id,
+                delivery = delivery.deliveries,
+                "running a job from the shared queue"
+            );
             let ticket = match worker.submit(job) {
                 Ok(ticket) => ticket,
                 Err(e) => {
@@ -161,7 +170,10 @@ async fn run_delivery(
     match acked {
         Ok(Ok(())) => tracing::info!(id, "job acknowledged on the shared queue"),
         // Its record is final, so a second delivery is only acknowledged, never run again.
-        _ => tracing::warn!(id, "could not acknowledge a finished job; a redelivery will"),
+        _ => tracing::warn!(
+            id,
+            "could not acknowledge a finished job; a redelivery will"
+        ),
     }
 }
 
@@ -178,7 +190,10 @@ fn plan(ctx: &JobContext, delivery: &Delivery) -> Result<Plan, StoreError> {
     match ctx.jobs.input(delivery.job_id) {
         Ok(Some(job)) => Ok(Plan::Run(record, job)),
         Ok(None) => Ok(Plan::Fail(record, INPUTS_LOST.to_string())),
-        Err(e @ StoreError::Corrupt { .. }) => Ok(Plan::Fail(record, format!("The job's inputs could not be read ({e}); please submit it again."))),
+        Err(e @ StoreError::Corrupt { .. }) => Ok(Plan::Fail(
+            record,
+            format!("The job's inputs could not be read ({e}); please submit it again."),
+        )),
         Err(e) => Err(e),
     }
 }
@@ -212,14 +227,21 @@ async fn keep_claim_alive(
         match tokio::task::spawn_blocking(move || q.keep_alive(&d)).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => {
-                tracing::warn!(id = delivery.job_id, "lost the claim on a running job; stopping it here");
+                tracing::warn!(
+                    id = delivery.job_id,
+                    "lost the claim on a running job; stopping it here"
+                );
                 lost.store(true, Ordering::SeqCst);
                 worker.cancel(seq);
                 return;
             }
             // Redis briefly down: keep trying; the claim outlasts a short outage.
-            Ok(Err(e)) => tracing::warn!(id = delivery.job_id, error = %e, "could not renew a claim"),
-            Err(e) => tracing::error!(id = delivery.job_id, error = %e, "renewing a claim panicked"),
+            Ok(Err(e)) => {
+                tracing::warn!(id = delivery.job_id, error = %e, "could not renew a claim")
+            }
+            Err(e) => {
+                tracing::error!(id = delivery.job_id, error = %e, "renewing a claim panicked")
+            }
         }
     }
 }

@@ -16,13 +16,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ApiKeys;
 use crate::cluster::Role;
-use crate::pull::spawn_pull_loop;
 use crate::config::Config;
 use crate::connections::ConnectionLimits;
 use crate::face_image::FaceImageLimits;
 use crate::finish::JobContext;
 use crate::intake::BodyIntake;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
+use crate::pull::spawn_pull_loop;
 use crate::recovery::recover;
 use crate::request_context::CorsPolicy;
 use crate::urls::PublicUrls;
@@ -195,7 +195,11 @@ impl AppState {
         if role.generates() != stages.is_some() {
             return Err(StartupError::Cluster(format!(
                 "role {role:?} {} models",
-                if role.generates() { "needs" } else { "loads no" }
+                if role.generates() {
+                    "needs"
+                } else {
+                    "loads no"
+                }
             )));
         }
         if role != Role::All && stores.queue.is_none() {

@@ -86,6 +86,30 @@ impl ComponentKind {
         }
     }
 
+    /// The face detector and recognizer (insightface's ONNX pair, not diffusers weights).
+    pub fn is_face_model(self) -> bool {
+        matches!(
+            self,
+            ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
+        )
+    }
+
+    /// The safety checker and its feature extractor.
+    pub fn is_safety_model(self) -> bool {
+        matches!(
+            self,
+            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+        )
+    }
+
+    /// Every kind but the face models: what resolves from diffusers-layout folders alone.
+    pub fn except_face_models() -> Vec<ComponentKind> {
+        ComponentKind::ALL
+            .into_iter()
+            .filter(|k| !k.is_face_model())
+            .collect()
+    }
+
     pub fn from_key(key: &str) -> Option<ComponentKind> {
         ComponentKind::ALL.into_iter().find(|k| k.key() == key)
     }
