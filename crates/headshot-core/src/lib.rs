@@ -1,12 +1,13 @@
 //! The wire-level heart of headshot-server, free of any framework: request and response types,
 //! normalisation of loose client input, the one job type, error kinds, and the traits the other
-//! crates implement (`FacePreparer`, `Generator` and `LikenessScorer` for the model stages, `OutputStore` /
-//! `JobStore` for persistence). No candle, tokio or axum here, so these rules are tested fast
-//! and fuzzed directly.
+//! crates implement (`FacePreparer`, `Generator` and `LikenessScorer` for the model stages,
+//! `OutputStore` / `JobStore` for persistence, `JobQueue` for the queue shared by many nodes).
+//! No candle, tokio or axum here, so these rules are tested fast and fuzzed directly.
 
 pub mod generator;
 pub mod job;
 pub mod model_choice;
+pub mod queue;
 pub mod store;
 pub mod wire;
 
@@ -19,6 +20,7 @@ pub use job::{
     PreparedJob,
 };
 pub use model_choice::{LoraChoice, ModelChoice, SchedulerName, UnknownScheduler};
+pub use queue::{Admission, Delivery, JobQueue};
 pub use store::{
     JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,
     WebhookDelivery,

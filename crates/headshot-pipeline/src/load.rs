@@ -1,7 +1,10 @@
 //! Loading every model of a set once: tokenizer, text encoder, image encoder, FaceID projection,
 //! UNet (adapter LoRA fused), VAE decoder, scheduler config, safety checker, face analyzer.
+//! The UNet, VAE and text encoder come from their own folders' weights, or from the set's
+//! single-file checkpoint for those whose component lists only a config.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -14,8 +17,9 @@ use headshot_models::face_projection::FaceIdPlusProjection;
 use headshot_models::ip_adapter::IpAdapterWeights;
 use headshot_models::safety_checker::{SafetyChecker, SafetyCheckerConfig};
 use headshot_models::tokenizer::ClipTokenizer;
-use headshot_models::unet::{IpAdapterAttachment, UNet2DConditionModel, UNetConfig};
+use headshot_models::unet::{IpAdapterAttachment, PerBlock, UNet2DConditionModel, UNetConfig};
 use headshot_models::vae::{VaeConfig, VaeDecoder};
+use headshot_weights::single_file::{PartLayout, SingleFile, UnetLayout};
 use headshot_weights::{ComponentKind, ResolvedComponent, ResolvedModelSet};
 
 use crate::config::{ModelSet, PipelineConfig};
@@ -41,6 +45,41 @@ fn var_builder(
         VarBuilder::from_pth(first, dtype, device)
             .map_err(PipelineError::load(component.kind, first))
     }
+}
+
+/// Builds a UNet, VAE or text encoder (`build`) from its component's own weights, or, when the
+/// component lists none, from the set's single-file checkpoint. `cfg_path` names the component
+/// in errors about its own weights.
+fn load_part<T, E>(
+    component: &ResolvedComponent,
+    checkpoint: Option<&Arc<SingleFile>>,
+    layout: PartLayout,
+    dtype: DType,
+    device: &Device,
+    cfg_path: &Path,
+    build: impl FnOnce(VarBuilder<'static>) -> Result<T, E>,
+) -> Result<T, PipelineError>
+where
+    E: Into<crate::error::Cause>,
+{
+    match checkpoint {
+        Some(file) if component.weights().is_err() => file
+            .load(layout, dtype, device, |vb| build(vb).map_err(Into::into))
+            .map_err(PipelineError::load(component.kind, file.path())),
+        _ => build(var_builder(component, dtype, device)?)
+            .map_err(PipelineError::load(component.kind, cfg_path)),
+    }
+}
+
+/// The UNet's block structure, as the checkpoint's names need it.
+fn unet_layout(cfg: &UNetConfig) -> PartLayout {
+    let blocks = cfg.block_out_channels.len();
+    PartLayout::Unet(UnetLayout {
+        layers_per_block: match &cfg.layers_per_block {
+            PerBlock::Same(n) => vec![*n; blocks],
+            PerBlock::Each(each) => each.clone(),
+        },
+    })
 }
 
 fn read_text(
@@ -98,15 +137,7 @@ impl PipelineConfig {
                 ComponentKind::ALL
                     .into_iter()
                     .filter(|k| {
-                        let face = matches!(
-                            k,
-                            ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                        );
-                        let safety = matches!(
-                            k,
-                            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
-                        );
-                        !(face && skip_face) && !(safety && skip_safety)
+                        !(k.is_face_model() && skip_face) && !(k.is_safety_model() && skip_safety)
                     })
                     .collect(),
             );
@@ -132,6 +163,15 @@ impl Pipeline {
         let dtype = config.dtype.dtype();
         tracing::info!(model_set = %set.name, device = %config.device, dtype = %config.dtype, "loading pipeline");
 
+        let checkpoint = match set.optional(ComponentKind::Checkpoint) {
+            Some(c) => Some(Arc::new(timed("single-file checkpoint index", || {
+                let path = c.weights()?[0];
+                SingleFile::open(path).map_err(PipelineError::load(c.kind, path))
+            })?)),
+            None => None,
+        };
+        let checkpoint = checkpoint.as_ref();
+
         let tokenizer = timed("tokenizer", || {
             let c = set.get(ComponentKind::Tokenizer)?;
             let dir = folder_of(c, "vocab.json").or_else(|_| folder_of(c, "tokenizer.json"))?;
@@ -143,8 +183,15 @@ impl Pipeline {
             let cfg_path = c.file("config.json")?;
             let cfg = ClipTextConfig::from_file(cfg_path)
                 .map_err(PipelineError::load(c.kind, cfg_path))?;
-            ClipTextEncoder::load(var_builder(c, dtype, &device)?, &cfg)
-                .map_err(PipelineError::load(c.kind, cfg_path))
+            load_part(
+                c,
+                checkpoint,
+                PartLayout::TextEncoder,
+                dtype,
+                &device,
+                cfg_path,
+                |vb| ClipTextEncoder::load(vb, &cfg),
+            )
         })?;
 
         let image_encoder = timed("image encoder", || {
@@ -187,12 +234,15 @@ impl Pipeline {
                     num_tokens: projection.config().num_tokens,
                     scale: config.adapter_scale,
                 };
-                let unet = UNet2DConditionModel::load(
-                    var_builder(c, dtype, &device)?,
-                    &cfg,
-                    Some(attachment),
-                )
-                .map_err(PipelineError::load(c.kind, cfg_path))?;
+                let unet = load_part(
+                    c,
+                    checkpoint,
+                    unet_layout(&cfg),
+                    dtype,
+                    &device,
+                    cfg_path,
+                    |vb| UNet2DConditionModel::load(vb, &cfg, Some(attachment)),
+                )?;
                 // `weights` (the adapter's raw tensors) is dropped here: the LoRA is fused and the
                 // id projections are owned by the UNet.
                 Ok((projection, unet))
@@ -204,8 +254,12 @@ impl Pipeline {
             let cfg_path = c.file("config.json")?;
             let cfg =
                 VaeConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
-            let vae = VaeDecoder::load(var_builder(c, dtype, &device)?, &cfg)
-                .map_err(PipelineError::load(c.kind, cfg_path))?;
+            let layout = PartLayout::Vae {
+                up_blocks: cfg.block_out_channels.len(),
+            };
+            let vae = load_part(c, checkpoint, layout, dtype, &device, cfg_path, |vb| {
+                VaeDecoder::load(vb, &cfg)
+            })?;
             let scale_factor = 1usize << cfg.block_out_channels.len().saturating_sub(1);
             Ok((vae, cfg.scaling_factor, scale_factor))
         })?;

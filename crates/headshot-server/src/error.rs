@@ -49,6 +49,9 @@ pub enum ApiError {
     NotFound,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A submit sent to a `--role worker` node.
+    #[error("this node only generates (--role worker)")]
+    NotAnApiNode,
     /// Cancel of a job that already reached `success` or `failed` (cancelled included).
     #[error("job {id} has already finished ({status})")]
     AlreadyFinished { id: u64, status: &'static str },
@@ -133,6 +136,13 @@ impl ApiError {
                 )
                 .into(),
             ),
+            ApiError::NotAnApiNode => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorResponse::new(
+                    "This node only generates images; send requests to an API node of the service.",
+                )
+                .into(),
+            ),
             ApiError::AlreadyFinished { id, status } => (
                 StatusCode::OK,
                 ErrorResponse::new(format!(
@@ -143,6 +153,15 @@ impl ApiError {
             ApiError::JobFailed { id, message } => {
                 (StatusCode::OK, FailedResponse::new(*id, message.clone()).into())
             }
+            // A shared store (Redis, the bucket) that is down comes back by itself: 503. Which
+            // one and where goes to the log only (`what` names internal hosts).
+            ApiError::Store(StoreError::Remote { .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorResponse::new(
+                    "The server's shared storage is unavailable right now; please retry in a few seconds.",
+                )
+                .into(),
+            ),
             ApiError::Store(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorResponse::new(format!("The server could not store the request: {e}")).into(),
@@ -184,6 +203,7 @@ impl ApiError {
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::NotFound => "not_found",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::NotAnApiNode => "not_an_api_node",
             ApiError::AlreadyFinished { .. } => "already_finished",
             ApiError::JobFailed { .. } => "job_failed",
             ApiError::Store(_) => "store",

@@ -4,6 +4,7 @@
 //! loop, which has moved on to the next batch.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use headshot_core::store::{
@@ -149,8 +150,20 @@ pub struct JobContext {
 /// its webhook. Until it is stored the job is in `ctx.live`. The receiver gets the final record.
 pub fn spawn_completion(
     ctx: &JobContext,
+    record: JobRecord,
+    ticket: JobTicket,
+) -> oneshot::Receiver<JobRecord> {
+    spawn_completion_claimed(ctx, record, ticket, None)
+}
+
+/// [`spawn_completion`] for a job claimed from the shared queue: once `claim_lost` is set
+/// (another worker took the job over), its outcome is dropped, not stored, and the receiver
+/// gets no record.
+pub fn spawn_completion_claimed(
+    ctx: &JobContext,
     mut record: JobRecord,
     mut ticket: JobTicket,
+    claim_lost: Option<Arc<AtomicBool>>,
 ) -> oneshot::Receiver<JobRecord> {
     let (done_tx, done_rx) = oneshot::channel();
     let (final_tx, final_rx) = watch::channel(None);
@@ -175,6 +188,17 @@ pub fn spawn_completion(
             }
         }
         let result = ticket.await;
+        if claim_lost
+            .as_ref()
+            .is_some_and(|lost| lost.load(Ordering::SeqCst))
+        {
+            tracing::info!(
+                id,
+                "claim lost: the outcome is left to the worker that took the job"
+            );
+            ctx.live.remove(id);
+            return;
+        }
         // Generation time and the outcome are counted once, by the worker
         // (headshot_job_duration_seconds, headshot_jobs_finished_total), not again here.
         let stage = ctx.clone();

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod bodies;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod likeness;
 pub mod live;
 pub mod net;
 pub mod output_store;
+pub mod pull;
 pub mod recovery;
 pub mod request_context;
 pub mod routes;
@@ -39,6 +41,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let worker = state.worker.clone();
+    let (draining, pulling) = (state.draining.clone(), state.pulling.clone());
     let ctx = state.jobs.clone();
     let finishing = ctx.finishing.clone();
     let limits = state.settings.connections;
@@ -47,7 +50,13 @@ pub async fn serve(
     // admitted jobs finish; new submits are refused meanwhile.
     let drain = async move {
         shutdown.await;
-        worker.shutdown().await;
+        // No more claims from the shared queue; what was claimed finishes below.
+        draining.cancel();
+        if let Some(worker) = &worker {
+            worker.shutdown().await;
+        }
+        pulling.close();
+        pulling.wait().await;
         finishing.close();
         finishing.wait().await;
         tracing::info!("drained: every admitted job is finished and stored");

@@ -21,20 +21,26 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!(StartupError::NoApiKeys);
     }
 
+    config.cluster.check().map_err(anyhow::Error::msg)?;
+
     // Loading models is slow and synchronous; do it before the async runtime starts serving.
-    let (stages, likeness) = load_stages(&config.model)?;
+    // An API node (`--role api`) loads none: workers generate.
+    let loaded = if config.cluster.role.generates() {
+        Some(load_stages(&config.model)?)
+    } else {
+        None
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the tokio runtime")?;
-    runtime.block_on(run(config, stages, likeness))
+    runtime.block_on(run(config, loaded))
 }
 
 async fn run(
     config: Config,
-    stages: Stages,
-    likeness: Arc<dyn LikenessScorer>,
+    loaded: Option<(Stages, Arc<dyn LikenessScorer>)>,
 ) -> anyhow::Result<()> {
     let stores = Stores::open(&config).with_context(|| {
         format!(
@@ -47,12 +53,14 @@ async fn run(
                 .unwrap_or("on local disk")
         )
     })?;
-    let state = AppState::new(&config, stages, stores, Some(likeness))?;
+    let (stages, likeness) = loaded.unzip();
+    let state = AppState::for_role(&config, stages, stores, likeness)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("could not listen on {}", config.bind))?;
     tracing::info!(
         address = %listener.local_addr()?,
+        role = ?config.cluster.role,
         public_base_url = %config.public_base_url(),
         "headshot-server listening"
     );

@@ -4,20 +4,25 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use headshot_core::queue::JobQueue;
 use headshot_core::store::{JobStore, OutputStore, StoreError};
 use headshot_core::wire::TextLimits;
 use headshot_core::LikenessScorer;
-use headshot_store::{LocalDiskOutputStore, RedbJobStore};
+use headshot_store::{
+    LocalDiskOutputStore, QueueConfig, RedbJobStore, RedisConfig, RedisJobQueue, RedisJobStore,
+};
 use headshot_worker::{Stages, Worker, WorkerConfig, WorkerError, WorkerHandle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::ApiKeys;
+use crate::cluster::Role;
 use crate::config::Config;
 use crate::connections::ConnectionLimits;
 use crate::face_image::FaceImageLimits;
 use crate::finish::JobContext;
 use crate::intake::BodyIntake;
 use crate::net::{FetchError, GuardedHttp, OutboundLimits};
+use crate::pull::spawn_pull_loop;
 use crate::recovery::recover;
 use crate::request_context::CorsPolicy;
 use crate::urls::PublicUrls;
@@ -36,13 +41,24 @@ pub enum StartupError {
     Worker(#[from] WorkerError),
     #[error("could not set up outbound HTTP: {0}")]
     Http(#[from] FetchError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
-/// The job and output stores the server uses.
+/// The job and output stores the server uses, and the shared job queue when there is one.
 #[derive(Clone)]
 pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     pub outputs: Arc<dyn OutputStore>,
+    /// `Some` with `--redis-url`: jobs go through it to whichever worker claims them.
+    pub queue: Option<SharedQueue>,
+}
+
+/// The shared job queue and the model set whose stream this node adds to or takes from.
+#[derive(Clone)]
+pub struct SharedQueue {
+    pub queue: Arc<dyn JobQueue>,
+    pub model_set: String,
 }
 
 impl Stores {
@@ -53,11 +69,30 @@ impl Stores {
         Self::open_with_outputs(data_dir, Arc::new(outputs))
     }
 
-    /// The stores `config` names: outputs from `--output-store` (local disk or S3), job records
-    /// in `{data_dir}/jobs.redb`.
+    /// The stores `config` names: outputs from `--output-store` (local disk or S3); job records
+    /// and the job queue in Redis with `--redis-url`, else records in `{data_dir}/jobs.redb`
+    /// and no shared queue.
     pub fn open(config: &Config) -> Result<Self, StoreError> {
         let outputs = config.outputs.open(&config.data_dir, config.output_ttl())?;
-        Self::open_with_outputs(&config.data_dir, outputs)
+        let cluster = &config.cluster;
+        let Some(url) = &cluster.redis_url else {
+            return Self::open_with_outputs(&config.data_dir, outputs);
+        };
+        let redis = RedisConfig::new(url.clone());
+        let jobs = RedisJobStore::open(&redis)?;
+        let mut queue = QueueConfig::new([cluster.model_set_name.clone()]);
+        queue.max_queued = config.queue_size.max(1) as u64;
+        queue.visibility_timeout = cluster.claim_timeout();
+        queue.max_deliveries = cluster.max_deliveries;
+        let queue = RedisJobQueue::open(&redis, queue)?;
+        Ok(Stores {
+            jobs: Arc::new(jobs),
+            outputs,
+            queue: Some(SharedQueue {
+                queue: Arc::new(queue),
+                model_set: cluster.model_set_name.clone(),
+            }),
+        })
     }
 
     fn open_with_outputs(
@@ -72,6 +107,7 @@ impl Stores {
         Ok(Stores {
             jobs: Arc::new(jobs),
             outputs,
+            queue: None,
         })
     }
 }
@@ -87,13 +123,26 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub connections: ConnectionLimits,
     pub text_limits: TextLimits,
+    /// A job's expected time before any has run (`--initial-eta-secs`): the ETA and retry
+    /// hints of a node that queues for others.
+    pub initial_job_estimate: Duration,
+    /// `--queue-size`: the shared backlog's cap on a node that queues for others.
+    pub queue_cap: usize,
 }
 
 pub struct Inner {
     pub settings: Settings,
     pub keys: ApiKeys,
     pub intake: BodyIntake,
-    pub worker: WorkerHandle,
+    /// This node's worker (`None` on an API node, `--role api`).
+    pub worker: Option<WorkerHandle>,
+    /// The shared queue jobs go through (`--redis-url`); `None`: straight to `worker`.
+    pub queue: Option<SharedQueue>,
+    pub role: Role,
+    /// Cancelled at SIGTERM: no new submits, and the pull loop claims no more jobs.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// The pull loop (a worker beside a shared queue); the drain waits for it.
+    pub pulling: tokio_util::task::TaskTracker,
     pub jobs: JobContext,
     pub metrics: PrometheusHandle,
     pub cors: CorsPolicy,
@@ -113,6 +162,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Draining (after SIGTERM): submits are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled() || self.worker.as_ref().is_some_and(|w| w.is_closed())
+    }
+
     /// Starts the worker around the model `stages` (prepare pool, one device thread per
     /// generator) and, inside a tokio runtime, runs again the jobs a previous run left
     /// unfinished (before any new one), resumes pending webhooks and starts the expiry sweep.
@@ -125,6 +179,34 @@ impl AppState {
         stores: Stores,
         likeness: Option<Arc<dyn LikenessScorer>>,
     ) -> Result<Self, StartupError> {
+        Self::for_role(config, Some(stages), stores, likeness)
+    }
+
+    /// [`AppState::new`] for any `--role`: an API node (`stages` None) runs no worker and only
+    /// queues; a node that generates beside a shared queue also pulls from it.
+    pub fn for_role(
+        config: &Config,
+        stages: Option<Stages>,
+        stores: Stores,
+        likeness: Option<Arc<dyn LikenessScorer>>,
+    ) -> Result<Self, StartupError> {
+        let role = config.cluster.role;
+        config.cluster.check().map_err(StartupError::Cluster)?;
+        if role.generates() != stages.is_some() {
+            return Err(StartupError::Cluster(format!(
+                "role {role:?} {} models",
+                if role.generates() {
+                    "needs"
+                } else {
+                    "loads no"
+                }
+            )));
+        }
+        if role != Role::All && stores.queue.is_none() {
+            return Err(StartupError::Cluster(
+                "API and worker nodes need the shared queue (--redis-url)".into(),
+            ));
+        }
         let keys = ApiKeys::new(&config.api_keys, config.no_auth);
         if !keys.is_configured() {
             return Err(StartupError::NoApiKeys);
@@ -134,17 +216,24 @@ impl AppState {
                 .jobs
                 .get_or_init_secret(KEY_FINGERPRINT_SECRET, &rand::random::<[u8; 32]>())?,
         );
-        let unfinished = stores.jobs.list_unfinished()?;
-        let worker = Worker::spawn(
-            stages,
-            WorkerConfig {
-                // Every job the last run accepted is admitted again, even if the limit shrank.
-                queue_size: config.queue_size.max(unfinished.len()).max(1),
-                prepare_threads: config.prepare_threads.max(1),
-                initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
-                ..WorkerConfig::default()
-            },
-        )?;
+        // With a shared queue, unfinished jobs are the queue's: it delivers them again.
+        let unfinished = match stores.queue {
+            None => stores.jobs.list_unfinished()?,
+            Some(_) => Vec::new(),
+        };
+        let worker = match stages {
+            Some(stages) => Some(Worker::spawn(
+                stages,
+                WorkerConfig {
+                    // Every job the last run accepted is admitted again, even if the limit shrank.
+                    queue_size: config.queue_size.max(unfinished.len()).max(1),
+                    prepare_threads: config.prepare_threads.max(1),
+                    initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
+                    ..WorkerConfig::default()
+                },
+            )?),
+            None => None,
+        };
         let timeout = Duration::from_secs(config.fetch_timeout_secs.max(1));
         let http = GuardedHttp::new(config.allow_private_urls, timeout)?
             .allowing_url_credentials(config.allow_url_credentials);
@@ -167,6 +256,8 @@ impl AppState {
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             },
             text_limits: config.text_limits(),
+            initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
+            queue_cap: config.queue_size.max(1),
         };
         let intake = BodyIntake::new(
             config.max_body_bytes_in_flight,
@@ -182,6 +273,10 @@ impl AppState {
             keys,
             intake,
             worker,
+            queue: stores.queue,
+            role,
+            draining: tokio_util::sync::CancellationToken::new(),
+            pulling: tokio_util::task::TaskTracker::new(),
             jobs: JobContext {
                 jobs: stores.jobs,
                 outputs: stores.outputs,
@@ -204,7 +299,28 @@ impl AppState {
             started: std::time::Instant::now(),
         }));
         if tokio::runtime::Handle::try_current().is_ok() {
-            let recovered = recover(&state.jobs, &state.worker, unfinished)?;
+            if let (Some(worker), Some(shared)) = (&state.worker, &state.queue) {
+                spawn_pull_loop(
+                    &state.pulling,
+                    state.jobs.clone(),
+                    worker.clone(),
+                    shared.queue.clone(),
+                    config.cluster.worker_prefetch,
+                    state.draining.clone(),
+                );
+            }
+            if state.queue.is_some() {
+                crate::webhooks::spawn_outbox_takeover(state.jobs.clone());
+            }
+            let recovered = match &state.worker {
+                Some(worker) if state.queue.is_none() => recover(&state.jobs, worker, unfinished)?,
+                // Deliveries are at least once: a webhook another node was sending may go out
+                // twice, with the same webhook-id for the receiver to drop the copy.
+                _ => crate::recovery::Recovered {
+                    webhooks: crate::webhooks::resume_outbox(&state.jobs)?,
+                    ..Default::default()
+                },
+            };
             if recovered != Default::default() {
                 tracing::warn!(
                     ?recovered,

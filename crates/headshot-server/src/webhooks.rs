@@ -76,6 +76,16 @@ pub struct WebhookPolicy {
     pub secret: Option<WebhookSecret>,
 }
 
+impl WebhookPolicy {
+    /// The longest one delivery can take with every retry (a jittered delay is at most twice
+    /// its base, and the base is capped at 32 first back-offs). A delivery still pending after
+    /// this was being sent by a node that died.
+    pub fn longest_delivery(&self) -> Duration {
+        let attempts = self.retries.saturating_add(1).min(u32::MAX as usize) as u32;
+        (self.first_backoff.saturating_mul(64) + self.timeout).saturating_mul(attempts)
+    }
+}
+
 /// The outbox entry for a finished record, `None` if it has no webhook.
 pub fn delivery_for(record: &JobRecord, urls: &PublicUrls) -> Option<WebhookDelivery> {
     let url = record.webhook.clone()?;
@@ -188,9 +198,60 @@ pub fn resume_outbox(ctx: &JobContext) -> Result<usize, StoreError> {
     Ok(count)
 }
 
+/// Beside a shared outbox (many nodes, one Redis): once per [`WebhookPolicy::longest_delivery`],
+/// sends again the deliveries pending for longer than that, whose node died mid-delivery (a
+/// live node has delivered, refused or given up each of its own by then). At least once: a
+/// receiver drops a copy by its `webhook-id`. Stops with the deliveries.
+pub fn spawn_outbox_takeover(ctx: JobContext) {
+    let window = ctx.webhook.longest_delivery().max(Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(window);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = ctx.stop_deliveries.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let jobs = ctx.jobs.clone();
+            let pending = match tokio::task::spawn_blocking(move || jobs.pending_webhooks()).await {
+                Ok(Ok(pending)) => pending,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not read the shared outbox");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the shared outbox panicked");
+                    continue;
+                }
+            };
+            let cutoff = unix_millis(SystemTime::now()).saturating_sub(window.as_millis() as u64);
+            for delivery in pending.into_iter().filter(|d| d.created_at_ms < cutoff) {
+                tracing::info!(webhook_id = %delivery.id, id = delivery.job_id, "taking over a webhook whose node stopped");
+                spawn_delivery(ctx.clone(), delivery);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_outlives_no_retry_window() {
+        let policy = WebhookPolicy {
+            retries: 5,
+            first_backoff: Duration::from_millis(1000),
+            timeout: Duration::from_secs(20),
+            secret: None,
+        };
+        // Six attempts, each at most a 20 s timeout plus a jittered, capped delay.
+        assert_eq!(
+            policy.longest_delivery(),
+            Duration::from_secs(6 * (64 + 20))
+        );
+    }
 
     #[test]
     fn signs_the_standard_webhooks_example() {

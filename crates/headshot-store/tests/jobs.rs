@@ -1,131 +1,14 @@
-use std::time::{Duration, SystemTime};
+//! The redb job store's own guarantees: a reopened file keeps records and ids, errors name the
+//! file, ids stay unique across threads, and a corrupt record hides no other (the contract of
+//! every store is in job_store_contract.rs).
 
-use headshot_store::{
-    JobRecord, JobStatus, JobStore, MemoryJobStore, OutputFormat, RedbJobStore, StoreError,
-};
+mod support;
+
+use std::time::Duration;
+
+use headshot_store::{JobStore, RedbJobStore, StoreError};
 use serde_json::json;
-
-fn record(store: &dyn JobStore) -> JobRecord {
-    let id = store.next_id().unwrap();
-    let mut r = JobRecord::queued(
-        id,
-        json!({"prompt": "portrait", "seed": 42, "samples": 1}),
-        format!("prefix{id}"),
-        OutputFormat::Png,
-        1,
-    );
-    r.webhook = Some("https://example.com/hook".into());
-    r.track_id = Some(json!("abc-1"));
-    r
-}
-
-fn round_trip(store: &dyn JobStore) {
-    let mut r = record(store);
-    store.insert(&r).unwrap();
-    assert_eq!(store.get(r.id).unwrap().unwrap(), r);
-
-    r.status = JobStatus::Processing;
-    store.update(&r).unwrap();
-    assert_eq!(
-        store.get(r.id).unwrap().unwrap().status,
-        JobStatus::Processing
-    );
-
-    r.mark_success(
-        vec![format!("prefix{}-0.png", r.id)],
-        false,
-        Duration::from_secs(3),
-    );
-    store.update(&r).unwrap();
-    assert_eq!(store.get(r.id).unwrap().unwrap(), r);
-
-    assert_eq!(store.get(r.id + 1000).unwrap(), None);
-    let mut ghost = r.clone();
-    ghost.id += 1000;
-    assert!(matches!(
-        store.update(&ghost),
-        Err(StoreError::JobNotFound(_))
-    ));
-}
-
-fn ids_increase(store: &dyn JobStore) {
-    let a = store.next_id().unwrap();
-    let b = store.next_id().unwrap();
-    assert!(b > a);
-    // An inserted id above the counter pushes the counter past it.
-    let mut r = record(store);
-    r.id = b + 10;
-    store.insert(&r).unwrap();
-    assert!(store.next_id().unwrap() > b + 10);
-}
-
-fn unfinished_and_expiry(store: &dyn JobStore) {
-    let queued = record(store);
-    store.insert(&queued).unwrap();
-    let mut failed = record(store);
-    failed.mark_failed("no face detected");
-    store.insert(&failed).unwrap();
-    let mut done = record(store);
-    done.mark_success(vec![], true, Duration::from_secs(1));
-    store.insert(&done).unwrap();
-
-    let unfinished: Vec<_> = store
-        .list_unfinished()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(unfinished, [queued.id]);
-
-    // Nothing finished before a cutoff in the past.
-    let past = SystemTime::now() - Duration::from_secs(3600);
-    assert!(store.list_expired(past).unwrap().is_empty());
-    assert!(store.purge_expired(past).unwrap().is_empty());
-
-    let future = SystemTime::now() + Duration::from_secs(3600);
-    let mut expired = store.list_expired(future).unwrap();
-    expired.sort();
-    assert_eq!(expired, [failed.id, done.id]);
-    let purged = store.purge_expired(future).unwrap();
-    assert_eq!(purged.len(), 2);
-    assert_eq!(store.get(failed.id).unwrap(), None);
-    assert_eq!(store.get(done.id).unwrap(), None);
-    // Unfinished jobs never expire by age.
-    assert!(store.get(queued.id).unwrap().is_some());
-}
-
-#[test]
-fn redb_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    round_trip(&RedbJobStore::open(dir.path().join("jobs.redb")).unwrap());
-}
-
-#[test]
-fn redb_ids_increase() {
-    let dir = tempfile::tempdir().unwrap();
-    ids_increase(&RedbJobStore::open(dir.path().join("jobs.redb")).unwrap());
-}
-
-#[test]
-fn redb_unfinished_and_expiry() {
-    let dir = tempfile::tempdir().unwrap();
-    unfinished_and_expiry(&RedbJobStore::open(dir.path().join("jobs.redb")).unwrap());
-}
-
-#[test]
-fn memory_round_trip() {
-    round_trip(&MemoryJobStore::new());
-}
-
-#[test]
-fn memory_ids_increase() {
-    ids_increase(&MemoryJobStore::new());
-}
-
-#[test]
-fn memory_unfinished_and_expiry() {
-    unfinished_and_expiry(&MemoryJobStore::new());
-}
+use support::record;
 
 #[test]
 fn redb_reopen_keeps_records_and_continues_ids() {

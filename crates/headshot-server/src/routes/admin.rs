@@ -40,10 +40,10 @@ pub async fn system_details(
     if let Err(e) = authorise(&state, &headers, body).await {
         return e.into_response();
     }
-    let worker = &state.worker;
-    let devices: Vec<DeviceDetails> = worker
-        .device_status()
-        .into_iter()
+    let devices: Vec<DeviceDetails> = state
+        .worker
+        .iter()
+        .flat_map(|w| w.device_status())
         .map(|d| DeviceDetails {
             device: d.info.device,
             kind: d.info.kind,
@@ -53,7 +53,28 @@ pub async fn system_details(
         .collect();
     let mut models: Vec<String> = devices.iter().map(|d| d.models.clone()).collect();
     models.dedup();
-    let queued = worker.queue_depth();
+    // This node's own worker; an API node has none and shows the shared backlog as queued.
+    let (queued, running, max_queued) = match &state.worker {
+        Some(w) => (
+            w.queue_depth(),
+            w.in_flight().saturating_sub(w.queue_depth()),
+            w.max_queue_size(),
+        ),
+        None => {
+            let backlog = match &state.queue {
+                Some(shared) => {
+                    let queue = shared.queue.clone();
+                    tokio::task::spawn_blocking(move || queue.backlog())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
+            (backlog as usize, 0, state.settings.queue_cap)
+        }
+    };
     let uptime = state.started.elapsed().as_secs();
     let details = SystemDetails {
         server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -63,9 +84,9 @@ pub async fn system_details(
         models,
         queue: QueueDetails {
             queued,
-            running: worker.in_flight().saturating_sub(queued),
-            max_queued: worker.max_queue_size(),
-            draining: worker.is_closed(),
+            running,
+            max_queued,
+            draining: state.is_draining(),
         },
         memory: MemoryFacts::read(),
     };

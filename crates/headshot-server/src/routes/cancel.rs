@@ -116,7 +116,8 @@ async fn cancel_job(
     }
     // Unfinished but not run here: another server's job (a shared store); not ours to stop.
     let live = state.jobs.live.get(id).ok_or(ApiError::NotFound)?;
-    match state.worker.cancel(live.seq) {
+    let worker = state.worker.as_ref().ok_or(ApiError::NotFound)?;
+    match worker.cancel(live.seq) {
         Cancelled::NotFound => {
             // The worker answered it a moment ago; its final record says how it ended.
             let finished = final_record(&live).await.unwrap_or(record);
@@ -143,7 +144,12 @@ async fn clear(
         .into_iter()
         .map(|(_, live)| live)
         .filter(|live| caller.may_read(live.owner.as_deref()))
-        .filter(|live| state.worker.cancel_waiting(live.seq))
+        .filter(|live| {
+            state
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.cancel_waiting(live.seq))
+        })
         .collect();
     for live in &cancelled {
         final_record(live).await;

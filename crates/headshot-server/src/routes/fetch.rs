@@ -155,7 +155,7 @@ async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Respo
                     .jobs
                     .live
                     .get(id)
-                    .and_then(|live| state.worker.progress(live.seq))
+                    .and_then(|live| state.worker.as_ref()?.progress(live.seq))
             };
             Json(fetch_body(&record, &state.jobs.urls, progress)).into_response()
         }

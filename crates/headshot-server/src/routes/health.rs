@@ -50,11 +50,37 @@ pub const READY_PATH: &str = "/health/ready";
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let worker = &state.worker;
-    let devices_alive = worker.live_devices();
-    let (code, status) = if worker.is_closed() {
+    let (mut in_flight, mut max_queued, devices, devices_alive, preparing) = match &state.worker {
+        Some(w) => (
+            w.in_flight(),
+            w.max_queue_size(),
+            w.devices(),
+            w.live_devices(),
+            w.live_preparers() > 0,
+        ),
+        None => (0, state.settings.queue_cap, 0, 0, true),
+    };
+    // Beside a shared queue, jobs reach (or come from) Redis: unreachable means degraded. An
+    // API node reports the shared backlog as its jobs in flight.
+    let mut queue_reachable = true;
+    if let Some(shared) = &state.queue {
+        let queue = shared.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.backlog()).await {
+            Ok(Ok(backlog)) if state.worker.is_none() => {
+                in_flight = backlog as usize;
+                max_queued = state.settings.queue_cap;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the shared queue is unreachable");
+                queue_reachable = false;
+            }
+            Err(_) => queue_reachable = false,
+        }
+    }
+    let (code, status) = if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if devices_alive < worker.devices() || worker.live_preparers() == 0 {
+    } else if devices_alive < devices || !preparing || !queue_reachable {
         (StatusCode::SERVICE_UNAVAILABLE, "degraded")
     } else {
         (StatusCode::OK, "ok")
@@ -63,9 +89,9 @@ pub async fn health(State(state): State<AppState>) -> Response {
         code,
         Json(Readiness {
             status,
-            in_flight: worker.in_flight(),
-            max_queued: worker.max_queue_size(),
-            devices: worker.devices(),
+            in_flight,
+            max_queued,
+            devices,
             devices_alive,
         }),
     )
@@ -94,7 +120,8 @@ pub async fn live() -> Response {
     responses((status = 200, description = "Prometheus text format: counters, gauges, and histograms with buckets", content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    metrics::gauge!("headshot_jobs_in_flight").set(state.worker.in_flight() as f64);
+    let in_flight = state.worker.as_ref().map_or(0, |w| w.in_flight());
+    metrics::gauge!("headshot_jobs_in_flight").set(in_flight as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -1,17 +1,19 @@
 //! `POST .../image_editing/head_shot`: authenticate, normalise, get the face image, admit the
 //! job, persist its record, then wait up to the sync wait for the result.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use headshot_core::store::{JobRecord, JobStatus, OutputFormat};
+use headshot_core::queue::Admission;
+use headshot_core::store::{JobId, JobRecord, JobStatus, JobStore, OutputFormat, StoreError};
 use headshot_core::wire::{
     FetchRequest, HeadShotRequest, ProcessingResponse, ValidationErrors, WireResponse,
 };
+use headshot_core::GenerationJob;
 use headshot_worker::SubmitError;
 
 use super::body::{header_key, parse_object, refuse_wrong_header_key};
@@ -19,7 +21,7 @@ use crate::bodies::{failure_message, future_urls, success_body};
 use crate::error::ApiError;
 use crate::face_image::obtain_face_images;
 use crate::finish::spawn_completion;
-use crate::state::AppState;
+use crate::state::{AppState, SharedQueue};
 
 /// Submit a head shot job
 #[utoipa::path(
@@ -33,7 +35,7 @@ use crate::state::AppState;
         (status = 408, description = "The body did not arrive in time", body = headshot_core::wire::ErrorResponse),
         (status = 413, description = "The body is too large", body = headshot_core::wire::ErrorResponse),
         (status = 500, description = "The server could not store the job", body = headshot_core::wire::ErrorResponse),
-        (status = 503, description = "Draining after SIGTERM: no new jobs", body = headshot_core::wire::ErrorResponse),
+        (status = 503, description = "Draining after SIGTERM (no new jobs), a worker node (`--role worker` takes no submits), or a shared store (Redis, the bucket) unavailable: retry shortly", body = headshot_core::wire::ErrorResponse),
     ),
     security((), ("key_header" = []), ("bearer" = []))
 )]
@@ -60,7 +62,10 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         .keys
         .authenticate(key.as_deref())
         .ok_or(ApiError::InvalidKey)?;
-    if state.worker.is_closed() {
+    if !state.role.takes_submits() {
+        return Err(ApiError::NotAnApiNode);
+    }
+    if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
     let request = HeadShotRequest::from_json_with_limits(
@@ -82,11 +87,13 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         })?;
     }
     // Cheap early refusal under load, before downloading anything (admission below is exact).
-    if state.worker.in_flight() >= state.worker.max_queue_size() {
-        return Err(ApiError::QueueFull {
-            max_queued: state.worker.max_queue_size(),
-            retry_after_secs: state.worker.retry_after().as_secs_f64().ceil().max(1.0) as u64,
-        });
+    if let Some(worker) = state.worker.as_ref().filter(|_| state.queue.is_none()) {
+        if worker.in_flight() >= worker.max_queue_size() {
+            return Err(ApiError::QueueFull {
+                max_queued: worker.max_queue_size(),
+                retry_after_secs: worker.retry_after().as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
     }
     let (face_image, more_face_images) = obtain_face_images(
         &request.face_image,
@@ -116,24 +123,11 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     record.style = request.style.clone();
 
     let job = request.to_job(face_image, more_face_images);
-    let stored = job.clone();
-    // Admission first, so a refused request leaves no record behind.
-    let ticket = state.worker.submit(job).map_err(|e| match e {
-        SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
-            max_queued: max,
-            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
-        },
-        SubmitError::ShuttingDown => ApiError::ShuttingDown,
-    })?;
-    let seq = ticket.seq();
-    {
-        // With its inputs, so a crash from here on loses nothing: start-up runs it again.
-        let jobs = ctx.jobs.clone();
-        let record = record.clone();
-        tokio::task::spawn_blocking(move || jobs.insert_with_input(&record, &stored))
-            .await
-            .map_err(|e| ApiError::Internal(format!("storing the job record panicked: {e}")))??;
-    }
+    let admitted = match (&state.queue, &state.worker) {
+        (Some(shared), _) => admit_shared(&state, shared, &record, job).await?,
+        (None, Some(worker)) => admit_local(&state, worker, &record, job).await?,
+        (None, None) => return Err(ApiError::Internal("no worker and no queue".into())),
+    };
     tracing::info!(
         id,
         seed = request.seed,
@@ -141,10 +135,23 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         "job admitted"
     );
 
-    let done_rx = spawn_completion(&ctx, record.clone(), ticket);
-
-    match tokio::time::timeout(state.settings.sync_wait, done_rx).await {
-        Ok(Ok(finished)) => match finished.status {
+    let (finished, eta) = match admitted {
+        Admitted::Local { done, seq } => {
+            let finished = tokio::time::timeout(state.settings.sync_wait, done)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let eta = state
+                .worker
+                .as_ref()
+                .map(|w| w.eta_of(seq))
+                .unwrap_or_default();
+            (finished, eta)
+        }
+        Admitted::Shared { eta } => (wait_in_store(&state, id).await?, eta),
+    };
+    match finished {
+        Some(finished) => match finished.status {
             JobStatus::Success => {
                 tracing::info!(
                     id,
@@ -159,9 +166,9 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
             }),
         },
         // Still running (or the background task died, which fetch will then report).
-        _ => Ok(ProcessingResponse::new(
+        None => Ok(ProcessingResponse::new(
             id,
-            (state.worker.eta_of(seq).as_secs_f64() * 10.0).ceil() / 10.0,
+            (eta.as_secs_f64() * 10.0).ceil() / 10.0,
             ctx.urls.fetch(id),
             future_urls(&record, &ctx.urls),
             meta,
@@ -169,4 +176,117 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         .with_style(request.style.clone())
         .into()),
     }
+}
+
+/// Where an admitted job's answer will come from.
+enum Admitted {
+    /// This process's worker runs it; the receiver yields its final record.
+    Local {
+        done: tokio::sync::oneshot::Receiver<JobRecord>,
+        seq: u64,
+    },
+    /// On the shared queue; its record in the shared store says when it is done.
+    Shared { eta: Duration },
+}
+
+/// Admission by the local worker first, so a refused request leaves no record behind; then
+/// the record with its inputs, so a crash from here on loses nothing (start-up runs it again).
+async fn admit_local(
+    state: &AppState,
+    worker: &headshot_worker::WorkerHandle,
+    record: &JobRecord,
+    job: GenerationJob,
+) -> Result<Admitted, ApiError> {
+    let stored = job.clone();
+    let ticket = worker.submit(job).map_err(|e| match e {
+        SubmitError::QueueFull { max, retry_after } => ApiError::QueueFull {
+            max_queued: max,
+            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        SubmitError::ShuttingDown => ApiError::ShuttingDown,
+    })?;
+    let seq = ticket.seq();
+    store_blocking(state, record.clone(), move |jobs, record| {
+        jobs.insert_with_input(&record, &stored)
+    })
+    .await?;
+    let done = spawn_completion(&state.jobs, record.clone(), ticket);
+    Ok(Admitted::Local { done, seq })
+}
+
+/// The record with its inputs first (a worker may claim the entry at once), then the entry;
+/// a full shared queue turns the stored record `failed` with the rate-limit message.
+async fn admit_shared(
+    state: &AppState,
+    shared: &SharedQueue,
+    record: &JobRecord,
+    job: GenerationJob,
+) -> Result<Admitted, ApiError> {
+    store_blocking(state, record.clone(), move |jobs, record| {
+        jobs.insert_with_input(&record, &job)
+    })
+    .await?;
+    let (queue, model_set, id) = (shared.queue.clone(), shared.model_set.clone(), record.id);
+    let admission = tokio::task::spawn_blocking(move || queue.enqueue(&model_set, id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("queueing the job panicked: {e}")));
+    let refusal = match admission {
+        Ok(Ok(Admission::Accepted { backlog })) => {
+            let eta = state
+                .settings
+                .initial_job_estimate
+                .mul_f64(backlog.max(1) as f64);
+            return Ok(Admitted::Shared { eta });
+        }
+        Ok(Ok(Admission::Full { backlog, cap })) => ApiError::QueueFull {
+            max_queued: cap as usize,
+            retry_after_secs: state
+                .settings
+                .initial_job_estimate
+                .mul_f64(backlog.max(1) as f64)
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64,
+        },
+        Ok(Err(e)) => ApiError::Store(e),
+        Err(e) => e,
+    };
+    // Never queued: no worker will run it, so its record must not say `queued` forever.
+    let mut refused = record.clone();
+    refused.mark_failed(format!("The job was not queued: {refusal}."));
+    if let Err(e) = store_blocking(state, refused, |jobs, r| jobs.update(&r)).await {
+        tracing::warn!(id, error = %e, "could not mark a refused job failed");
+    }
+    Err(refusal)
+}
+
+/// Polls the shared record until it is finished or the sync wait is over.
+async fn wait_in_store(state: &AppState, id: JobId) -> Result<Option<JobRecord>, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.settings.sync_wait;
+    loop {
+        let record = store_blocking(state, (), move |jobs, ()| jobs.get(id)).await?;
+        if let Some(record) = record.filter(|r| r.status.is_finished()) {
+            return Ok(Some(record));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(SHARED_POLL.min(deadline - now)).await;
+    }
+}
+
+/// How often a submit waiting on a shared job reads its record.
+const SHARED_POLL: Duration = Duration::from_millis(100);
+
+async fn store_blocking<A: Send + 'static, T: Send + 'static>(
+    state: &AppState,
+    arg: A,
+    f: impl FnOnce(&dyn JobStore, A) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let jobs = state.jobs.jobs.clone();
+    tokio::task::spawn_blocking(move || f(jobs.as_ref(), arg))
+        .await
+        .map_err(|e| ApiError::Internal(format!("a job store call panicked: {e}")))?
+        .map_err(ApiError::Store)
 }

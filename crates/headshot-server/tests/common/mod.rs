@@ -152,8 +152,14 @@ impl TestServer {
         edit(&mut config);
         let stores = Stores::open(&config).unwrap();
         let faces = ScriptedFaces::default();
-        let stages = Stages::new(Arc::new(faces.clone()), Box::new(generator.clone()));
-        let state = AppState::new(&config, stages, stores, Some(Arc::new(faces.clone()))).unwrap();
+        // An API node (`--role api`) loads no models: it only queues for the workers.
+        let stages = config
+            .cluster
+            .role
+            .generates()
+            .then(|| Stages::new(Arc::new(faces.clone()), Box::new(generator.clone())));
+        let state =
+            AppState::for_role(&config, stages, stores, Some(Arc::new(faces.clone()))).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {

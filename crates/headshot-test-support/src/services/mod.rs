@@ -2,8 +2,10 @@
 //! and killed when dropped. They are the programs users run (no mocks); where one is missing,
 //! a test fails under CI (`HEADSHOT_E2E_REQUIRED=1`) and skips loudly elsewhere.
 
+mod redis;
 mod s3;
 
+pub use redis::RedisServer;
 pub use s3::{S3Service, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
 
 use std::net::{TcpListener, TcpStream};
