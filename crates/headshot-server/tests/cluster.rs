@@ -353,3 +353,80 @@ async fn all_in_one_nodes_behind_one_redis_share_the_work_and_run_each_job_once(
     );
     assert_eq!(on_busy + on_free, ids.len(), "each job ran exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_through_an_api_node_stops_the_job_wherever_it_is() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let internet = Internet::start(0).await;
+    let gate = Gate::closed();
+    let held = ScriptedGenerator {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    let no_wait = |c: &mut headshot_server::Config| c.sync_wait_secs = 0.0;
+    let worker = node(shared.path(), &redis, Role::Worker, held, no_wait).await;
+    let api = node(
+        shared.path(),
+        &redis,
+        Role::Api,
+        ScriptedGenerator::default(),
+        no_wait,
+    )
+    .await;
+
+    let mut ids = Vec::new();
+    for seed in 0..5 {
+        let answer = api
+            .submit(&with(body(&internet), "seed", serde_json::json!(seed)))
+            .await;
+        ids.push(answer["id"].as_u64().unwrap());
+    }
+    // The first job is on the worker's device (held); the last is still in Redis (the worker
+    // claims one per device plus two).
+    for _ in 0..100 {
+        if worker
+            .generator
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (running, queued) = (ids[0], ids[4]);
+    for id in [running, queued] {
+        let (status, answer) = api
+            .post(
+                &format!("/api/v6/image_editing/cancel/{id}"),
+                &serde_json::json!({"key": common::KEY}),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("success")),
+            "{answer}"
+        );
+    }
+    // The worker stops the running job soon after the record says cancelled (its outcome is
+    // dropped, the record stays cancelled); the device is free again once the gate opens.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gate.open();
+    for &id in &ids {
+        let answer = api.fetch_until_done(id).await;
+        if id == running || id == queued {
+            assert_eq!(answer["status"], "failed", "{answer}");
+            assert_eq!(answer["message"], "Job cancelled", "{answer}");
+        } else {
+            assert_eq!(answer["status"], "success", "{answer}");
+        }
+    }
+    let rendered: Vec<u64> = worker.generator.rendered().iter().map(|s| s.seed).collect();
+    assert!(
+        !rendered.contains(&4),
+        "the cancelled job still in the queue never ran: {rendered:?}"
+    );
+}

@@ -105,8 +105,11 @@ pub fn build(name: &str, dir: &Path) -> PathBuf {
         actual, expected,
         "the rebuilt {name} checkpoint differs from the one tools/fixtures/gen_single_file.py wrote"
     );
+    // Written aside, then renamed: a reader never sees half a file.
     let path = dir.join(format!("{name}.safetensors"));
-    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let partial = dir.join(format!(".{name}.safetensors.partial"));
+    std::fs::write(&partial, bytes).unwrap_or_else(|e| panic!("{}: {e}", partial.display()));
+    std::fs::rename(&partial, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     path
 }
 
