@@ -52,7 +52,8 @@ enum Command {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Model set manifest (models/*.toml).
+    /// Model set manifest (models/*.toml), or a single-file SD1.5 checkpoint (.safetensors /
+    /// .ckpt) completed by the default set.
     #[arg(long, env = "HEADSHOT_MODELS")]
     models: PathBuf,
     /// Face photo (JPEG, PNG, WebP, ...); the largest face is used.
@@ -115,7 +116,8 @@ struct GenerateArgs {
 
 #[derive(Args)]
 struct FetchArgs {
-    /// Model set manifest (models/*.toml).
+    /// Model set manifest (models/*.toml), or a single-file SD1.5 checkpoint (.safetensors /
+    /// .ckpt) completed by the default set.
     #[arg(long, env = "HEADSHOT_MODELS")]
     models: PathBuf,
     /// Skip the ONNX face models.
@@ -151,15 +153,8 @@ fn fetch_models(args: FetchArgs) -> Result<()> {
             .keys()
             .copied()
             .filter(|k| {
-                let face = matches!(
-                    k,
-                    ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                );
-                let safety = matches!(
-                    k,
-                    ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
-                );
-                !(face && args.skip_face_models) && !(safety && args.skip_safety_checker)
+                !(k.is_face_model() && args.skip_face_models)
+                    && !(k.is_safety_model() && args.skip_safety_checker)
             })
             .collect(),
     );
@@ -222,6 +217,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             .map(read_latents)
             .into_iter()
             .collect::<Result<_>>()?,
+        step_noise: Vec::new(),
     };
     let request = JobSettings {
         prompt: args.prompt,

@@ -111,6 +111,26 @@ impl SchedulerName {
         }
     }
 
+    /// Whether diffusers' class takes `use_karras_sigmas` (DDIM and Euler ancestral do not).
+    pub fn has_karras_sigmas(self) -> bool {
+        matches!(
+            self,
+            SchedulerName::DpmSolverMultistep
+                | SchedulerName::EulerDiscrete
+                | SchedulerName::UniPcMultistep
+        )
+    }
+
+    /// The names of the classes with Karras sigmas, comma-separated, for error messages.
+    pub fn karras_names() -> String {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.has_karras_sigmas())
+            .map(SchedulerName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The known names, comma-separated, for error messages.
     pub fn known_names() -> String {
         Self::ALL.map(SchedulerName::as_str).join(", ")

@@ -147,6 +147,19 @@ impl ClipTextEncoder {
 
     /// `last_hidden_state` for token ids [B, T] (u32, T <= max_position_embeddings): [B, T, D].
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.forward_clip_skip(input_ids, 1)
+    }
+
+    /// The prompt embeddings under A1111's CLIP skip: 1 is `last_hidden_state`; 2 the output
+    /// of the layer before the last, through `final_layer_norm` all the same (diffusers'
+    /// `clip_skip = clip_skip - 1`: `hidden_states[-(k + 1)]` then the final norm).
+    pub fn forward_clip_skip(&self, input_ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
+        let layers = self.encoder.num_layers();
+        if clip_skip == 0 || clip_skip > layers {
+            candle_core::bail!(
+                "clip skip {clip_skip} is outside 1..={layers} (the encoder's layers)"
+            );
+        }
         let (_, t) = input_ids.dims2()?;
         if t > self.config.max_position_embeddings {
             candle_core::bail!(
@@ -160,7 +173,9 @@ impl ClipTextEncoder {
             .forward(input_ids)?
             .broadcast_add(&positions)?;
         let mask = causal_mask(t, xs.dtype(), xs.device())?;
-        let xs = self.encoder.forward(&xs, Some(&mask))?;
+        let xs = self
+            .encoder
+            .forward_first(&xs, Some(&mask), layers + 1 - clip_skip)?;
         self.final_layer_norm.forward(&xs)
     }
 }

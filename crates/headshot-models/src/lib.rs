@@ -32,8 +32,10 @@ pub mod clip_vision;
 pub mod face_projection;
 // VAE decoder.
 pub mod vae;
-// DDIM scheduler configured from scheduler_config.json.
-pub mod ddim;
+// The samplers (DDIM, DPM-Solver++, Euler, Euler ancestral, UniPC) behind one trait, each
+// configured from scheduler_config.json as diffusers' `from_config` does.
+pub mod schedulers;
+pub use schedulers::ddim;
 // StableDiffusionSafetyChecker head.
 pub mod safety_checker;
 // Which key prefixes a weights file uses (transformers 4.x and 5.x spell them differently).

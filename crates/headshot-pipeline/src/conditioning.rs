@@ -36,14 +36,26 @@ impl Pipeline {
 
     /// `last_hidden_state` of the text encoder for one prompt: `[1, 77, D]` in the model dtype.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor, PipelineError> {
-        self.encode_prompt_with(&self.text_encoder, prompt)
+        self.encode_prompt_clip_skip(prompt, 1)
     }
 
-    /// [`Pipeline::encode_prompt`] through `text_encoder` (the base one or a LoRA set's).
+    /// The prompt's embeddings under A1111's CLIP skip (1: the last layer, 2: the one before,
+    /// both through the final layer norm).
+    pub fn encode_prompt_clip_skip(
+        &self,
+        prompt: &str,
+        clip_skip: u8,
+    ) -> Result<Tensor, PipelineError> {
+        self.encode_prompt_with(&self.text_encoder, prompt, clip_skip)
+    }
+
+    /// [`Pipeline::encode_prompt_clip_skip`] through `text_encoder` (the base one or a LoRA
+    /// set's).
     fn encode_prompt_with(
         &self,
         text_encoder: &ClipTextEncoder,
         prompt: &str,
+        clip_skip: u8,
     ) -> Result<Tensor, PipelineError> {
         let ids = self.tokenizer.encode(prompt).map_err(|e| {
             PipelineError::InvalidInput(format!("the prompt could not be tokenised: {e}"))
@@ -52,7 +64,7 @@ impl Pipeline {
         let ids = Tensor::from_vec(ids, (1, len), &self.device)
             .map_err(PipelineError::run("tokenizer"))?;
         text_encoder
-            .forward(&ids)
+            .forward_clip_skip(&ids, clip_skip.max(1) as usize)
             .map_err(PipelineError::run("text encoder"))
     }
 
@@ -136,7 +148,8 @@ impl Pipeline {
         initial_latents: Option<&Tensor>,
     ) -> Result<Conditioning, PipelineError> {
         let n = job.images();
-        let prompt_embeds = self.encode_prompt_with(text_encoder, &job.prompt)?;
+        let clip_skip = job.model.clip_skip;
+        let prompt_embeds = self.encode_prompt_with(text_encoder, &job.prompt, clip_skip)?;
         let id = self.id_embedding_tensor(face)?;
         let clip = self.face_features(face)?;
         let id_tokens_cond = self.id_tokens(&id, &clip, job.s_scale)?;
@@ -147,7 +160,8 @@ impl Pipeline {
         };
         let cond_context = context(&prompt_embeds, &id_tokens_cond)?;
         let (negative_prompt_embeds, id_tokens_uncond, uncond_context) = if job.uses_cfg() {
-            let negative = self.encode_prompt_with(text_encoder, &job.negative_prompt)?;
+            let negative =
+                self.encode_prompt_with(text_encoder, &job.negative_prompt, clip_skip)?;
             let zeros = id
                 .zeros_like()
                 .map_err(PipelineError::run("conditioning"))?;

@@ -13,8 +13,9 @@
 //! `Generator` impl, `generator.rs`): `conditioning.rs` encodes the text (prompt and, under CFG,
 //! the negative prompt or ""), CLIP `hidden_states[-2]` of the 224 px aligned crop (the
 //! unconditional branch uses the all-zero normalised pixel tensor, encoded once at load) and
-//! the id tokens with `s_scale`; context = text tokens then id tokens; `denoise.rs` runs DDIM
-//! with classifier-free guidance (none when guidance <= 1, like diffusers); `decode.rs` decodes
+//! the id tokens with `s_scale`; context = text tokens then id tokens; `denoise.rs` runs the
+//! job's sampler (DDIM unless `scheduler` names another) with classifier-free guidance (none
+//! when guidance <= 1, like diffusers); `decode.rs` decodes
 //! with the VAE, rounds to 8-bit images and runs the safety checker and censoring when asked;
 //! `render.rs` ties them together for a batch and builds the opt-in trace.
 
@@ -74,7 +75,7 @@ pub struct Pipeline {
     vae_scaling_factor: f64,
     /// Pixels per latent cell (2^(VAE blocks - 1), 8 for SD1.5).
     vae_scale_factor: usize,
-    /// The scheduler_config.json text; a fresh DDIM scheduler is built per batch from it.
+    /// The scheduler_config.json text; each batch builds its job's sampler from it.
     scheduler_config: String,
     safety: Option<(SafetyChecker, ClipImageProcessor)>,
     face: Option<Arc<headshot_face::FaceAnalyzer>>,

@@ -1,7 +1,10 @@
 //! Loading every model of a set once: tokenizer, text encoder, image encoder, FaceID projection,
 //! UNet (adapter LoRA fused), VAE decoder, scheduler config, safety checker, face analyzer.
+//! The UNet, VAE and text encoder come from their own folders' weights, or from the set's
+//! single-file checkpoint for those whose component lists only a config.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -16,8 +19,9 @@ use headshot_models::lora::LoraTargets;
 use headshot_models::recorded_weights::record;
 use headshot_models::safety_checker::{SafetyChecker, SafetyCheckerConfig};
 use headshot_models::tokenizer::ClipTokenizer;
-use headshot_models::unet::{IpAdapterAttachment, UNet2DConditionModel, UNetConfig};
+use headshot_models::unet::{IpAdapterAttachment, PerBlock, UNet2DConditionModel, UNetConfig};
 use headshot_models::vae::{VaeConfig, VaeDecoder};
+use headshot_weights::single_file::{PartLayout, SingleFile, UnetLayout};
 use headshot_weights::{ComponentKind, ResolvedComponent, ResolvedModelSet};
 
 use crate::config::{ModelSet, PipelineConfig};
@@ -44,6 +48,41 @@ fn var_builder(
         VarBuilder::from_pth(first, dtype, device)
             .map_err(PipelineError::load(component.kind, first))
     }
+}
+
+/// Builds a UNet, VAE or text encoder (`build`) from its component's own weights, or, when the
+/// component lists none, from the set's single-file checkpoint. `cfg_path` names the component
+/// in errors about its own weights.
+fn load_part<T, E>(
+    component: &ResolvedComponent,
+    checkpoint: Option<&Arc<SingleFile>>,
+    layout: PartLayout,
+    dtype: DType,
+    device: &Device,
+    cfg_path: &Path,
+    build: impl FnOnce(VarBuilder<'static>) -> Result<T, E>,
+) -> Result<T, PipelineError>
+where
+    E: Into<crate::error::Cause>,
+{
+    match checkpoint {
+        Some(file) if component.weights().is_err() => file
+            .load(layout, dtype, device, |vb| build(vb).map_err(Into::into))
+            .map_err(PipelineError::load(component.kind, file.path())),
+        _ => build(var_builder(component, dtype, device)?)
+            .map_err(PipelineError::load(component.kind, cfg_path)),
+    }
+}
+
+/// The UNet's block structure, as the checkpoint's names need it.
+fn unet_layout(cfg: &UNetConfig) -> PartLayout {
+    let blocks = cfg.block_out_channels.len();
+    PartLayout::Unet(UnetLayout {
+        layers_per_block: match &cfg.layers_per_block {
+            PerBlock::Same(n) => vec![*n; blocks],
+            PerBlock::Each(each) => each.clone(),
+        },
+    })
 }
 
 fn read_text(
@@ -101,15 +140,7 @@ impl PipelineConfig {
                 ComponentKind::ALL
                     .into_iter()
                     .filter(|k| {
-                        let face = matches!(
-                            k,
-                            ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                        );
-                        let safety = matches!(
-                            k,
-                            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
-                        );
-                        !(face && skip_face) && !(safety && skip_safety)
+                        !(k.is_face_model() && skip_face) && !(k.is_safety_model() && skip_safety)
                     })
                     .collect(),
             );
@@ -135,6 +166,15 @@ impl Pipeline {
         let dtype = config.dtype.dtype();
         tracing::info!(model_set = %set.name, device = %config.device, dtype = %config.dtype, "loading pipeline");
 
+        let checkpoint = match set.optional(ComponentKind::Checkpoint) {
+            Some(c) => Some(Arc::new(timed("single-file checkpoint index", || {
+                let path = c.weights()?[0];
+                SingleFile::open(path).map_err(PipelineError::load(c.kind, path))
+            })?)),
+            None => None,
+        };
+        let checkpoint = checkpoint.as_ref();
+
         let tokenizer = timed("tokenizer", || {
             let c = set.get(ComponentKind::Tokenizer)?;
             let dir = folder_of(c, "vocab.json").or_else(|_| folder_of(c, "tokenizer.json"))?;
@@ -147,10 +187,19 @@ impl Pipeline {
             let cfg = ClipTextConfig::from_file(cfg_path)
                 .map_err(PipelineError::load(c.kind, cfg_path))?;
             // Recorded: a LoRA set rebuilds the encoder from these tensors (see loras.rs).
-            let (vb, recording) = record(var_builder(c, dtype, &device)?);
-            let encoder =
-                ClipTextEncoder::load(vb, &cfg).map_err(PipelineError::load(c.kind, cfg_path))?;
-            Ok((encoder, recording.finish()))
+            load_part(
+                c,
+                checkpoint,
+                PartLayout::TextEncoder,
+                dtype,
+                &device,
+                cfg_path,
+                |vb| {
+                    let (vb, recording) = record(vb);
+                    let encoder = ClipTextEncoder::load(vb, &cfg)?;
+                    Ok::<_, candle_core::Error>((encoder, recording.finish()))
+                },
+            )
         })?;
 
         let image_encoder = timed("image encoder", || {
@@ -193,12 +242,22 @@ impl Pipeline {
                     num_tokens: projection.config().num_tokens,
                     scale: config.adapter_scale,
                 };
-                let (vb, recording) = record(var_builder(c, dtype, &device)?);
-                let unet = UNet2DConditionModel::load(vb, &cfg, Some(attachment))
-                    .map_err(PipelineError::load(c.kind, cfg_path))?;
                 // The adapter's raw tensors and the UNet's base weights stay for users' LoRAs:
                 // a LoRA set rebuilds the UNet from them (shared tensors, see loras.rs).
-                Ok((projection, unet, (weights, recording.finish())))
+                let (unet, recorded) = load_part(
+                    c,
+                    checkpoint,
+                    unet_layout(&cfg),
+                    dtype,
+                    &device,
+                    cfg_path,
+                    |vb| {
+                        let (vb, recording) = record(vb);
+                        let unet = UNet2DConditionModel::load(vb, &cfg, Some(attachment))?;
+                        Ok::<_, candle_core::Error>((unet, recording.finish()))
+                    },
+                )?;
+                Ok((projection, unet, (weights, recorded)))
             },
         )?;
 
@@ -207,8 +266,12 @@ impl Pipeline {
             let cfg_path = c.file("config.json")?;
             let cfg =
                 VaeConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
-            let vae = VaeDecoder::load(var_builder(c, dtype, &device)?, &cfg)
-                .map_err(PipelineError::load(c.kind, cfg_path))?;
+            let layout = PartLayout::Vae {
+                up_blocks: cfg.block_out_channels.len(),
+            };
+            let vae = load_part(c, checkpoint, layout, dtype, &device, cfg_path, |vb| {
+                VaeDecoder::load(vb, &cfg)
+            })?;
             let scale_factor = 1usize << cfg.block_out_channels.len().saturating_sub(1);
             Ok((vae, cfg.scaling_factor, scale_factor))
         })?;

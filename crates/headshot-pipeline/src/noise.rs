@@ -8,6 +8,7 @@
 //! torch; parity tests inject the reference's latents instead.)
 
 use candle_core::{Device, Tensor};
+use headshot_core::JobSettings;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -29,9 +30,81 @@ pub fn initial_latents(
     Tensor::from_vec(values, (samples, channels, height, width), device)
 }
 
+/// The per-step noise of one job: drawn from its seeds, or given (parity tests).
+pub(crate) enum JobStepNoise {
+    /// One stream per seed, each giving `images` images of `[channels, height, width]`.
+    Seeded {
+        streams: Vec<(ChaCha8Rng, usize)>,
+        cell: [usize; 3],
+    },
+    /// `[steps, samples, channels, height, width]`.
+    Given(Tensor),
+}
+
+impl JobStepNoise {
+    /// The job's streams: its seed, or its candidates' seeds (one image each).
+    pub fn seeded(job: &JobSettings, cell: [usize; 3]) -> Self {
+        let stream = |seed: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(1);
+            rng
+        };
+        let streams = match job.image_seeds() {
+            Some(seeds) => seeds.iter().map(|&s| (stream(s), 1)).collect(),
+            None => vec![(stream(job.seed), job.images())],
+        };
+        JobStepNoise::Seeded { streams, cell }
+    }
+
+    /// The noise of step `step`: `[samples, channels, height, width]` f32 on `device`.
+    pub fn next(&mut self, step: usize, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            JobStepNoise::Given(all) => all.get(step)?.to_device(device),
+            JobStepNoise::Seeded { streams, cell } => {
+                let [c, h, w] = *cell;
+                let images: usize = streams.iter().map(|(_, n)| n).sum();
+                let mut values = Vec::with_capacity(images * c * h * w);
+                for (rng, n) in streams.iter_mut() {
+                    values
+                        .extend((0..*n * c * h * w).map(|_| rng.sample::<f32, _>(StandardNormal)));
+                }
+                Tensor::from_vec(values, (images, c, h, w), device)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_noise_is_per_job_and_not_the_initial_stream() {
+        let job = |seed| JobSettings {
+            samples: 2,
+            ..headshot_test_support::settings(seed)
+        };
+        let mut a = JobStepNoise::seeded(&job(42), [4, 8, 8]);
+        let mut again = JobStepNoise::seeded(&job(42), [4, 8, 8]);
+        let mut other = JobStepNoise::seeded(&job(43), [4, 8, 8]);
+        let values = |n: &mut JobStepNoise| {
+            n.next(0, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let first = values(&mut a);
+        assert_eq!(first, values(&mut again));
+        assert_ne!(first, values(&mut other));
+        assert_ne!(first, values(&mut a), "each step draws anew");
+        let initial = initial_latents(42, 2, 4, 8, 8, &Device::Cpu).unwrap();
+        assert_ne!(
+            first,
+            initial.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
 
     #[test]
     fn same_seed_same_noise_and_samples_extend_the_stream() {

@@ -8,7 +8,9 @@ use headshot_core::{GeneratedImage, JobSettings, PreparedFace, StepObserver};
 
 use crate::conditioning::Conditioning;
 use crate::decode::{to_cpu_f32, to_rgb_images};
+use crate::denoise::LoopInputs;
 use crate::error::PipelineError;
+use crate::noise::JobStepNoise;
 use crate::Pipeline;
 
 /// How to render, beyond the jobs themselves. The default is the serving path: seeded noise,
@@ -21,18 +23,26 @@ pub struct RenderOptions {
     /// Replaces the seeded noise: empty, or one tensor per job of
     /// `[samples, 4, height / 8, width / 8]`, any float dtype, any device.
     pub initial_latents: Vec<Tensor>,
+    /// Replaces the seeded per-step noise of ancestral samplers: empty, or one tensor per job
+    /// of `[steps, samples, 4, height / 8, width / 8]`.
+    pub step_noise: Vec<Tensor>,
 }
 
 impl RenderOptions {
     pub fn traced() -> Self {
         RenderOptions {
             trace: true,
-            initial_latents: Vec::new(),
+            ..RenderOptions::default()
         }
     }
 
     pub fn with_initial_latents(mut self, latents: Vec<Tensor>) -> Self {
         self.initial_latents = latents;
+        self
+    }
+
+    pub fn with_step_noise(mut self, noise: Vec<Tensor>) -> Self {
+        self.step_noise = noise;
         self
     }
 }
@@ -96,6 +106,8 @@ impl Pipeline {
             return Ok(Vec::new());
         };
         self.check_batch(jobs, options)?;
+        // One choice per batch (it is part of the batch key).
+        let sampler = self.sampler(&first.model)?;
         let total: usize = jobs.iter().map(|(job, _)| job.images()).sum();
         let cfg = first.uses_cfg();
         let steps = first.num_inference_steps as usize;
@@ -125,16 +137,27 @@ impl Pipeline {
             .flat_map(|(job, _)| std::iter::repeat_n(job.guidance_scale as f32, job.images()))
             .collect();
 
-        let denoised = self.denoise(
+        let step_noise = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (job, _))| match options.step_noise.get(i) {
+                Some(given) => JobStepNoise::Given(given.clone()),
+                None => {
+                    let [_, c, h, w] = self.latent_shape(job);
+                    JobStepNoise::seeded(job, [c, h, w])
+                }
+            })
+            .collect();
+        let inputs = LoopInputs {
             unet,
-            latents,
-            &context,
-            &guidance,
+            context: &context,
+            guidance: &guidance,
             steps,
             cfg,
-            options.trace,
-            observer,
-        )?;
+            keep_step0: options.trace,
+            step_noise,
+        };
+        let denoised = self.denoise(latents, sampler, inputs, observer)?;
         let images = self.decode_latents(&denoised.latents)?;
         let images_u8 = to_rgb_images(&images)?;
 
@@ -191,6 +214,24 @@ impl Pipeline {
                 latents.len(),
                 jobs.len()
             )));
+        }
+        let noise = &options.step_noise;
+        if !noise.is_empty() && noise.len() != jobs.len() {
+            return Err(PipelineError::InvalidInput(format!(
+                "step noise is given for {} of {} jobs",
+                noise.len(),
+                jobs.len()
+            )));
+        }
+        for ((job, _), noise) in jobs.iter().zip(noise) {
+            let [n, c, h, w] = self.latent_shape(job);
+            let expected = [job.num_inference_steps as usize, n, c, h, w];
+            if noise.dims() != expected {
+                return Err(PipelineError::InvalidInput(format!(
+                    "step noise must be {expected:?} ([steps, samples, channels, height/8, width/8]), got {:?}",
+                    noise.dims()
+                )));
+            }
         }
         for ((job, _), latents) in jobs.iter().zip(latents) {
             let expected = self.latent_shape(job);

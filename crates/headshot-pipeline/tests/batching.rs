@@ -107,6 +107,40 @@ fn batched_jobs_match_single_jobs() {
     assert_ne!(together[1].images[0].image, together[1].images[1].image);
 }
 
+/// Euler ancestral draws noise every step: each job from its own seed, so a seed gives the same
+/// image alone or batched, and another seed another image.
+#[test]
+fn ancestral_noise_is_per_job_seeded() {
+    use headshot_core::{ModelChoice, SchedulerName};
+    let p = tiny();
+    let euler_a = |seed| JobSettings {
+        model: ModelChoice {
+            scheduler: Some(SchedulerName::EulerAncestralDiscrete),
+            ..ModelChoice::default()
+        },
+        ..request(seed, 7.5, 1.0, 1, "")
+    };
+    let (ra, rb) = (euler_a(21), euler_a(22));
+    let (fa, fb) = (face(1), face(1));
+    let alone_a = p.render(&ra, &fa, &RenderOptions::traced()).unwrap();
+    let again_a = p.render(&ra, &fa, &RenderOptions::traced()).unwrap();
+    assert_eq!(alone_a.images[0].image, again_a.images[0].image);
+    let together = p
+        .render_batch(&[(&rb, &fb), (&ra, &fa)], &RenderOptions::traced())
+        .unwrap();
+    let d = max_abs_diff(&trace(&alone_a).image, &trace(&together[1]).image);
+    assert!(
+        d <= 2e-3,
+        "the batched Euler a job differs from itself alone: {d}"
+    );
+    assert_ne!(together[0].images[0].image, together[1].images[0].image);
+    // The same seed and latents under DDIM give another image: the sampler was used.
+    let ddim = p
+        .render(&request(21, 7.5, 1.0, 1, ""), &fa, &RenderOptions::traced())
+        .unwrap();
+    assert!(max_abs_diff(&trace(&alone_a).image, &trace(&ddim).image) > 1e-2);
+}
+
 #[test]
 fn incompatible_or_oversized_batches_are_refused() {
     let p = tiny();

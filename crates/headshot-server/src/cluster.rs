@@ -128,9 +128,11 @@ mod tests {
         assert!(err.contains("--redis-url"), "{err}");
         let err = parse(&["--role", "worker"]).check().unwrap_err();
         assert!(err.contains("--role worker"), "{err}");
-        assert!(parse(&["--role", "worker", "--redis-url", "redis://127.0.0.1:1/"])
-            .check()
-            .is_ok());
+        assert!(
+            parse(&["--role", "worker", "--redis-url", "redis://127.0.0.1:1/"])
+                .check()
+                .is_ok()
+        );
         assert!(!Role::Api.generates() && Role::Api.takes_submits());
         assert!(Role::Worker.generates() && !Role::Worker.takes_submits());
     }
@@ -138,7 +140,9 @@ mod tests {
     #[test]
     fn claims_and_deliveries_are_bounded() {
         let url = "--redis-url=redis://127.0.0.1:1/";
-        assert!(parse(&[url, "--claim-timeout-secs", "0.1"]).check().is_err());
+        assert!(parse(&[url, "--claim-timeout-secs", "0.1"])
+            .check()
+            .is_err());
         assert!(parse(&[url, "--max-deliveries", "0"]).check().is_err());
     }
 }

@@ -165,7 +165,9 @@ pub struct Config {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ModelArgs {
     /// Model set manifest (models/*.toml): SD1.5 folders, VAE, image encoder, IP-Adapter,
-    /// safety checker and face models. `models/tiny.toml` is the small bundled set.
+    /// safety checker and face models. `models/tiny.toml` is the small bundled set. A
+    /// single-file SD1.5 checkpoint (`.safetensors` / `.ckpt`, LDM layout) is also accepted:
+    /// its UNet, VAE and text encoder, with the rest of the default set.
     #[arg(
         long,
         env = "HEADSHOT_MODELS",

@@ -153,12 +153,13 @@ impl ApiError {
             ApiError::JobFailed { id, message } => {
                 (StatusCode::OK, FailedResponse::new(*id, message.clone()).into())
             }
-            // A shared store (Redis, the bucket) that is down comes back by itself: 503.
-            ApiError::Store(StoreError::Remote { what, .. }) => (
+            // A shared store (Redis, the bucket) that is down comes back by itself: 503. Which
+            // one and where goes to the log only (`what` names internal hosts).
+            ApiError::Store(StoreError::Remote { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                ErrorResponse::new(format!(
-                    "A service the server stores requests in is unavailable ({what}); please retry shortly."
-                ))
+                ErrorResponse::new(
+                    "The server's shared storage is unavailable right now; please retry in a few seconds.",
+                )
                 .into(),
             ),
             ApiError::Store(e) => (

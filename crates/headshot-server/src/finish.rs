@@ -145,6 +145,23 @@ pub struct JobContext {
     pub live: Arc<LiveJobs>,
 }
 
+/// A claimed job's flags, shared by its completion and its claim watcher (`pull.rs`).
+#[derive(Debug, Default)]
+pub struct ClaimState {
+    /// Set by the watcher: drop the outcome (the claim was lost, or the record was finished
+    /// elsewhere), and by the completion when it finds the record final.
+    pub dropped: AtomicBool,
+    /// Set by the completion once generation ended: the record's next write is its own, so
+    /// the watcher no longer reads a final record as finished elsewhere.
+    pub finishing: AtomicBool,
+}
+
+/// The shared record of job `id` is final already (cancelled through another node). A store
+/// that cannot be read counts as not: the write that follows reports it.
+fn finished_elsewhere(jobs: &dyn JobStore, id: u64) -> bool {
+    matches!(jobs.get(id), Ok(Some(record)) if record.status.is_finished())
+}
+
 /// Finishes an admitted job in the background, whatever happens to the request that made it:
 /// marks its record `processing` when a device starts it, stores its outcome, then delivers
 /// its webhook. Until it is stored the job is in `ctx.live`. The receiver gets the final record.
@@ -156,14 +173,15 @@ pub fn spawn_completion(
     spawn_completion_claimed(ctx, record, ticket, None)
 }
 
-/// [`spawn_completion`] for a job claimed from the shared queue: once `claim_lost` is set
-/// (another worker took the job over), its outcome is dropped, not stored, and the receiver
-/// gets no record.
+/// [`spawn_completion`] for a job claimed from the shared queue: once `claim.dropped` is set
+/// (another worker took the job over, or its record was finished elsewhere: cancelled), its
+/// outcome is dropped, not stored, and the receiver gets no record. The shared record is read
+/// before each write, so a record finished elsewhere is never overwritten.
 pub fn spawn_completion_claimed(
     ctx: &JobContext,
     mut record: JobRecord,
     mut ticket: JobTicket,
-    claim_lost: Option<Arc<AtomicBool>>,
+    claim: Option<Arc<ClaimState>>,
 ) -> oneshot::Receiver<JobRecord> {
     let (done_tx, done_rx) = oneshot::channel();
     let (final_tx, final_rx) = watch::channel(None);
@@ -181,15 +199,32 @@ pub fn spawn_completion_claimed(
         if ticket.started().await {
             record.mark_processing();
             let (jobs, started) = (ctx.jobs.clone(), record.clone());
-            match tokio::task::spawn_blocking(move || jobs.update(&started)).await {
+            let claimed = claim.clone();
+            match tokio::task::spawn_blocking(move || {
+                if claimed.is_some() && finished_elsewhere(jobs.as_ref(), id) {
+                    return Ok(());
+                }
+                jobs.update(&started)
+            })
+            .await
+            {
                 Ok(Ok(())) => tracing::debug!(id, "job record processing"),
                 Ok(Err(e)) => tracing::error!(id, error = %e, "could not mark the job processing"),
                 Err(e) => tracing::error!(id, error = %e, "marking the job processing panicked"),
             }
         }
         let result = ticket.await;
-        if claim_lost.as_ref().is_some_and(|lost| lost.load(Ordering::SeqCst)) {
-            tracing::info!(id, "claim lost: the outcome is left to the worker that took the job");
+        if let Some(claim) = &claim {
+            claim.finishing.store(true, Ordering::SeqCst);
+        }
+        if claim
+            .as_ref()
+            .is_some_and(|claim| claim.dropped.load(Ordering::SeqCst))
+        {
+            tracing::info!(
+                id,
+                "the outcome is dropped: another worker took the job, or it was finished elsewhere"
+            );
             ctx.live.remove(id);
             return;
         }
@@ -197,6 +232,20 @@ pub fn spawn_completion_claimed(
         // (headshot_job_duration_seconds, headshot_jobs_finished_total), not again here.
         let stage = ctx.clone();
         let fallback = record.clone();
+        if let Some(claim) = &claim {
+            let jobs = ctx.jobs.clone();
+            let elsewhere =
+                tokio::task::spawn_blocking(move || finished_elsewhere(jobs.as_ref(), id));
+            if elsewhere.await.unwrap_or(false) {
+                tracing::info!(
+                    id,
+                    "the job was finished elsewhere (cancelled); its outcome is dropped"
+                );
+                claim.dropped.store(true, Ordering::SeqCst);
+                ctx.live.remove(id);
+                return;
+            }
+        }
         let finished = tokio::task::spawn_blocking(move || {
             let stores = FinishStores {
                 jobs: stage.jobs.as_ref(),

@@ -4,7 +4,7 @@
 //! stored. A job whose worker died is claimed again by another after the claim timeout; one
 //! already finished is acknowledged without running; one delivered too often fails.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use headshot_worker::WorkerHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::finish::{spawn_completion_claimed, JobContext};
+use crate::finish::{spawn_completion_claimed, ClaimState, JobContext};
 use crate::recovery::INPUTS_LOST;
 use crate::webhooks::{delivery_for, spawn_delivery};
 
@@ -38,7 +38,9 @@ pub fn spawn_pull_loop(
 ) {
     let runs = tracker.clone();
     // Claimed and not finished here at most: one running per device, `prefetch` waiting.
-    let most = (worker.devices() + prefetch).min(worker.max_queue_size()).max(1);
+    let most = (worker.devices() + prefetch)
+        .min(worker.max_queue_size())
+        .max(1);
     tracker.spawn(async move {
         tracing::info!("pulling jobs from the shared queue");
         while !stop.is_cancelled() {
@@ -120,13 +122,20 @@ async fn run_delivery(
                     }
                 }
                 _ => {
-                    tracing::warn!(id, "could not store the failure; it will be delivered again");
+                    tracing::warn!(
+                        id,
+                        "could not store the failure; it will be delivered again"
+                    );
                     return;
                 }
             }
         }
         Plan::Run(record, job) => {
-            tracing::info!(id, delivery = delivery.deliveries, "running a job from the shared queue");
+            tracing::info!(
+                id,
+                delivery = delivery.deliveries,
+                "running a job from the shared queue"
+            );
             let ticket = match worker.submit(job) {
                 Ok(ticket) => ticket,
                 Err(e) => {
@@ -136,23 +145,34 @@ async fn run_delivery(
                 }
             };
             let seq = ticket.seq();
-            let lost = Arc::new(AtomicBool::new(false));
-            let keeper = tokio::spawn(keep_claim_alive(
+            let claim = Arc::new(ClaimState::default());
+            let keeper = tokio::spawn(watch_claim(
+                ctx.clone(),
                 queue.clone(),
                 delivery.clone(),
                 worker.clone(),
                 seq,
-                lost.clone(),
+                claim.clone(),
             ));
-            let done = spawn_completion_claimed(&ctx, record, ticket, Some(lost.clone()));
+            let done = spawn_completion_claimed(&ctx, record, ticket, Some(claim.clone()));
             let finished = done.await;
             keeper.abort();
             match finished {
-                Ok(record) if !lost.load(Ordering::SeqCst) => {
+                Ok(record) if !claim.dropped.load(Ordering::SeqCst) => {
                     tracing::info!(id, status = %record.status, "shared job finished and stored");
                 }
-                // Another worker has it now (or the completion died): not ours to acknowledge.
-                _ => return,
+                // Dropped: acknowledged only if its record is final (cancelled elsewhere);
+                // a lost claim belongs to the worker that took the job.
+                _ => {
+                    let final_elsewhere = blocking(&ctx, move |ctx| {
+                        Ok(ctx.jobs.get(id)?.is_some_and(|r| r.status.is_finished()))
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if !final_elsewhere {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -161,7 +181,10 @@ async fn run_delivery(
     match acked {
         Ok(Ok(())) => tracing::info!(id, "job acknowledged on the shared queue"),
         // Its record is final, so a second delivery is only acknowledged, never run again.
-        _ => tracing::warn!(id, "could not acknowledge a finished job; a redelivery will"),
+        _ => tracing::warn!(
+            id,
+            "could not acknowledge a finished job; a redelivery will"
+        ),
     }
 }
 
@@ -178,7 +201,10 @@ fn plan(ctx: &JobContext, delivery: &Delivery) -> Result<Plan, StoreError> {
     match ctx.jobs.input(delivery.job_id) {
         Ok(Some(job)) => Ok(Plan::Run(record, job)),
         Ok(None) => Ok(Plan::Fail(record, INPUTS_LOST.to_string())),
-        Err(e @ StoreError::Corrupt { .. }) => Ok(Plan::Fail(record, format!("The job's inputs could not be read ({e}); please submit it again."))),
+        Err(e @ StoreError::Corrupt { .. }) => Ok(Plan::Fail(
+            record,
+            format!("The job's inputs could not be read ({e}); please submit it again."),
+        )),
         Err(e) => Err(e),
     }
 }
@@ -193,33 +219,66 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Config(format!("a store call panicked: {e}"))))
 }
 
-/// Renews the claim every third of the claim timeout while the job runs. If the claim is lost
-/// (this worker stalled past the timeout and another took the job), the local run is cancelled
-/// and its result is not stored, so a job is never finished by two workers.
-async fn keep_claim_alive(
+/// How often a running job's shared record is read, to stop it soon after a cancel on
+/// another node.
+const RECORD_CHECK: Duration = Duration::from_secs(1);
+
+/// While the job runs: renews the claim every third of the claim timeout, and reads the
+/// record every [`RECORD_CHECK`]. If the claim is lost (this worker stalled past the timeout
+/// and another took the job) or the record is final (cancelled through another node), the
+/// local run is cancelled and its outcome dropped, so a job is never finished twice.
+async fn watch_claim(
+    ctx: JobContext,
     queue: Arc<dyn JobQueue>,
     delivery: Delivery,
     worker: WorkerHandle,
     seq: u64,
-    lost: Arc<AtomicBool>,
+    claim: Arc<ClaimState>,
 ) {
+    let id = delivery.job_id;
     let period = (queue.visibility_timeout() / 3).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
+    let mut renew = tokio::time::interval(period);
+    let mut check = tokio::time::interval(RECORD_CHECK);
+    renew.tick().await;
+    check.tick().await;
     loop {
-        tick.tick().await;
-        let (q, d) = (queue.clone(), delivery.clone());
-        match tokio::task::spawn_blocking(move || q.keep_alive(&d)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                tracing::warn!(id = delivery.job_id, "lost the claim on a running job; stopping it here");
-                lost.store(true, Ordering::SeqCst);
-                worker.cancel(seq);
-                return;
+        tokio::select! {
+            _ = renew.tick() => {
+                let (q, d) = (queue.clone(), delivery.clone());
+                match tokio::task::spawn_blocking(move || q.keep_alive(&d)).await {
+                    Ok(Ok(true)) => continue,
+                    // Generation is over and its outcome is being stored: too late to stop.
+                    Ok(Ok(false)) if claim.finishing.load(Ordering::SeqCst) => return,
+                    Ok(Ok(false)) => {
+                        tracing::warn!(id, "lost the claim on a running job; stopping it here");
+                    }
+                    // Redis briefly down: keep trying; the claim outlasts a short outage.
+                    Ok(Err(e)) => {
+                        tracing::warn!(id, error = %e, "could not renew a claim");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(id, error = %e, "renewing a claim panicked");
+                        continue;
+                    }
+                }
             }
-            // Redis briefly down: keep trying; the claim outlasts a short outage.
-            Ok(Err(e)) => tracing::warn!(id = delivery.job_id, error = %e, "could not renew a claim"),
-            Err(e) => tracing::error!(id = delivery.job_id, error = %e, "renewing a claim panicked"),
+            _ = check.tick() => {
+                if claim.finishing.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let finished = blocking(&ctx, move |ctx| {
+                    Ok(ctx.jobs.get(id)?.is_some_and(|r| r.status.is_finished()))
+                })
+                .await;
+                if !finished.unwrap_or(false) {
+                    continue;
+                }
+                tracing::info!(id, "the job was finished elsewhere (cancelled); stopping it here");
+            }
         }
+        claim.dropped.store(true, Ordering::SeqCst);
+        worker.cancel(seq);
+        return;
     }
 }

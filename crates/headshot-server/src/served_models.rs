@@ -1,8 +1,9 @@
 //! What this server can render of a request's `model_id`, `lora_model`, `scheduler`,
-//! `use_karras_sigmas` and `clip_skip`. It serves one model set with its own scheduler and the
-//! LoRAs of its `--lora-dir`, so any other choice is refused at submit with the field named,
-//! instead of being ignored: a client asking for a sampler or LoRA must never get images made
-//! without it.
+//! `use_karras_sigmas` and `clip_skip`. Every scheduler and both CLIP skips render; it serves
+//! one model set and the LoRAs of its `--lora-dir`, so other model ids and LoRAs are refused at
+//! submit with the field named, instead of being ignored: a client asking for a LoRA must never
+//! get images made without it. Likewise Karras sigmas with a sampler that has none (diffusers
+//! would ignore them silently).
 
 use headshot_core::wire::ValidationErrors;
 use headshot_core::{ModelChoice, SchedulerName};
@@ -50,26 +51,17 @@ pub fn check_served(
             }
         }
     }
-    match choice.scheduler {
-        None | Some(SchedulerName::Ddim) => {}
-        Some(other) => errors.add(
-            "scheduler",
-            format!(
-                "The scheduler {other} is not available on this server yet; use DDIMScheduler."
-            ),
-        ),
-    }
     if choice.karras_sigmas == Some(true) {
-        errors.add(
-            "use_karras_sigmas",
-            "The use karras sigmas option is not available with DDIMScheduler.",
-        );
-    }
-    if choice.clip_skip > 1 {
-        errors.add(
-            "clip_skip",
-            "The clip skip 2 is not available on this server yet; use 1.",
-        );
+        let scheduler = choice.scheduler.unwrap_or(SchedulerName::Ddim);
+        if !scheduler.has_karras_sigmas() {
+            errors.add(
+                "use_karras_sigmas",
+                format!(
+                    "The use karras sigmas option is not available with {scheduler}; use one of {}.",
+                    SchedulerName::karras_names()
+                ),
+            );
+        }
     }
     if errors.is_empty() {
         Ok(())
@@ -85,14 +77,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_pass_and_every_other_choice_is_named() {
+    fn every_scheduler_and_clip_skip_pass_other_models_and_loras_are_named() {
         assert!(check_served(&ModelChoice::default(), None).is_ok());
-        let ddim = ModelChoice {
-            scheduler: Some(SchedulerName::Ddim),
-            karras_sigmas: Some(false),
-            ..ModelChoice::default()
-        };
-        assert!(check_served(&ddim, None).is_ok());
+        for scheduler in SchedulerName::ALL {
+            for karras in [None, Some(false), Some(true)] {
+                let choice = ModelChoice {
+                    scheduler: Some(scheduler),
+                    karras_sigmas: karras,
+                    clip_skip: 2,
+                    ..ModelChoice::default()
+                };
+                let served = check_served(&choice, None);
+                let refused = karras == Some(true) && !scheduler.has_karras_sigmas();
+                assert_eq!(served.is_err(), refused, "{scheduler} {karras:?}");
+            }
+        }
         let all = ModelChoice {
             model_id: Some("realistic".into()),
             loras: vec![LoraChoice {
@@ -105,22 +104,20 @@ mod tests {
         };
         let errors = check_served(&all, None).unwrap_err();
         let fields: Vec<&str> = errors.fields().collect();
-        assert_eq!(
-            fields,
-            [
-                "clip_skip",
-                "lora_model",
-                "model_id",
-                "scheduler",
-                "use_karras_sigmas"
-            ]
-        );
+        assert_eq!(fields, ["lora_model", "model_id", "use_karras_sigmas"]);
         for message in errors.0.values().flatten() {
             assert!(
                 message.starts_with("The ") && message.ends_with('.'),
                 "{message}"
             );
         }
+        // No scheduler named is DDIM, which has no Karras sigmas either.
+        let default_karras = ModelChoice {
+            karras_sigmas: Some(true),
+            ..ModelChoice::default()
+        };
+        let message = check_served(&default_karras, None).unwrap_err().to_string();
+        assert!(message.contains("DDIMScheduler"), "{message}");
     }
 
     #[test]

@@ -247,7 +247,10 @@ mod tests {
             secret: None,
         };
         // Six attempts, each at most a 20 s timeout plus a jittered, capped delay.
-        assert_eq!(policy.longest_delivery(), Duration::from_secs(6 * (64 + 20)));
+        assert_eq!(
+            policy.longest_delivery(),
+            Duration::from_secs(6 * (64 + 20))
+        );
     }
 
     #[test]

@@ -112,6 +112,56 @@ async fn meta_echoes_normalised_values_and_jobs_use_them() {
 }
 
 #[tokio::test]
+async fn scheduler_karras_sigmas_and_clip_skip_reach_the_job() {
+    use headshot_core::SchedulerName;
+    let (server, internet) = setup().await;
+    let chosen = with(
+        with(
+            with(
+                body(&internet),
+                "scheduler",
+                json!("DPMSolverMultistepScheduler"),
+            ),
+            "use_karras_sigmas",
+            json!(true),
+        ),
+        "clip_skip",
+        json!(2),
+    );
+    let v = server.submit(&chosen).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let job = server.generator.jobs.lock().unwrap()[0].clone();
+    assert_eq!(job.model.scheduler, Some(SchedulerName::DpmSolverMultistep));
+    assert_eq!(job.model.karras_sigmas, Some(true));
+    assert_eq!(job.model.clip_skip, 2);
+
+    let v = server
+        .submit(&with(body(&internet), "scheduler", json!("PNDMScheduler")))
+        .await;
+    assert_eq!(v["status"], "error", "{v}");
+    let message = v["message"]["scheduler"][0].as_str().unwrap();
+    for known in SchedulerName::ALL {
+        assert!(message.contains(known.as_str()), "{message}");
+    }
+    // Euler ancestral has no Karras sigmas: refused, not ignored.
+    let v = server
+        .submit(&with(
+            with(
+                body(&internet),
+                "scheduler",
+                json!("EulerAncestralDiscreteScheduler"),
+            ),
+            "use_karras_sigmas",
+            json!(true),
+        ))
+        .await;
+    assert_eq!(v["status"], "error", "{v}");
+    let message = v["message"]["use_karras_sigmas"][0].as_str().unwrap();
+    assert!(message.contains("DPMSolverMultistepScheduler"), "{message}");
+    assert_eq!(server.generator.jobs.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn nsfw_flag_is_reported() {
     let (server, internet) = setup().await;
     let v = server

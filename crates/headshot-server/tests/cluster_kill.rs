@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::{client, download};
 use headshot_test_support::services::{
     RedisServer, S3Service, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
@@ -53,11 +52,20 @@ impl Cluster<'_> {
         let mut command = tiny_server_command(port, KEY, &data);
         command
             .args(["--role", role, "--redis-url", &self.redis.url()])
-            .args(["--output-store", &format!("s3://{}/cluster", self.s3.bucket)])
+            .args([
+                "--output-store",
+                &format!("s3://{}/cluster", self.s3.bucket),
+            ])
             .args(["--s3-endpoint", &self.s3.endpoint()])
             .args(["--s3-access-key-id", S3_ACCESS_KEY_ID])
             .args(["--s3-secret-access-key", S3_SECRET_ACCESS_KEY])
-            .args(["--sync-wait-secs", "0", "--queue-size", "100", "--json-logs"])
+            .args([
+                "--sync-wait-secs",
+                "0",
+                "--queue-size",
+                "100",
+                "--json-logs",
+            ])
             .args(["--claim-timeout-secs", &CLAIM_TIMEOUT_SECS.to_string()])
             .env("RUST_LOG", "info")
             .stderr(
@@ -119,7 +127,9 @@ async fn wait_success(base: &str, id: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_job_is_lost_or_run_twice_when_a_worker_and_an_api_node_are_killed() {
     if std::env::var("HEADSHOT_SKIP_E2E").is_ok_and(|v| v == "1") {
-        eprintln!("\n\n!!!!!!!!!! SKIPPED the cluster kill test: HEADSHOT_SKIP_E2E=1 !!!!!!!!!!\n\n");
+        eprintln!(
+            "\n\n!!!!!!!!!! SKIPPED the cluster kill test: HEADSHOT_SKIP_E2E=1 !!!!!!!!!!\n\n"
+        );
         return;
     }
     let Some(mut redis) = RedisServer::start_persistent() else {
@@ -134,11 +144,7 @@ async fn no_job_is_lost_or_run_twice_when_a_worker_and_an_api_node_are_killed() 
         s3: &s3,
         logs: logs.path(),
     };
-    let face = std::fs::read(test_assets().join("yaoming.jpg")).unwrap();
-    let face = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(face)
-    );
+    let face = face_data_uri();
 
     let doomed_worker = cluster.start("worker", "worker-1");
     let worker_2 = cluster.start("worker", "worker-2");
@@ -206,7 +212,11 @@ async fn no_job_is_lost_or_run_twice_when_a_worker_and_an_api_node_are_killed() 
         orphaned.len(),
         redelivery.as_secs_f64()
     );
-    assert_eq!((finished, lost, duplicated), (ids.len(), 0, 0), "{finishes:?}");
+    assert_eq!(
+        (finished, lost, duplicated),
+        (ids.len(), 0, 0),
+        "{finishes:?}"
+    );
     let redelivered = logged(&worker_2.log, RUNNING);
     for id in &orphaned {
         assert!(redelivered.contains(id), "job {id} was not delivered again");
@@ -225,7 +235,10 @@ async fn no_job_is_lost_or_run_twice_when_a_worker_and_an_api_node_are_killed() 
     let _worker_3 = cluster.start("worker", "worker-3");
     for (&id, first_url) in &outputs {
         let answer = wait_success(&api_3.base, id).await;
-        assert_eq!(answer["status"], "success", "job {id} after the restart: {answer}");
+        assert_eq!(
+            answer["status"], "success",
+            "job {id} after the restart: {answer}"
+        );
         let url = answer["output"][0].as_str().unwrap();
         let (status, png) = download(url).await;
         assert_eq!(status, 200, "{url} (first handed out as {first_url})");

@@ -10,7 +10,6 @@ mod real_binary;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::client;
 use headshot_test_support::services::RedisServer;
 use real_binary::*;
@@ -45,7 +44,9 @@ fn node(redis: &RedisServer, role: &str, data: &std::path::Path) -> (Running, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_times_the_shared_cap_gets_exact_rate_limits_and_flat_memory() {
     if std::env::var("HEADSHOT_SKIP_E2E").is_ok_and(|v| v == "1") {
-        eprintln!("\n\n!!!!!!!!!! SKIPPED the cluster load test: HEADSHOT_SKIP_E2E=1 !!!!!!!!!!\n\n");
+        eprintln!(
+            "\n\n!!!!!!!!!! SKIPPED the cluster load test: HEADSHOT_SKIP_E2E=1 !!!!!!!!!!\n\n"
+        );
         return;
     }
     let Some(redis) = RedisServer::start() else {
@@ -54,11 +55,7 @@ async fn five_times_the_shared_cap_gets_exact_rate_limits_and_flat_memory() {
     // One shared output folder stands in for the bucket (tests/cluster_kill.rs uses S3).
     let data = tempfile::tempdir().unwrap();
     let (api, base) = node(&redis, "api", data.path());
-    let face = std::fs::read(test_assets().join("yaoming.jpg")).unwrap();
-    let face = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(face)
-    );
+    let face = face_data_uri();
     let submit = format!("{base}/api/v6/image_editing/head_shot");
     let http = client();
 
@@ -92,7 +89,10 @@ async fn five_times_the_shared_cap_gets_exact_rate_limits_and_flat_memory() {
             }
         }
         let health = http_get(&format!("{base}/health")).unwrap();
-        assert!(health.contains("\"ok\""), "readiness after round {round}: {health}");
+        assert!(
+            health.contains("\"ok\""),
+            "readiness after round {round}: {health}"
+        );
         memory.push(rss_kib(api.0.id()));
     }
     let (first, last) = (memory[0], *memory.last().unwrap());

@@ -7,7 +7,6 @@ mod real_binary;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::{client, download};
 use real_binary::*;
 use serde_json::{json, Value};
@@ -26,11 +25,7 @@ async fn jobs_accepted_before_a_kill_finish_after_the_restart() {
         eprintln!("\n\n!!!!!!!!!! SKIPPED jobs_accepted_before_a_kill_finish_after_the_restart: HEADSHOT_SKIP_E2E=1 !!!!!!!!!!\n\n");
         return;
     }
-    let face = std::fs::read(test_assets().join("yaoming.jpg")).unwrap();
-    let face = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(face)
-    );
+    let face = face_data_uri();
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

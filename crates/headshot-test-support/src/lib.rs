@@ -9,6 +9,8 @@ mod gate;
 mod generator;
 mod jobs;
 pub mod services;
+#[cfg(feature = "single-file")]
+pub mod single_file;
 #[cfg(feature = "tensors")]
 pub mod tensors;
 pub mod wire;

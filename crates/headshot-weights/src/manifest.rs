@@ -14,6 +14,11 @@
 //! files = ["config.json", "diffusion_pytorch_model.safetensors"]
 //! ```
 //!
+//! `[components.checkpoint]` names a single-file SD1.5 checkpoint (one `.safetensors` or `.ckpt`
+//! in the original LDM / A1111 layout, see `single_file`); the UNet, VAE and text encoder then
+//! list only their `config.json` and take their weights from it. A plain checkpoint path given
+//! where a manifest is expected is the default set completed that way (`Manifest::with_checkpoint`).
+//!
 //! A source or component may carry `licence = "..."`, a notice logged (warn) whenever the set is
 //! resolved, e.g. for weights that are not licensed for commercial use.
 //!
@@ -31,6 +36,9 @@ use crate::error::WeightsError;
 /// The parts of a FaceID head shot model set. The order is the order of loading and of logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComponentKind {
+    /// A single-file checkpoint in the original LDM / A1111 layout (`single_file`): the weights
+    /// of the UNet, VAE and text encoder whose components list no weights file of their own.
+    Checkpoint,
     Tokenizer,
     TextEncoder,
     Unet,
@@ -45,7 +53,8 @@ pub enum ComponentKind {
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 11] = [
+    pub const ALL: [ComponentKind; 12] = [
+        ComponentKind::Checkpoint,
         ComponentKind::Tokenizer,
         ComponentKind::TextEncoder,
         ComponentKind::Unet,
@@ -62,6 +71,7 @@ impl ComponentKind {
     /// The key used in `[components.<key>]`.
     pub fn key(self) -> &'static str {
         match self {
+            ComponentKind::Checkpoint => "checkpoint",
             ComponentKind::Tokenizer => "tokenizer",
             ComponentKind::TextEncoder => "text_encoder",
             ComponentKind::Unet => "unet",
@@ -76,16 +86,50 @@ impl ComponentKind {
         }
     }
 
+    /// The face detector and recognizer (insightface's ONNX pair, not diffusers weights).
+    pub fn is_face_model(self) -> bool {
+        matches!(
+            self,
+            ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
+        )
+    }
+
+    /// The safety checker and its feature extractor.
+    pub fn is_safety_model(self) -> bool {
+        matches!(
+            self,
+            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+        )
+    }
+
+    /// Every kind but the face models: what resolves from diffusers-layout folders alone.
+    pub fn except_face_models() -> Vec<ComponentKind> {
+        ComponentKind::ALL
+            .into_iter()
+            .filter(|k| !k.is_face_model())
+            .collect()
+    }
+
     pub fn from_key(key: &str) -> Option<ComponentKind> {
         ComponentKind::ALL.into_iter().find(|k| k.key() == key)
     }
 
     /// Components the manifest must name. The safety checker and its feature extractor are
-    /// optional (a deployment may run without the checker).
+    /// optional (a deployment may run without the checker), and so is a checkpoint.
     pub fn is_required(self) -> bool {
         !matches!(
             self,
-            ComponentKind::SafetyChecker | ComponentKind::FeatureExtractor
+            ComponentKind::SafetyChecker
+                | ComponentKind::FeatureExtractor
+                | ComponentKind::Checkpoint
+        )
+    }
+
+    /// The parts a single-file checkpoint can hold: these may list only their `config.json`.
+    pub fn in_checkpoint(self) -> bool {
+        matches!(
+            self,
+            ComponentKind::Unet | ComponentKind::Vae | ComponentKind::TextEncoder
         )
     }
 }
@@ -173,8 +217,13 @@ pub struct Manifest {
 
 impl Manifest {
     /// Reads and validates `path`. Relative `local` folders are taken from the manifest's folder.
+    /// A `.safetensors` / `.ckpt` path is a single-file checkpoint instead: the default model
+    /// set with its UNet, VAE and text encoder weights from that file (`with_checkpoint`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Manifest, WeightsError> {
         let path = path.as_ref();
+        if is_checkpoint_path(path) {
+            return Manifest::default_base()?.with_checkpoint(path);
+        }
         let text = std::fs::read_to_string(path).map_err(|source| WeightsError::ManifestRead {
             path: path.to_path_buf(),
             source,
@@ -215,6 +264,7 @@ impl Manifest {
                 )));
             }
         }
+        check_weight_files(&components).map_err(invalid)?;
         Ok(Manifest {
             name: raw.name,
             description: raw.description,
@@ -223,9 +273,121 @@ impl Manifest {
         })
     }
 
+    /// The default model set (models/sd15-faceid-plusv2.toml, compiled in): the base a plain
+    /// checkpoint path completes with tokenizer, configs, scheduler, adapter and face models.
+    pub fn default_base() -> Result<Manifest, WeightsError> {
+        Manifest::parse(
+            DEFAULT_BASE_MANIFEST,
+            Path::new("models/sd15-faceid-plusv2.toml (built in)"),
+            Path::new("."),
+        )
+    }
+
+    /// This set with its UNet, VAE and text encoder weights taken from the single-file
+    /// checkpoint `checkpoint` (their components keep only `config.json`, so nothing else of
+    /// them is fetched). The checkpoint's own VAE is used, as diffusers' `from_single_file` and
+    /// A1111 do; a manifest that wants another one lists that VAE's weights file itself.
+    pub fn with_checkpoint(mut self, checkpoint: &Path) -> Result<Manifest, WeightsError> {
+        let checkpoint =
+            std::path::absolute(checkpoint).unwrap_or_else(|_| checkpoint.to_path_buf());
+        let invalid = |message: String| WeightsError::ManifestInvalid {
+            path: checkpoint.clone(),
+            message,
+        };
+        let (Some(folder), Some(file)) = (checkpoint.parent(), checkpoint.file_name()) else {
+            return Err(invalid("not a file path".to_string()));
+        };
+        for kind in [
+            ComponentKind::Unet,
+            ComponentKind::Vae,
+            ComponentKind::TextEncoder,
+        ] {
+            let entry = self.components.get_mut(&kind).ok_or_else(|| {
+                invalid(format!(
+                    "the base set {} has no [components.{kind}]",
+                    self.path.display()
+                ))
+            })?;
+            entry.files.retain(|f| f == "config.json");
+            if entry.files.is_empty() {
+                return Err(invalid(format!(
+                    "[components.{kind}] of the base set {} lists no config.json",
+                    self.path.display()
+                )));
+            }
+        }
+        self.components.insert(
+            ComponentKind::Checkpoint,
+            ComponentEntry {
+                kind: ComponentKind::Checkpoint,
+                repo: None,
+                revision: "main".to_string(),
+                local: Some(folder.to_path_buf()),
+                folder: None,
+                files: vec![file.to_string_lossy().into_owned()],
+                licence: None,
+            },
+        );
+        self.name = checkpoint
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or(self.name);
+        self.description = Some(format!(
+            "{} with the UNet, VAE and text encoder of {}",
+            self.path.display(),
+            checkpoint.display()
+        ));
+        check_weight_files(&self.components).map_err(invalid)?;
+        self.path = checkpoint;
+        Ok(self)
+    }
+
     pub fn component(&self, kind: ComponentKind) -> Option<&ComponentEntry> {
         self.components.get(&kind)
     }
+}
+
+/// The default model set, for `Manifest::default_base`.
+pub const DEFAULT_BASE_MANIFEST: &str = include_str!("../../../models/sd15-faceid-plusv2.toml");
+
+/// Whether `path` names a single-file checkpoint rather than a manifest.
+pub fn is_checkpoint_path(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("ckpt"))
+}
+
+/// Names a file as model weights (what `ResolvedComponent::weights` picks).
+fn is_weights_file(name: &str) -> bool {
+    [".safetensors", ".bin", ".pt", ".pth", ".ckpt"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// A checkpoint is one weights file; a UNet, VAE or text encoder without a weights file of its
+/// own needs one to take its weights from.
+fn check_weight_files(components: &BTreeMap<ComponentKind, ComponentEntry>) -> Result<(), String> {
+    let checkpoint = components.get(&ComponentKind::Checkpoint);
+    if let Some(entry) = checkpoint {
+        let valid = matches!(entry.files.as_slice(), [one] if one.ends_with(".safetensors") || one.ends_with(".ckpt"));
+        if !valid {
+            return Err(format!(
+                "[components.checkpoint] must list exactly one `.safetensors` or `.ckpt` file, not {:?}",
+                entry.files
+            ));
+        }
+    }
+    for (kind, entry) in components {
+        if kind.in_checkpoint()
+            && checkpoint.is_none()
+            && !entry.files.iter().any(|f| is_weights_file(f))
+        {
+            return Err(format!(
+                "[components.{kind}] lists no weights file and there is no [components.checkpoint] to take them from; \
+                 add its `.safetensors` to `files` or add a checkpoint"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn component_entry(
@@ -430,6 +592,65 @@ files = ["rec.onnx"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("lists no files"), "{err}");
+    }
+
+    const UNET_WEIGHTS: &str =
+        "files = [\"config.json\", \"diffusion_pytorch_model.safetensors\"]\n[components.vae]";
+
+    #[test]
+    fn a_checkpoint_supplies_the_weights_components_leave_out() {
+        let config_only =
+            MINIMAL.replace(UNET_WEIGHTS, "files = [\"config.json\"]\n[components.vae]");
+        let err = parse(&config_only).unwrap_err().to_string();
+        assert!(
+            err.contains("[components.unet] lists no weights file")
+                && err.contains("[components.checkpoint]"),
+            "{err}"
+        );
+        let with_checkpoint = format!(
+            "{config_only}[components.checkpoint]\nlocal = \"ckpts\"\nfiles = [\"rv51.safetensors\"]\n"
+        );
+        let m = parse(&with_checkpoint).unwrap();
+        let ckpt = m.component(ComponentKind::Checkpoint).unwrap();
+        assert_eq!(ckpt.local.as_deref(), Some(Path::new("/base/ckpts")));
+        assert_eq!(
+            m.component(ComponentKind::Unet).unwrap().files,
+            ["config.json"]
+        );
+
+        let two =
+            with_checkpoint.replace("[\"rv51.safetensors\"]", "[\"a.safetensors\", \"b.ckpt\"]");
+        let err = parse(&two).unwrap_err().to_string();
+        assert!(
+            err.contains("exactly one `.safetensors` or `.ckpt`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_path_completes_the_default_set() {
+        let m = Manifest::from_file("/ckpts/realisticVision_v51.safetensors").unwrap();
+        assert_eq!(m.name, "realisticVision_v51");
+        let ckpt = m.component(ComponentKind::Checkpoint).unwrap();
+        assert_eq!(ckpt.local.as_deref(), Some(Path::new("/ckpts")));
+        assert_eq!(ckpt.files, ["realisticVision_v51.safetensors"]);
+        for kind in [
+            ComponentKind::Unet,
+            ComponentKind::Vae,
+            ComponentKind::TextEncoder,
+        ] {
+            assert_eq!(m.component(kind).unwrap().files, ["config.json"], "{kind}");
+        }
+        // The rest is the default set's, from the hub.
+        let tokenizer = m.component(ComponentKind::Tokenizer).unwrap();
+        assert_eq!(
+            tokenizer.repo.as_deref(),
+            Some("SG161222/Realistic_Vision_V4.0_noVAE")
+        );
+        assert!(m.component(ComponentKind::IpAdapter).is_some());
+        assert!(
+            is_checkpoint_path(Path::new("x.CKPT")) && !is_checkpoint_path(Path::new("x.toml"))
+        );
     }
 
     #[test]

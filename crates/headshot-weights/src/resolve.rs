@@ -85,18 +85,18 @@ impl ResolvedComponent {
     }
 
     /// The weights of the component: all `.safetensors` files, else the first of `.bin`/`.pt`/
-    /// `.pth`/`.onnx`.
+    /// `.pth`/`.ckpt`/`.onnx`.
     pub fn weights(&self) -> Result<Vec<&Path>, WeightsError> {
         let safetensors = self.files_with_extension("safetensors");
         if !safetensors.is_empty() {
             return Ok(safetensors);
         }
-        for ext in ["bin", "pt", "pth", "onnx"] {
+        for ext in ["bin", "pt", "pth", "ckpt", "onnx"] {
             if let Some(first) = self.files_with_extension(ext).into_iter().next() {
                 return Ok(vec![first]);
             }
         }
-        Err(self.not_listed("*.safetensors | *.bin | *.pt | *.pth | *.onnx"))
+        Err(self.not_listed("*.safetensors | *.bin | *.pt | *.pth | *.ckpt | *.onnx"))
     }
 
     fn not_listed(&self, wanted: &str) -> WeightsError {

@@ -60,17 +60,7 @@ fn local_options() -> ResolveOptions {
         allow_download: false,
         progress: false,
         // The face models are fetched test assets, not committed fixtures.
-        only: Some(
-            ComponentKind::ALL
-                .into_iter()
-                .filter(|k| {
-                    !matches!(
-                        k,
-                        ComponentKind::FaceDetector | ComponentKind::FaceRecognizer
-                    )
-                })
-                .collect(),
-        ),
+        only: Some(ComponentKind::except_face_models()),
     }
 }
 

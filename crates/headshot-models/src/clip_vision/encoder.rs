@@ -183,11 +183,25 @@ impl Encoder {
 
     /// Runs every loaded layer; `mask` is added to the attention scores ([T, T] or broadcastable).
     pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_first(xs, mask, self.layers.len())
+    }
+
+    /// Runs the first `count` loaded layers only.
+    pub fn forward_first(
+        &self,
+        xs: &Tensor,
+        mask: Option<&Tensor>,
+        count: usize,
+    ) -> Result<Tensor> {
         let mut xs = xs.clone();
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(count) {
             xs = layer.forward(&xs, mask)?;
         }
         Ok(xs)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
     }
 }
 

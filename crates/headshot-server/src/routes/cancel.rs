@@ -11,7 +11,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::store::JobRecord;
-use headshot_core::wire::{parse_request_id, CancelResponse, ClearQueueResponse, WireResponse};
+use headshot_core::wire::{
+    parse_request_id, CancelResponse, ClearQueueResponse, WireResponse, JOB_CANCELLED_MESSAGE,
+};
 use headshot_worker::Cancelled;
 
 use super::body::{header_key, read_small_body};
@@ -19,6 +21,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::live::LiveJob;
 use crate::state::AppState;
+use crate::webhooks::{delivery_for, spawn_delivery};
 
 /// Cancel paths (POST), beside the fetch paths of the same prefixes.
 pub const CANCEL_PATHS: [&str; 3] = [
@@ -114,8 +117,14 @@ async fn cancel_job(
     if record.status.is_finished() {
         return Err(already_finished(&record));
     }
-    // Unfinished but not run here: another server's job (a shared store); not ours to stop.
-    let live = state.jobs.live.get(id).ok_or(ApiError::NotFound)?;
+    let Some(live) = state.jobs.live.get(id) else {
+        // Not run here. Beside a shared queue the record decides: once it is final, the worker
+        // that claimed the job (or claims it later) stops it and drops its outcome.
+        if state.queue.is_none() {
+            return Err(ApiError::NotFound);
+        }
+        return cancel_shared(state, record).await;
+    };
     let worker = state.worker.as_ref().ok_or(ApiError::NotFound)?;
     match worker.cancel(live.seq) {
         Cancelled::NotFound => {
@@ -129,6 +138,23 @@ async fn cancel_job(
             Ok(CancelResponse::new(id).into())
         }
     }
+}
+
+/// Cancels a job of the shared queue that another node runs or will run: its record becomes
+/// `failed` with "Job cancelled" (and its webhook is queued), which every worker respects.
+async fn cancel_shared(state: &AppState, mut record: JobRecord) -> Result<WireResponse, ApiError> {
+    let id = record.id;
+    record.mark_failed(JOB_CANCELLED_MESSAGE);
+    let delivery = delivery_for(&record, &state.jobs.urls);
+    let (jobs, stored, webhook) = (state.jobs.jobs.clone(), record.clone(), delivery.clone());
+    tokio::task::spawn_blocking(move || jobs.finish(&stored, webhook.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("cancelling the job panicked: {e}")))??;
+    tracing::info!(id, "shared job cancelled on request");
+    if let Some(delivery) = delivery {
+        spawn_delivery(state.jobs.clone(), delivery);
+    }
+    Ok(CancelResponse::new(id).into())
 }
 
 async fn clear(

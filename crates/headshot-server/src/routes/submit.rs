@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use headshot_core::queue::Admission;
 use headshot_core::store::{JobId, JobRecord, JobStatus, JobStore, OutputFormat, StoreError};
-use headshot_core::GenerationJob;
 use headshot_core::wire::{
     FetchRequest, HeadShotRequest, ProcessingResponse, ValidationErrors, WireResponse,
 };
+use headshot_core::GenerationJob;
 use headshot_worker::SubmitError;
 
 use super::body::{header_key, parse_object, refuse_wrong_header_key};
@@ -74,7 +74,8 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
         &state.settings.text_limits,
     )
     .map_err(ApiError::Validation)?;
-    crate::served_models::check_served(&request.model, state.settings.loras.as_ref()).map_err(ApiError::Validation)?;
+    crate::served_models::check_served(&request.model, state.settings.loras.as_ref())
+        .map_err(ApiError::Validation)?;
     // The raw body's share of the intake budget ends here; the request holds what it needs.
     drop((body, held));
     if let Some(webhook) = &request.webhook {
@@ -141,7 +142,11 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
                 .await
                 .ok()
                 .and_then(Result::ok);
-            let eta = state.worker.as_ref().map(|w| w.eta_of(seq)).unwrap_or_default();
+            let eta = state
+                .worker
+                .as_ref()
+                .map(|w| w.eta_of(seq))
+                .unwrap_or_default();
             (finished, eta)
         }
         Admitted::Shared { eta } => (wait_in_store(&state, id).await?, eta),
@@ -228,7 +233,10 @@ async fn admit_shared(
         .map_err(|e| ApiError::Internal(format!("queueing the job panicked: {e}")));
     let refusal = match admission {
         Ok(Ok(Admission::Accepted { backlog })) => {
-            let eta = state.settings.initial_job_estimate.mul_f64(backlog.max(1) as f64);
+            let eta = state
+                .settings
+                .initial_job_estimate
+                .mul_f64(backlog.max(1) as f64);
             return Ok(Admitted::Shared { eta });
         }
         Ok(Ok(Admission::Full { backlog, cap })) => ApiError::QueueFull {

@@ -118,6 +118,16 @@ pub fn http_get(url: &str) -> std::io::Result<String> {
     Ok(response)
 }
 
+/// The test photo with one face (yaoming.jpg) as a `data:` URI, as clients send it inline.
+pub fn face_data_uri() -> String {
+    use base64::Engine as _;
+    let photo = std::fs::read(test_assets().join("yaoming.jpg")).expect("the test photo");
+    format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(photo)
+    )
+}
+
 /// A good, small job (64x64, the fewest steps, one sample) on `face_image`: seconds on a CPU.
 pub fn small_job(key: &str, face_image: &str) -> serde_json::Value {
     serde_json::json!({

@@ -5,53 +5,17 @@
 //! Arithmetic follows torch's: betas and alphas in f32, the cumulative product accumulated in
 //! f64 and stored per step in f32 (torch's CPU cumprod), per-step coefficients in f32.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Result, Tensor};
 use serde::Deserialize;
 
-/// Errors while reading `scheduler/scheduler_config.json` or scheduling.
-#[derive(Debug, thiserror::Error)]
-pub enum SchedulerError {
-    #[error("cannot read scheduler config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("scheduler config is not valid JSON for a DDIM scheduler: {0}")]
-    Parse(#[from] serde_json::Error),
-    #[error("scheduler config: {0}")]
-    Unsupported(String),
-    #[error(
-        "{steps} inference steps requested; must be between 1 and num_train_timesteps ({train})"
-    )]
-    BadStepCount { steps: usize, train: usize },
-}
+use headshot_core::SchedulerName;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BetaSchedule {
-    Linear,
-    ScaledLinear,
-    #[serde(rename = "squaredcos_cap_v2")]
-    SquaredCosCapV2,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictionType {
-    Epsilon,
-    VPrediction,
-    Sample,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimestepSpacing {
-    Leading,
-    Trailing,
-    Linspace,
-}
+use super::schedule::{round_half_even, TrainSchedule};
+pub use super::schedule::{BetaSchedule, PredictionType, TimestepSpacing};
+use super::Sampler;
+pub use super::SchedulerError;
 
 /// The DDIM-relevant keys of a diffusers scheduler config (defaults: `DDIMScheduler`'s).
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +57,17 @@ impl Default for DdimConfig {
 }
 
 impl DdimConfig {
+    fn train_schedule(&self) -> TrainSchedule<'_> {
+        TrainSchedule {
+            num_train_timesteps: self.num_train_timesteps,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            beta_schedule: self.beta_schedule,
+            trained_betas: self.trained_betas.as_deref(),
+            rescale_betas_zero_snr: self.rescale_betas_zero_snr,
+        }
+    }
+
     /// The reference demo's scheduler (IP-Adapter FaceID examples).
     pub fn sd15_reference() -> Self {
         Self {
@@ -124,10 +99,7 @@ impl DdimScheduler {
 
     pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, SchedulerError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path).map_err(|source| SchedulerError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let json = super::read_config(path)?;
         Self::from_config_json(&json)
     }
 
@@ -137,22 +109,7 @@ impl DdimScheduler {
                 "dynamic thresholding (\"thresholding\": true) is for pixel-space models and is not supported".into(),
             ));
         }
-        if config.num_train_timesteps == 0 {
-            return Err(SchedulerError::Unsupported(
-                "num_train_timesteps must be positive".into(),
-            ));
-        }
-        let mut betas = betas(&config)?;
-        if config.rescale_betas_zero_snr {
-            betas = rescale_zero_terminal_snr(&betas);
-        }
-        let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
-        let mut alphas_cumprod = Vec::with_capacity(alphas.len());
-        let mut product = 1.0f64;
-        for &a in &alphas {
-            product *= a as f64;
-            alphas_cumprod.push(product as f32);
-        }
+        let alphas_cumprod = config.train_schedule().alphas_cumprod()?;
         let final_alpha_cumprod = if config.set_alpha_to_one {
             1.0
         } else {
@@ -293,113 +250,30 @@ impl DdimScheduler {
     }
 }
 
-/// numpy's `round` (half to even).
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - x.signum()
-    } else {
-        r
-    }
-}
-
-fn betas(config: &DdimConfig) -> std::result::Result<Vec<f32>, SchedulerError> {
-    let n = config.num_train_timesteps;
-    if let Some(trained) = &config.trained_betas {
-        if trained.len() != n {
-            return Err(SchedulerError::Unsupported(format!(
-                "trained_betas has {} entries, num_train_timesteps is {n}",
-                trained.len()
-            )));
-        }
-        return Ok(trained.iter().map(|&b| b as f32).collect());
-    }
-    Ok(match config.beta_schedule {
-        BetaSchedule::Linear => linspace_f32(config.beta_start, config.beta_end, n),
-        BetaSchedule::ScaledLinear => {
-            linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
-                .into_iter()
-                .map(|b| b * b)
-                .collect()
-        }
-        BetaSchedule::SquaredCosCapV2 => {
-            let alpha_bar = |t: f64| {
-                ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
-                    .cos()
-                    .powi(2)
-            };
-            (0..n)
-                .map(|i| {
-                    let t1 = i as f64 / n as f64;
-                    let t2 = (i + 1) as f64 / n as f64;
-                    (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
-                })
-                .collect()
-        }
-    })
-}
-
-/// `torch.linspace(start, end, n, dtype=float32)`: torch fills the first half from the start
-/// and the second half from the end, which keeps both endpoints exact.
-fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![start as f32];
-    }
-    let (s, e) = (start as f32, end as f32);
-    let step = (e - s) / (n - 1) as f32;
-    let half = n / 2;
-    (0..n)
-        .map(|i| {
-            if i < half {
-                s + step * i as f32
-            } else {
-                e - step * (n - 1 - i) as f32
-            }
-        })
-        .collect()
-}
-
-/// diffusers' `rescale_zero_terminal_snr` (arXiv:2305.08891, Algorithm 1).
-fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
-    let mut product = 1.0f64;
-    let sqrt_bar: Vec<f64> = betas
-        .iter()
-        .map(|b| {
-            product *= 1.0 - *b as f64;
-            product.sqrt()
-        })
-        .collect();
-    let (first, last) = (sqrt_bar[0], sqrt_bar[sqrt_bar.len() - 1]);
-    let rescaled: Vec<f64> = sqrt_bar
-        .iter()
-        .map(|s| (s - last) * first / (first - last))
-        .collect();
-    let bar: Vec<f64> = rescaled.iter().map(|s| s * s).collect();
-    let mut out = Vec::with_capacity(bar.len());
-    for (i, &b) in bar.iter().enumerate() {
-        let alpha = if i == 0 { b } else { b / bar[i - 1] };
-        out.push((1.0 - alpha) as f32);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numpy_rounding_is_half_to_even() {
-        assert_eq!(round_half_even(0.5), 0.0);
-        assert_eq!(round_half_even(1.5), 2.0);
-        assert_eq!(round_half_even(2.5), 2.0);
-        assert_eq!(round_half_even(2.6), 3.0);
+impl Sampler for DdimScheduler {
+    fn name(&self) -> SchedulerName {
+        SchedulerName::Ddim
     }
 
-    #[test]
-    fn linspace_keeps_both_endpoints() {
-        let v = linspace_f32(0.1, 0.7, 7);
-        assert_eq!(v[0], 0.1f32);
-        assert_eq!(v[6], 0.7f32);
-        assert_eq!(v.len(), 7);
+    fn set_timesteps(&mut self, steps: usize) -> std::result::Result<Vec<f64>, SchedulerError> {
+        let timesteps = DdimScheduler::set_timesteps(self, steps)?;
+        Ok(timesteps.into_iter().map(|t| t as f64).collect())
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        DdimScheduler::init_noise_sigma(self)
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        step_index: usize,
+        sample: &Tensor,
+        _noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let Some(&t) = self.timesteps.get(step_index) else {
+            candle_core::bail!("DDIM step {step_index} is past the last timestep")
+        };
+        DdimScheduler::step(self, model_output, t, sample)
     }
 }
