@@ -23,7 +23,7 @@ use headshot_core::{CensorType, JobSettings, PreparedFace, RgbImage};
 use headshot_pipeline::{
     DTypeSpec, DeviceSpec, Pipeline, PipelineConfig, RenderOptions, RenderTrace,
 };
-use headshot_weights::{ComponentKind, Manifest, ResolveOptions};
+use headshot_weights::{Manifest, ResolveOptions};
 
 #[derive(Parser)]
 #[command(

@@ -254,7 +254,7 @@ impl Pipeline {
                     |vb| {
                         let (vb, recording) = record(vb);
                         let unet = UNet2DConditionModel::load(vb, &cfg, Some(attachment))?;
-                        Ok::<_, candle_core::Error>((unet, recording.finish()))
+                        Ok::<_, crate::error::Cause>((unet, recording.finish()))
                     },
                 )?;
                 Ok((projection, unet, (weights, recorded)))
