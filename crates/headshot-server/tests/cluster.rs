@@ -34,6 +34,34 @@ async fn node(
     .await
 }
 
+/// A generator whose every call waits at the returned gate until the test opens it.
+fn held_generator() -> (Gate, ScriptedGenerator) {
+    let gate = Gate::closed();
+    let held = ScriptedGenerator {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    (gate, held)
+}
+
+/// Submits answer `processing` at once (no synchronous wait).
+fn no_wait(config: &mut headshot_server::Config) {
+    config.sync_wait_secs = 0.0;
+}
+
+/// Submits `count` jobs (seeds 0, 1, ...) to `node`, each answered `processing`; their ids.
+async fn submit_processing(node: &TestServer, internet: &Internet, count: u64) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for seed in 0..count {
+        let answer = node
+            .submit(&with(body(internet), "seed", serde_json::json!(seed)))
+            .await;
+        assert_eq!(answer["status"], "processing", "{answer}");
+        ids.push(answer["id"].as_u64().unwrap());
+    }
+    ids
+}
+
 /// The node's readiness answer is `code` with `status`.
 async fn assert_ready(node: &TestServer, code: u16, status: &str) {
     let (got, health) = node.get("/health").await;
@@ -111,11 +139,7 @@ async fn the_shared_cap_refuses_exactly_the_jobs_beyond_it() {
     const CAP: usize = 3;
     let shared = tempfile::tempdir().unwrap();
     let internet = Internet::start(0).await;
-    let gate = Gate::closed();
-    let held = ScriptedGenerator {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    };
+    let (gate, held) = held_generator();
     let worker = node(shared.path(), &redis, Role::Worker, held, |_| {}).await;
     // Two API nodes: the cap is the shared backlog's, not each node's.
     let edit = |c: &mut headshot_server::Config| {
@@ -293,12 +317,7 @@ async fn all_in_one_nodes_behind_one_redis_share_the_work_and_run_each_job_once(
     };
     let shared = tempfile::tempdir().unwrap();
     let internet = Internet::start(0).await;
-    let gate = Gate::closed();
-    let held = ScriptedGenerator {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    };
-    let no_wait = |c: &mut headshot_server::Config| c.sync_wait_secs = 0.0;
+    let (gate, held) = held_generator();
     let busy = node(shared.path(), &redis, Role::All, held, no_wait).await;
     let free = node(
         shared.path(),
@@ -311,14 +330,7 @@ async fn all_in_one_nodes_behind_one_redis_share_the_work_and_run_each_job_once(
 
     // All submitted to the node whose device is held: it claims one per device plus its
     // prefetch, and the other node takes the rest.
-    let mut ids = Vec::new();
-    for seed in 0..6 {
-        let answer = busy
-            .submit(&with(body(&internet), "seed", serde_json::json!(seed)))
-            .await;
-        assert_eq!(answer["status"], "processing", "{answer}");
-        ids.push(answer["id"].as_u64().unwrap());
-    }
+    let ids = submit_processing(&busy, &internet, 6).await;
     // The held node holds at most three (one per device plus a prefetch of two): the other
     // three finish on the free node while the gate is still closed.
     let mut finished = 0;
@@ -361,12 +373,7 @@ async fn a_cancel_through_an_api_node_stops_the_job_wherever_it_is() {
     };
     let shared = tempfile::tempdir().unwrap();
     let internet = Internet::start(0).await;
-    let gate = Gate::closed();
-    let held = ScriptedGenerator {
-        gate: Some(gate.clone()),
-        ..Default::default()
-    };
-    let no_wait = |c: &mut headshot_server::Config| c.sync_wait_secs = 0.0;
+    let (gate, held) = held_generator();
     let worker = node(shared.path(), &redis, Role::Worker, held, no_wait).await;
     let api = node(
         shared.path(),
@@ -377,13 +384,7 @@ async fn a_cancel_through_an_api_node_stops_the_job_wherever_it_is() {
     )
     .await;
 
-    let mut ids = Vec::new();
-    for seed in 0..5 {
-        let answer = api
-            .submit(&with(body(&internet), "seed", serde_json::json!(seed)))
-            .await;
-        ids.push(answer["id"].as_u64().unwrap());
-    }
+    let ids = submit_processing(&api, &internet, 5).await;
     // The first job is on the worker's device (held); the last is still in Redis (the worker
     // claims one per device plus two).
     for _ in 0..100 {
