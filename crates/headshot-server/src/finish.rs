@@ -162,6 +162,14 @@ fn finished_elsewhere(jobs: &dyn JobStore, id: u64) -> bool {
     matches!(jobs.get(id), Ok(Some(record)) if record.status.is_finished())
 }
 
+/// [`finished_elsewhere`] on the blocking pool.
+pub(crate) async fn record_is_final(ctx: &JobContext, id: u64) -> bool {
+    let jobs = ctx.jobs.clone();
+    tokio::task::spawn_blocking(move || finished_elsewhere(jobs.as_ref(), id))
+        .await
+        .unwrap_or(false)
+}
+
 /// Finishes an admitted job in the background, whatever happens to the request that made it:
 /// marks its record `processing` when a device starts it, stores its outcome, then delivers
 /// its webhook. Until it is stored the job is in `ctx.live`. The receiver gets the final record.
@@ -233,10 +241,7 @@ pub fn spawn_completion_claimed(
         let stage = ctx.clone();
         let fallback = record.clone();
         if let Some(claim) = &claim {
-            let jobs = ctx.jobs.clone();
-            let elsewhere =
-                tokio::task::spawn_blocking(move || finished_elsewhere(jobs.as_ref(), id));
-            if elsewhere.await.unwrap_or(false) {
+            if record_is_final(&ctx, id).await {
                 tracing::info!(
                     id,
                     "the job was finished elsewhere (cancelled); its outcome is dropped"

@@ -14,7 +14,7 @@ use headshot_worker::WorkerHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::finish::{spawn_completion_claimed, ClaimState, JobContext};
+use crate::finish::{record_is_final, spawn_completion_claimed, ClaimState, JobContext};
 use crate::recovery::INPUTS_LOST;
 use crate::webhooks::{delivery_for, spawn_delivery};
 
@@ -164,11 +164,7 @@ async fn run_delivery(
                 // Dropped: acknowledged only if its record is final (cancelled elsewhere);
                 // a lost claim belongs to the worker that took the job.
                 _ => {
-                    let final_elsewhere = blocking(&ctx, move |ctx| {
-                        Ok(ctx.jobs.get(id)?.is_some_and(|r| r.status.is_finished()))
-                    })
-                    .await
-                    .unwrap_or(false);
+                    let final_elsewhere = record_is_final(&ctx, id).await;
                     if !final_elsewhere {
                         return;
                     }
@@ -267,11 +263,7 @@ async fn watch_claim(
                 if claim.finishing.load(Ordering::SeqCst) {
                     continue;
                 }
-                let finished = blocking(&ctx, move |ctx| {
-                    Ok(ctx.jobs.get(id)?.is_some_and(|r| r.status.is_finished()))
-                })
-                .await;
-                if !finished.unwrap_or(false) {
+                if !record_is_final(&ctx, id).await {
                     continue;
                 }
                 tracing::info!(id, "the job was finished elsewhere (cancelled); stopping it here");
