@@ -33,6 +33,14 @@ impl RecordedWeights {
         self.tensors.is_empty()
     }
 
+    /// The memory these tensors hold, in bytes (each counted once, at its loaded dtype).
+    pub fn bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+            .sum()
+    }
+
     /// A VarBuilder over these tensors with `replaced` taking the place of theirs.
     pub fn var_builder_with(
         &self,
@@ -123,6 +131,7 @@ mod tests {
         assert!(vb.pp("m").contains_tensor("b"));
         let recorded = recording.finish();
         assert_eq!(recorded.names().collect::<Vec<_>>(), vec!["m.a"]);
+        assert_eq!(recorded.bytes(), 8);
         let replaced = HashMap::from([("m.a".to_string(), (read * 2.0).unwrap())]);
         let vb = recorded.var_builder_with(replaced, DType::F32, &dev);
         let again = vb.get(2, "m.a").unwrap().to_vec1::<f32>().unwrap();

@@ -2,10 +2,11 @@
 //! face crop through the CLIP-H image encoder, and both with the id embedding through the
 //! FaceID-PlusV2 projection into id tokens; then the UNet context (text tokens, id tokens).
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use headshot_core::{JobSettings, PreparedFace, RgbImage};
 use headshot_models::clip_text::ClipTextEncoder;
 
+use crate::base_model::BaseModel;
 use crate::error::PipelineError;
 use crate::noise;
 use crate::Pipeline;
@@ -21,7 +22,7 @@ pub(crate) struct Conditioning {
     pub latents: Tensor,
 }
 
-impl Pipeline {
+impl BaseModel {
     /// `[samples, channels, height / 8, width / 8]` of a job's latents.
     pub(crate) fn latent_shape(&self, job: &JobSettings) -> [usize; 4] {
         let channels = self.unet.config().in_channels;
@@ -34,7 +35,30 @@ impl Pipeline {
         ]
     }
 
-    /// `last_hidden_state` of the text encoder for one prompt: `[1, 77, D]` in the model dtype.
+    /// The prompt's embeddings through `text_encoder` (this base's own, or a LoRA set's) under
+    /// A1111's CLIP skip: `[1, 77, D]` in the model dtype.
+    fn encode_prompt_with(
+        &self,
+        text_encoder: &ClipTextEncoder,
+        prompt: &str,
+        clip_skip: u8,
+        device: &Device,
+    ) -> Result<Tensor, PipelineError> {
+        let ids = self.tokenizer.encode(prompt).map_err(|e| {
+            PipelineError::InvalidInput(format!("the prompt could not be tokenised: {e}"))
+        })?;
+        let len = ids.len();
+        let ids =
+            Tensor::from_vec(ids, (1, len), device).map_err(PipelineError::run("tokenizer"))?;
+        text_encoder
+            .forward_clip_skip(&ids, clip_skip.max(1) as usize)
+            .map_err(PipelineError::run("text encoder"))
+    }
+}
+
+impl Pipeline {
+    /// `last_hidden_state` of the default set's text encoder for one prompt: `[1, 77, D]` in
+    /// the model dtype.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor, PipelineError> {
         self.encode_prompt_clip_skip(prompt, 1)
     }
@@ -46,26 +70,8 @@ impl Pipeline {
         prompt: &str,
         clip_skip: u8,
     ) -> Result<Tensor, PipelineError> {
-        self.encode_prompt_with(&self.text_encoder, prompt, clip_skip)
-    }
-
-    /// [`Pipeline::encode_prompt_clip_skip`] through `text_encoder` (the base one or a LoRA
-    /// set's).
-    fn encode_prompt_with(
-        &self,
-        text_encoder: &ClipTextEncoder,
-        prompt: &str,
-        clip_skip: u8,
-    ) -> Result<Tensor, PipelineError> {
-        let ids = self.tokenizer.encode(prompt).map_err(|e| {
-            PipelineError::InvalidInput(format!("the prompt could not be tokenised: {e}"))
-        })?;
-        let len = ids.len();
-        let ids = Tensor::from_vec(ids, (1, len), &self.device)
-            .map_err(PipelineError::run("tokenizer"))?;
-        text_encoder
-            .forward_clip_skip(&ids, clip_skip.max(1) as usize)
-            .map_err(PipelineError::run("text encoder"))
+        let base = &self.base;
+        base.encode_prompt_with(&base.text_encoder, prompt, clip_skip, &self.device)
     }
 
     /// `hidden_states[-2]` of the image encoder for the aligned face crop: `[1, 257, H]`.
@@ -142,6 +148,7 @@ impl Pipeline {
     /// Everything one job contributes to the batch; `initial_latents` replaces the seeded noise.
     pub(crate) fn condition(
         &self,
+        base: &BaseModel,
         text_encoder: &ClipTextEncoder,
         job: &JobSettings,
         face: &PreparedFace,
@@ -149,7 +156,8 @@ impl Pipeline {
     ) -> Result<Conditioning, PipelineError> {
         let n = job.images();
         let clip_skip = job.model.clip_skip;
-        let prompt_embeds = self.encode_prompt_with(text_encoder, &job.prompt, clip_skip)?;
+        let prompt_embeds =
+            base.encode_prompt_with(text_encoder, &job.prompt, clip_skip, &self.device)?;
         let id = self.id_embedding_tensor(face)?;
         let clip = self.face_features(face)?;
         let id_tokens_cond = self.id_tokens(&id, &clip, job.s_scale)?;
@@ -160,8 +168,12 @@ impl Pipeline {
         };
         let cond_context = context(&prompt_embeds, &id_tokens_cond)?;
         let (negative_prompt_embeds, id_tokens_uncond, uncond_context) = if job.uses_cfg() {
-            let negative =
-                self.encode_prompt_with(text_encoder, &job.negative_prompt, clip_skip)?;
+            let negative = base.encode_prompt_with(
+                text_encoder,
+                &job.negative_prompt,
+                clip_skip,
+                &self.device,
+            )?;
             let zeros = id
                 .zeros_like()
                 .map_err(PipelineError::run("conditioning"))?;
@@ -171,7 +183,7 @@ impl Pipeline {
         } else {
             (None, None, None)
         };
-        let shape = self.latent_shape(job);
+        let shape = base.latent_shape(job);
         let latents = match initial_latents {
             Some(latents) => latents
                 .to_device(&self.device)

@@ -18,6 +18,28 @@ pub enum ModelSet {
     Resolved(ResolvedModelSet),
 }
 
+impl ModelSet {
+    /// The set's name: its manifest's `name` (a checkpoint path: the file's stem), read
+    /// without resolving any file.
+    pub fn name(&self) -> Result<String, PipelineError> {
+        match self {
+            ModelSet::Resolved(set) => Ok(set.name.clone()),
+            ModelSet::Manifest(path) => Ok(headshot_weights::Manifest::from_file(path)?.name),
+        }
+    }
+}
+
+/// A model set a job picks by its `model_id`, loaded when first needed (see
+/// `PipelineConfig::on_demand`).
+#[derive(Clone, Debug)]
+pub struct OnDemandSet {
+    /// The `model_id` that names it.
+    pub id: String,
+    /// A manifest, a single-file checkpoint (`.safetensors` / `.ckpt`, completed with the
+    /// default set's other parts), or a set already resolved.
+    pub models: ModelSet,
+}
+
 /// Where the models run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum DeviceSpec {
@@ -175,6 +197,13 @@ pub struct PipelineConfig {
     pub face_options: headshot_face::FaceAnalyzerOptions,
     /// Users' LoRAs, named by a job's `lora_model` (`None`: jobs naming a LoRA are refused).
     pub lora_folder: Option<crate::LoraFolder>,
+    /// Other base models, picked by a job's `model_id`; they share the default set's face
+    /// models, image encoder, IP-Adapter and safety checker, and load when a job first names
+    /// them.
+    pub on_demand: Vec<OnDemandSet>,
+    /// Bytes of device memory the on-demand sets may hold at once (least recently used
+    /// unloaded first); `None`: one at a time. The default set stays loaded outside it.
+    pub on_demand_memory: Option<u64>,
 }
 
 impl PipelineConfig {
@@ -192,6 +221,8 @@ impl PipelineConfig {
             load_face_analyzer: true,
             face_options: headshot_face::FaceAnalyzerOptions::default(),
             lora_folder: None,
+            on_demand: Vec::new(),
+            on_demand_memory: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use headshot_core::{CensorType, GeneratedImage, RgbImage};
 
+use crate::base_model::BaseModel;
 use crate::error::PipelineError;
 use crate::Pipeline;
 
@@ -14,10 +15,21 @@ pub(crate) fn to_cpu_f32(t: &Tensor) -> Result<Tensor, PipelineError> {
 }
 
 impl Pipeline {
-    /// VAE decode: `(vae.decode(latents / scaling_factor) / 2 + 0.5).clamp(0, 1)` as `[n, H, W, 3]`.
+    /// The default set's VAE decode (see [`BaseModel::decode_latents`]).
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor, PipelineError> {
+        self.base.decode_latents(latents, self.dtype)
+    }
+}
+
+impl BaseModel {
+    /// VAE decode: `(vae.decode(latents / scaling_factor) / 2 + 0.5).clamp(0, 1)` as `[n, H, W, 3]`.
+    pub(crate) fn decode_latents(
+        &self,
+        latents: &Tensor,
+        dtype: DType,
+    ) -> Result<Tensor, PipelineError> {
         let scaled = (latents / self.vae_scaling_factor)
-            .and_then(|l| l.to_dtype(self.dtype))
+            .and_then(|l| l.to_dtype(dtype))
             .map_err(PipelineError::run("vae"))?;
         // The whole batch at once: our VAE's mid-block attention keeps samples apart (tested
         // against per-sample decodes in headshot-models).
@@ -35,7 +47,9 @@ impl Pipeline {
             .and_then(|x| x.contiguous()))
         .map_err(PipelineError::run("vae"))
     }
+}
 
+impl Pipeline {
     /// Runs the safety checker on the images when asked and censors the flagged ones.
     pub(crate) fn apply_safety(
         &self,

@@ -6,6 +6,7 @@ use headshot_core::{ModelChoice, SchedulerName, StepObserver};
 use headshot_models::schedulers::{sampler_from_config, Sampler};
 use headshot_models::unet::UNet2DConditionModel;
 
+use crate::base_model::BaseModel;
 use crate::error::PipelineError;
 use crate::noise::JobStepNoise;
 use crate::Pipeline;
@@ -31,18 +32,21 @@ pub(crate) struct LoopInputs<'a> {
     pub step_noise: Vec<JobStepNoise>,
 }
 
-impl Pipeline {
+impl BaseModel {
     /// The sampler of a batch's model choice (DDIM when none is named), configured from the
     /// model set's `scheduler_config.json`.
     pub(crate) fn sampler(&self, choice: &ModelChoice) -> Result<Box<dyn Sampler>, PipelineError> {
         let name = choice.scheduler.unwrap_or(SchedulerName::Ddim);
         sampler_from_config(name, &self.scheduler_config, choice.karras_sigmas).map_err(|e| {
             PipelineError::InvalidInput(format!(
-                "the scheduler {name} cannot run with this model set: {e}"
+                "the scheduler {name} cannot run with the model set {}: {e}",
+                self.name
             ))
         })
     }
+}
 
+impl Pipeline {
     /// Runs the loop from `latents` (`[n, C, h, w]`, f32, unscaled Gaussian noise) with
     /// `sampler`. `observer` hears of every step done and may stop the loop
     /// (`PipelineError::Cancelled`).

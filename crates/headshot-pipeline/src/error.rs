@@ -43,6 +43,18 @@ pub enum PipelineError {
     #[error("cancelled after {done} of {total} denoising steps")]
     Cancelled { done: usize, total: usize },
 
+    /// The operator's list of model sets cannot be served as given.
+    #[error("{0}")]
+    ModelSets(String),
+
+    /// A set a job picked by `model_id` failed to load on demand.
+    #[error("cannot load the model set {id}")]
+    ModelSetLoad {
+        id: String,
+        #[source]
+        source: Box<PipelineError>,
+    },
+
     /// A job's LoRA file is not a usable LoRA for this model set.
     #[error(transparent)]
     Lora(#[from] headshot_models::lora::LoraError),

@@ -21,7 +21,7 @@ impl Generator for Pipeline {
         GeneratorInfo {
             device,
             kind: kind.to_string(),
-            models: self.model_set.clone(),
+            models: self.model_set().to_string(),
         }
     }
 

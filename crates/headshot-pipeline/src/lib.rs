@@ -19,6 +19,8 @@
 //! with the VAE, rounds to 8-bit images and runs the safety checker and censoring when asked;
 //! `render.rs` ties them together for a batch and builds the opt-in trace.
 
+// The parts in which SD1.5 fine-tunes differ: tokenizer, text encoder, UNet, VAE, scheduler.
+mod base_model;
 // Replacing flagged images (black / blur / pixelate / sensitive_content_text).
 pub mod censor;
 // Whether the CUDA code of this build runs on the GPU it is given.
@@ -32,6 +34,8 @@ mod generator;
 mod load;
 // Users' LoRAs: the folder, and per-set merged UNet / text encoder.
 mod loras;
+// Several base models: `model_id`, loading on demand, least recently used unloaded.
+mod model_sets;
 pub mod noise;
 mod render;
 
@@ -42,48 +46,46 @@ use headshot_core::{
     prepare_job, FacePreparer, GenerationError, GenerationJob, JobLimits, PreparedFace, PreparedJob,
 };
 use headshot_models::clip_preprocess::ClipImageProcessor;
-use headshot_models::clip_text::ClipTextEncoder;
 use headshot_models::clip_vision::ClipVisionTransformer;
 use headshot_models::face_projection::FaceIdPlusProjection;
+use headshot_models::ip_adapter::IpAdapterWeights;
 use headshot_models::safety_checker::SafetyChecker;
-use headshot_models::tokenizer::ClipTokenizer;
-use headshot_models::unet::UNet2DConditionModel;
-use headshot_models::vae::VaeDecoder;
 
-pub use config::{DTypeSpec, DeviceSpec, Limits, ModelSet, PipelineConfig};
+use base_model::BaseModel;
+
+pub use config::{DTypeSpec, DeviceSpec, Limits, ModelSet, OnDemandSet, PipelineConfig};
 pub use decode::to_rgb_images;
 pub use error::{Cause, PipelineError};
 pub use loras::{LoraFolder, LoraFolderError};
+pub use model_sets::ModelSetState;
 pub use render::{RenderOptions, RenderOutput, RenderTrace};
 
-/// Every model of a head shot model set, loaded once on one device. Synchronous; owned by the
+/// Every model of a head shot model set, loaded once on one device, and the other base models
+/// jobs may pick by `model_id` (loaded on demand, `model_sets.rs`). Synchronous; owned by the
 /// worker thread that drives the device. The face analyzer is loaded with it but runs in the
 /// prepare stage ([`Pipeline::face_analyzer`]), never on the device thread.
 pub struct Pipeline {
     device: Device,
-    /// The model set's name (its manifest's `name`), for operators.
-    model_set: String,
     dtype: DType,
-    tokenizer: ClipTokenizer,
-    text_encoder: ClipTextEncoder,
     image_encoder: ClipVisionTransformer,
     /// CLIPImageProcessor() defaults for the aligned face crop.
     face_processor: ClipImageProcessor,
     projection: FaceIdPlusProjection,
-    unet: UNet2DConditionModel,
-    vae: VaeDecoder,
-    vae_scaling_factor: f64,
-    /// Pixels per latent cell (2^(VAE blocks - 1), 8 for SD1.5).
-    vae_scale_factor: usize,
-    /// The scheduler_config.json text; each batch builds its job's sampler from it.
-    scheduler_config: String,
+    /// The adapter's raw tensors: its LoRA is fused into every base model's UNet loaded later
+    /// and every UNet a user LoRA set rebuilds.
+    adapter: IpAdapterWeights,
+    adapter_scale: f64,
+    /// The default set's tokenizer, text encoder, UNet, VAE and scheduler config.
+    base: Arc<BaseModel>,
+    /// The sets jobs pick by `model_id`, and those loaded now.
+    model_sets: model_sets::ModelSets,
     safety: Option<(SafetyChecker, ClipImageProcessor)>,
     face: Option<Arc<headshot_face::FaceAnalyzer>>,
     limits: Limits,
     /// `hidden_states[-2]` of the all-zero normalised pixel tensor: the unconditional CLIP input.
     uncond_clip_features: Tensor,
-    /// Users' LoRAs: the folder and what merging a set into the models needs.
-    loras: loras::LoraSupport,
+    /// Users' LoRAs, named by a job's `lora_model`.
+    lora_folder: Option<LoraFolder>,
 }
 
 impl Pipeline {
@@ -91,9 +93,9 @@ impl Pipeline {
         &self.device
     }
 
-    /// The name of the model set this pipeline loaded.
+    /// The name of the default model set this pipeline loaded.
     pub fn model_set(&self) -> &str {
-        &self.model_set
+        &self.base.name
     }
 
     pub fn dtype(&self) -> DType {

@@ -1,7 +1,8 @@
-//! Loading every model of a set once: tokenizer, text encoder, image encoder, FaceID projection,
-//! UNet (adapter LoRA fused), VAE decoder, scheduler config, safety checker, face analyzer.
-//! The UNet, VAE and text encoder come from their own folders' weights, or from the set's
-//! single-file checkpoint for those whose component lists only a config.
+//! Loading a pipeline: the parts every model set shares (image encoder, FaceID adapter and
+//! projection, safety checker, face analyzer) once, the default set's base model
+//! (`base_model.rs`), and the other sets' files resolved for loading on demand
+//! (`model_sets.rs`). The UNet, VAE and text encoder come from their own folders' weights, or
+//! from the set's single-file checkpoint for those whose component lists only a config.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,23 +11,18 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use headshot_models::clip_preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeRule};
-use headshot_models::clip_text::{ClipTextConfig, ClipTextEncoder};
 use headshot_models::clip_vision::{ClipVisionConfig, ClipVisionOutputs, ClipVisionTransformer};
-use headshot_models::ddim::DdimScheduler;
 use headshot_models::face_projection::FaceIdPlusProjection;
 use headshot_models::ip_adapter::IpAdapterWeights;
-use headshot_models::lora::LoraTargets;
-use headshot_models::recorded_weights::record;
 use headshot_models::safety_checker::{SafetyChecker, SafetyCheckerConfig};
-use headshot_models::tokenizer::ClipTokenizer;
-use headshot_models::unet::{IpAdapterAttachment, PerBlock, UNet2DConditionModel, UNetConfig};
-use headshot_models::vae::{VaeConfig, VaeDecoder};
+use headshot_models::unet::{PerBlock, UNetConfig};
 use headshot_weights::single_file::{PartLayout, SingleFile, UnetLayout};
-use headshot_weights::{ComponentKind, ResolvedComponent, ResolvedModelSet};
+use headshot_weights::{ComponentKind, Manifest, ResolvedComponent, ResolvedModelSet};
 
-use crate::config::{ModelSet, PipelineConfig};
+use crate::base_model::{BaseLoad, BaseModel};
+use crate::config::{ModelSet, OnDemandSet, PipelineConfig};
 use crate::error::PipelineError;
-use crate::loras::LoraSupport;
+use crate::model_sets::ModelSets;
 use crate::Pipeline;
 
 /// A VarBuilder over a component's weights: every `.safetensors` shard (memory-mapped), or a
@@ -53,7 +49,7 @@ fn var_builder(
 /// Builds a UNet, VAE or text encoder (`build`) from its component's own weights, or, when the
 /// component lists none, from the set's single-file checkpoint. `cfg_path` names the component
 /// in errors about its own weights.
-fn load_part<T, E>(
+pub(crate) fn load_part<T, E>(
     component: &ResolvedComponent,
     checkpoint: Option<&Arc<SingleFile>>,
     layout: PartLayout,
@@ -75,7 +71,7 @@ where
 }
 
 /// The UNet's block structure, as the checkpoint's names need it.
-fn unet_layout(cfg: &UNetConfig) -> PartLayout {
+pub(crate) fn unet_layout(cfg: &UNetConfig) -> PartLayout {
     let blocks = cfg.block_out_channels.len();
     PartLayout::Unet(UnetLayout {
         layers_per_block: match &cfg.layers_per_block {
@@ -85,7 +81,7 @@ fn unet_layout(cfg: &UNetConfig) -> PartLayout {
     })
 }
 
-fn read_text(
+pub(crate) fn read_text(
     component: &ResolvedComponent,
     name: &str,
 ) -> Result<(String, std::path::PathBuf), PipelineError> {
@@ -96,7 +92,7 @@ fn read_text(
 }
 
 /// The folder holding a component's `name` file (tokenizers read a folder).
-fn folder_of(
+pub(crate) fn folder_of(
     component: &ResolvedComponent,
     name: &str,
 ) -> Result<std::path::PathBuf, PipelineError> {
@@ -113,7 +109,10 @@ fn clip_defaults(size: u32) -> ClipImageProcessorConfig {
     }
 }
 
-fn timed<T>(what: &str, f: impl FnOnce() -> Result<T, PipelineError>) -> Result<T, PipelineError> {
+pub(crate) fn timed<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, PipelineError>,
+) -> Result<T, PipelineError> {
     let start = Instant::now();
     tracing::info!("loading {what}");
     let out = f()?;
@@ -150,57 +149,106 @@ impl PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// The files of the sets jobs pick by `model_id`, each resolved now (a missing file fails at
+    /// start-up, not on a job), only its base parts (tokenizer, text encoder, UNet, VAE,
+    /// scheduler, checkpoint). A plain checkpoint path is the default set's manifest with that
+    /// file's UNet, VAE and text encoder. Refuses an id given twice or equal to the default
+    /// set's name, and a manifest naming other shared parts (face models, image encoder,
+    /// IP-Adapter, safety checker) than the default set's: those are loaded once, for all.
+    pub fn resolve_on_demand(&self) -> Result<Vec<OnDemandSet>, PipelineError> {
+        if self.on_demand.is_empty() {
+            return Ok(Vec::new());
+        }
+        let default_manifest = match &self.models {
+            ModelSet::Manifest(path) => Some(Manifest::from_file(path)?),
+            ModelSet::Resolved(_) => None,
+        };
+        let default_name = match (&self.models, &default_manifest) {
+            (_, Some(manifest)) => manifest.name.clone(),
+            (ModelSet::Resolved(set), None) => set.name.clone(),
+            (ModelSet::Manifest(_), None) => unreachable!("read above"),
+        };
+        let mut options = self.resolve.clone();
+        options.only = Some(
+            ComponentKind::ALL
+                .into_iter()
+                .filter(|k| k.is_base_model())
+                .collect(),
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        let mut resolved = Vec::with_capacity(self.on_demand.len());
+        for set in &self.on_demand {
+            if set.id == default_name {
+                return Err(PipelineError::ModelSets(format!(
+                    "the model set id {} is the default set's own name; it needs no entry",
+                    set.id
+                )));
+            }
+            if !seen.insert(set.id.as_str()) {
+                return Err(PipelineError::ModelSets(format!(
+                    "the model set id {} is listed twice",
+                    set.id
+                )));
+            }
+            let models = match &set.models {
+                ModelSet::Resolved(done) => done.clone(),
+                ModelSet::Manifest(path) => {
+                    let manifest = if headshot_weights::manifest::is_checkpoint_path(path) {
+                        let base = match &default_manifest {
+                            Some(base) => base.clone(),
+                            None => Manifest::default_base()?,
+                        };
+                        base.with_checkpoint(path)?
+                    } else {
+                        Manifest::from_file(path)?
+                    };
+                    if let Some(base) = &default_manifest {
+                        let differing = manifest.shared_parts_differing_from(base);
+                        if !differing.is_empty() {
+                            let kinds: Vec<&str> = differing.iter().map(|k| k.key()).collect();
+                            return Err(PipelineError::ModelSets(format!(
+                                "the model set {} ({}) names its own {}, unlike the default set {}; \
+                                 every set shares the default set's face models, image encoder, \
+                                 IP-Adapter and safety checker, so list the same ones or leave them out",
+                                set.id,
+                                path.display(),
+                                kinds.join(", "),
+                                base.path.display()
+                            )));
+                        }
+                    }
+                    tracing::info!(id = %set.id, manifest = %path.display(), "resolving a model set loaded on demand");
+                    headshot_weights::resolve(&manifest, &options)?
+                }
+            };
+            resolved.push(OnDemandSet {
+                id: set.id.clone(),
+                models: ModelSet::Resolved(models),
+            });
+        }
+        Ok(resolved)
+    }
+}
+
 impl Pipeline {
-    /// Resolves the model set (if given as a manifest) and loads every model once onto the
-    /// configured device and dtype.
+    /// Resolves the model sets (those given as manifests) and loads the shared models and the
+    /// default set's base model once onto the configured device and dtype; the other sets load
+    /// when a job first names them.
     pub fn load(config: &PipelineConfig) -> Result<Pipeline, PipelineError> {
-        Self::load_resolved(&config.resolve()?, config)
+        let on_demand = config.resolve_on_demand()?;
+        Self::load_resolved(&config.resolve()?, on_demand, config)
     }
 
     fn load_resolved(
         set: &ResolvedModelSet,
+        on_demand: Vec<OnDemandSet>,
         config: &PipelineConfig,
     ) -> Result<Pipeline, PipelineError> {
         let start = Instant::now();
         let device = config.device.open()?;
         let dtype = config.dtype.dtype();
         tracing::info!(model_set = %set.name, device = %config.device, dtype = %config.dtype, "loading pipeline");
-
-        let checkpoint = match set.optional(ComponentKind::Checkpoint) {
-            Some(c) => Some(Arc::new(timed("single-file checkpoint index", || {
-                let path = c.weights()?[0];
-                SingleFile::open(path).map_err(PipelineError::load(c.kind, path))
-            })?)),
-            None => None,
-        };
-        let checkpoint = checkpoint.as_ref();
-
-        let tokenizer = timed("tokenizer", || {
-            let c = set.get(ComponentKind::Tokenizer)?;
-            let dir = folder_of(c, "vocab.json").or_else(|_| folder_of(c, "tokenizer.json"))?;
-            ClipTokenizer::from_folder(&dir).map_err(PipelineError::load(c.kind, &dir))
-        })?;
-
-        let (text_encoder, text_weights) = timed("text encoder", || {
-            let c = set.get(ComponentKind::TextEncoder)?;
-            let cfg_path = c.file("config.json")?;
-            let cfg = ClipTextConfig::from_file(cfg_path)
-                .map_err(PipelineError::load(c.kind, cfg_path))?;
-            // Recorded: a LoRA set rebuilds the encoder from these tensors (see loras.rs).
-            load_part(
-                c,
-                checkpoint,
-                PartLayout::TextEncoder,
-                dtype,
-                &device,
-                cfg_path,
-                |vb| {
-                    let (vb, recording) = record(vb);
-                    let encoder = ClipTextEncoder::load(vb, &cfg)?;
-                    Ok::<_, candle_core::Error>((encoder, recording.finish()))
-                },
-            )
-        })?;
 
         let image_encoder = timed("image encoder", || {
             let c = set.get(ComponentKind::ImageEncoder)?;
@@ -221,68 +269,28 @@ impl Pipeline {
             ClipImageProcessor::new(clip_defaults(size))
         };
 
-        let (projection, unet, (adapter_weights, unet_weights)) = timed(
-            "IP-Adapter, face projection and UNet (fusing the LoRA)",
-            || {
-                let ip = set.get(ComponentKind::IpAdapter)?;
-                let ip_path = ip.weights()?[0];
-                let weights = IpAdapterWeights::load(ip_path)
+        let (adapter, projection) = timed("IP-Adapter and face projection", || {
+            let ip = set.get(ComponentKind::IpAdapter)?;
+            let ip_path = ip.weights()?[0];
+            let weights =
+                IpAdapterWeights::load(ip_path).map_err(PipelineError::load(ip.kind, ip_path))?;
+            let projection =
+                FaceIdPlusProjection::load_inferred(weights.image_proj_var_builder(dtype, &device))
                     .map_err(PipelineError::load(ip.kind, ip_path))?;
-                let projection = FaceIdPlusProjection::load_inferred(
-                    weights.image_proj_var_builder(dtype, &device),
-                )
-                .map_err(PipelineError::load(ip.kind, ip_path))?;
-
-                let c = set.get(ComponentKind::Unet)?;
-                let cfg_path = c.file("config.json")?;
-                let cfg = UNetConfig::from_file(cfg_path)
-                    .map_err(PipelineError::load(c.kind, cfg_path))?;
-                let attachment = IpAdapterAttachment {
-                    weights: &weights,
-                    num_tokens: projection.config().num_tokens,
-                    scale: config.adapter_scale,
-                };
-                // The adapter's raw tensors and the UNet's base weights stay for users' LoRAs:
-                // a LoRA set rebuilds the UNet from them (shared tensors, see loras.rs).
-                let (unet, recorded) = load_part(
-                    c,
-                    checkpoint,
-                    unet_layout(&cfg),
-                    dtype,
-                    &device,
-                    cfg_path,
-                    |vb| {
-                        let (vb, recording) = record(vb);
-                        let unet = UNet2DConditionModel::load(vb, &cfg, Some(attachment))?;
-                        Ok::<_, crate::error::Cause>((unet, recording.finish()))
-                    },
-                )?;
-                Ok((projection, unet, (weights, recorded)))
-            },
-        )?;
-
-        let (vae, vae_scaling_factor, vae_scale_factor) = timed("VAE decoder", || {
-            let c = set.get(ComponentKind::Vae)?;
-            let cfg_path = c.file("config.json")?;
-            let cfg =
-                VaeConfig::from_file(cfg_path).map_err(PipelineError::load(c.kind, cfg_path))?;
-            let layout = PartLayout::Vae {
-                up_blocks: cfg.block_out_channels.len(),
-            };
-            let vae = load_part(c, checkpoint, layout, dtype, &device, cfg_path, |vb| {
-                VaeDecoder::load(vb, &cfg)
-            })?;
-            let scale_factor = 1usize << cfg.block_out_channels.len().saturating_sub(1);
-            Ok((vae, cfg.scaling_factor, scale_factor))
+            Ok((weights, projection))
         })?;
 
-        let scheduler_config = {
-            let c = set.get(ComponentKind::Scheduler)?;
-            let (text, path) = read_text(c, "scheduler_config.json")?;
-            // Parse once now so a bad config fails at load, not on the first job.
-            DdimScheduler::from_config_json(&text).map_err(PipelineError::load(c.kind, &path))?;
-            text
+        // The adapter's raw tensors stay: every base model loaded later, and every user LoRA
+        // set, fuses its LoRA into a UNet again.
+        let base_load = BaseLoad {
+            adapter: &adapter,
+            num_tokens: projection.config().num_tokens,
+            adapter_scale: config.adapter_scale,
+            dtype,
+            device: &device,
         };
+        let base = BaseModel::load(set, &base_load)?;
+        let model_sets = ModelSets::new(&set.name, on_demand, config.on_demand_memory, &base)?;
 
         let safety = match (
             config.load_safety_checker,
@@ -330,40 +338,26 @@ impl Pipeline {
             None
         };
 
-        let loras = LoraSupport {
-            folder: config.lora_folder.clone(),
-            unet_targets: LoraTargets::unet(unet_weights),
-            unet_config: unet.config().clone(),
-            text_targets: LoraTargets::text_encoder(text_weights),
-            text_config: text_encoder.config().clone(),
-            num_tokens: projection.config().num_tokens,
-            adapter: adapter_weights,
-            last: std::sync::Mutex::new(None),
-        };
-        if let Some(folder) = &loras.folder {
+        if let Some(folder) = &config.lora_folder {
             tracing::info!(dir = %folder.dir().display(), loras = ?folder.names().collect::<Vec<_>>(), "LoRA folder");
         }
 
         let mut pipeline = Pipeline {
             device,
-            model_set: set.name.clone(),
             dtype,
-            tokenizer,
-            text_encoder,
             image_encoder,
             face_processor,
             projection,
-            unet,
-            vae,
-            vae_scaling_factor,
-            vae_scale_factor,
-            scheduler_config,
+            adapter,
+            adapter_scale: config.adapter_scale,
+            base: std::sync::Arc::new(base),
+            model_sets,
             safety,
             face,
             limits: config.limits.clone(),
             uncond_clip_features: Tensor::zeros(1, DType::F32, &Device::Cpu)
                 .map_err(PipelineError::run("setup"))?,
-            loras,
+            lora_folder: config.lora_folder.clone(),
         };
         // The unconditional CLIP input is constant (an all-zero normalised pixel tensor):
         // encode it once here instead of once per job.

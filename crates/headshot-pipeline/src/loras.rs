@@ -5,8 +5,8 @@
 //! the tensors the base ones loaded (shared handles, no copies) with only the adapted weights
 //! replaced by merged copies; the adapter's own LoRA is fused on top as at load. Dropping that
 //! pair restores nothing because nothing was touched, so jobs without LoRAs run the base models
-//! as before and pay nothing. The last set is kept (an LRU of one): the worker batches jobs of
-//! one LoRA set together, and consecutive batches often share it.
+//! as before and pay nothing. The last set is kept per base model (an LRU of one): the worker
+//! batches jobs of one model set and LoRA set together, and consecutive batches often share it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use headshot_core::LoraChoice;
 use headshot_models::clip_text::{ClipTextConfig, ClipTextEncoder};
-use headshot_models::ip_adapter::IpAdapterWeights;
 use headshot_models::lora::{LoraFile, LoraTargets};
 use headshot_models::unet::{IpAdapterAttachment, UNet2DConditionModel, UNetConfig};
 
+use crate::base_model::BaseModel;
 use crate::error::PipelineError;
 use crate::Pipeline;
 
@@ -97,34 +97,49 @@ pub(crate) struct LoraModels {
     pub text_encoder: ClipTextEncoder,
 }
 
-/// What rebuilding the UNet and text encoder with merged weights needs.
+/// What rebuilding one base model's UNet and text encoder with merged weights needs.
 pub(crate) struct LoraSupport {
-    pub folder: Option<LoraFolder>,
-    pub unet_targets: LoraTargets,
-    pub unet_config: UNetConfig,
-    pub text_targets: LoraTargets,
-    pub text_config: ClipTextConfig,
-    /// The adapter's raw tensors: its LoRA is fused again into each rebuilt UNet.
-    pub adapter: IpAdapterWeights,
-    pub num_tokens: usize,
-    pub last: Mutex<Option<Arc<LoraModels>>>,
+    unet_targets: LoraTargets,
+    unet_config: UNetConfig,
+    text_targets: LoraTargets,
+    text_config: ClipTextConfig,
+    last: Mutex<Option<Arc<LoraModels>>>,
+}
+
+impl LoraSupport {
+    pub fn new(
+        unet_targets: LoraTargets,
+        unet_config: UNetConfig,
+        text_targets: LoraTargets,
+        text_config: ClipTextConfig,
+    ) -> Self {
+        LoraSupport {
+            unet_targets,
+            unet_config,
+            text_targets,
+            text_config,
+            last: Mutex::new(None),
+        }
+    }
 }
 
 impl Pipeline {
     /// The LoRA folder this pipeline renders LoRAs from, if one is configured.
     pub fn lora_folder(&self) -> Option<&LoraFolder> {
-        self.loras.folder.as_ref()
+        self.lora_folder.as_ref()
     }
 
-    /// The UNet and text encoder with `set` merged in (`None` for no LoRA: the base models).
+    /// `base`'s UNet and text encoder with `set` merged in (`None` for no LoRA: the base
+    /// models).
     pub(crate) fn lora_models(
         &self,
+        base: &BaseModel,
         set: &[LoraChoice],
     ) -> Result<Option<Arc<LoraModels>>, PipelineError> {
         if set.is_empty() {
             return Ok(None);
         }
-        let mut last = self
+        let mut last = base
             .loras
             .last
             .lock()
@@ -134,15 +149,19 @@ impl Pipeline {
         }
         // Free the previous set's merged weights before building the next.
         *last = None;
-        let models = Arc::new(self.merge_loras(set)?);
+        let models = Arc::new(self.merge_loras(base, set)?);
         *last = Some(models.clone());
         Ok(Some(models))
     }
 
-    fn merge_loras(&self, set: &[LoraChoice]) -> Result<LoraModels, PipelineError> {
+    fn merge_loras(
+        &self,
+        base: &BaseModel,
+        set: &[LoraChoice],
+    ) -> Result<LoraModels, PipelineError> {
         let start = Instant::now();
-        let support = &self.loras;
-        let folder = support.folder.as_ref();
+        let support = &base.loras;
+        let folder = self.lora_folder.as_ref();
         let mut files = Vec::with_capacity(set.len());
         for choice in set {
             let path = folder.and_then(|f| f.path(&choice.name)).ok_or_else(|| {
@@ -173,9 +192,9 @@ impl Pipeline {
                 .weights()
                 .var_builder_with(unet_merged, dtype, &self.device);
         let attachment = IpAdapterAttachment {
-            weights: &support.adapter,
-            num_tokens: support.num_tokens,
-            scale: self.unet.ip_adapter_scale().unwrap_or(1.0),
+            weights: &self.adapter,
+            num_tokens: self.projection.config().num_tokens,
+            scale: base.unet.ip_adapter_scale().unwrap_or(1.0),
         };
         let unet = UNet2DConditionModel::load(unet_vb, &support.unet_config, Some(attachment))
             .map_err(|e| PipelineError::run("merging LoRAs into the UNet")(e))?;
@@ -187,6 +206,7 @@ impl Pipeline {
         let text_encoder = ClipTextEncoder::load(text_vb, &support.text_config)
             .map_err(PipelineError::run("merging LoRAs into the text encoder"))?;
         tracing::info!(
+            model_set = %base.name,
             loras = ?set.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             unet_weights = changed_unet,
             text_encoder_weights = changed_text,

@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 use headshot_core::{GeneratedImage, JobSettings, PreparedFace, StepObserver};
 
+use crate::base_model::BaseModel;
 use crate::conditioning::Conditioning;
 use crate::decode::{to_cpu_f32, to_rgb_images};
 use crate::denoise::LoopInputs;
@@ -105,26 +106,34 @@ impl Pipeline {
         let Some((first, _)) = jobs.first() else {
             return Ok(Vec::new());
         };
-        self.check_batch(jobs, options)?;
-        // One choice per batch (it is part of the batch key).
-        let sampler = self.sampler(&first.model)?;
+        // One model choice per batch (it is part of the batch key): its base model, sampler
+        // and LoRA set.
+        let base = self.base_model(first.model.model_id.as_deref())?;
+        self.check_batch(&base, jobs, options)?;
+        let sampler = base.sampler(&first.model)?;
         let total: usize = jobs.iter().map(|(job, _)| job.images()).sum();
         let cfg = first.uses_cfg();
         let steps = first.num_inference_steps as usize;
         let span = tracing::info_span!("render", jobs = jobs.len(), images = total, steps, cfg);
         let _enter = span.enter();
 
-        // One batch, one LoRA set (it is part of the batch key): its models, or the base ones.
-        let lora = self.lora_models(&first.model.loras)?;
+        // The LoRA set's models, or the base ones.
+        let lora = self.lora_models(&base, &first.model.loras)?;
         let (unet, text_encoder) = match lora.as_deref() {
             Some(models) => (&models.unet, &models.text_encoder),
-            None => (&self.unet, &self.text_encoder),
+            None => (&base.unet, &base.text_encoder),
         };
         let conds = jobs
             .iter()
             .enumerate()
             .map(|(i, (job, face))| {
-                self.condition(text_encoder, job, face, options.initial_latents.get(i))
+                self.condition(
+                    &base,
+                    text_encoder,
+                    job,
+                    face,
+                    options.initial_latents.get(i),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let context = batch_context(&conds, cfg)?
@@ -143,7 +152,7 @@ impl Pipeline {
             .map(|(i, (job, _))| match options.step_noise.get(i) {
                 Some(given) => JobStepNoise::Given(given.clone()),
                 None => {
-                    let [_, c, h, w] = self.latent_shape(job);
+                    let [_, c, h, w] = base.latent_shape(job);
                     JobStepNoise::seeded(job, [c, h, w])
                 }
             })
@@ -158,7 +167,7 @@ impl Pipeline {
             step_noise,
         };
         let denoised = self.denoise(latents, sampler, inputs, observer)?;
-        let images = self.decode_latents(&denoised.latents)?;
+        let images = base.decode_latents(&denoised.latents, self.dtype)?;
         let images_u8 = to_rgb_images(&images)?;
 
         let mut outputs = Vec::with_capacity(jobs.len());
@@ -184,6 +193,7 @@ impl Pipeline {
     /// injected latents (if any) one per job in the right shape.
     fn check_batch(
         &self,
+        base: &BaseModel,
         jobs: &[(&JobSettings, &PreparedFace)],
         options: &RenderOptions,
     ) -> Result<(), PipelineError> {
@@ -224,7 +234,7 @@ impl Pipeline {
             )));
         }
         for ((job, _), noise) in jobs.iter().zip(noise) {
-            let [n, c, h, w] = self.latent_shape(job);
+            let [n, c, h, w] = base.latent_shape(job);
             let expected = [job.num_inference_steps as usize, n, c, h, w];
             if noise.dims() != expected {
                 return Err(PipelineError::InvalidInput(format!(
@@ -234,7 +244,7 @@ impl Pipeline {
             }
         }
         for ((job, _), latents) in jobs.iter().zip(latents) {
-            let expected = self.latent_shape(job);
+            let expected = base.latent_shape(job);
             if latents.dims() != expected {
                 return Err(PipelineError::InvalidInput(format!(
                     "initial latents must be {:?} ([samples, channels, height/8, width/8]), got {:?}",

@@ -8,26 +8,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
 use common::{check_e2e, workspace, E2eTolerance, E2E_CASES};
 use headshot_pipeline::{ModelSet, Pipeline, PipelineConfig};
-use headshot_test_support::single_file::build;
 use headshot_weights::{ComponentKind, Manifest, ResolveOptions};
 
-/// The rebuilt checkpoints, kept for the test binary's life (the pipeline memory-maps them).
-/// Tests run in parallel and several want the same variant: one builds it, the others wait.
 fn checkpoint(variant: &str) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
-    let path = dir.join(format!("{variant}.safetensors"));
-    if path.is_file() {
-        path
-    } else {
-        build(variant, dir)
-    }
+    common::single_file_checkpoint(variant)
 }
 
 fn options() -> ResolveOptions {

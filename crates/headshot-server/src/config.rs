@@ -210,9 +210,72 @@ pub struct ModelArgs {
     /// LoRA are refused.
     #[arg(long, env = "HEADSHOT_LORA_DIR")]
     pub lora_dir: Option<PathBuf>,
+
+    /// Other base models a request picks by `model_id`, as `id=path` (comma separated or the
+    /// flag repeated): a single-file SD1.5 checkpoint (`.safetensors` / `.ckpt`, with --models'
+    /// other parts) or a manifest naming the same face models, image encoder, IP-Adapter and
+    /// safety checker as --models (those are loaded once, for all). Each loads when a request
+    /// first names it. The --models set answers to its manifest's name, or to no model_id.
+    /// API nodes and workers of one queue list the same sets.
+    #[arg(long = "model-set", env = "HEADSHOT_MODEL_SETS", value_delimiter = ',')]
+    pub model_sets: Vec<ModelSetArg>,
+
+    /// Memory (MiB, per device) the --model-set sets may hold at once; the least recently
+    /// used is unloaded to make room for another. Default: one at a time. The --models set
+    /// stays loaded outside this.
+    #[arg(long, env = "HEADSHOT_MODEL_SET_MEMORY_MIB")]
+    pub model_set_memory_mib: Option<u64>,
+}
+
+/// One `--model-set id=path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSetArg {
+    /// The `model_id` requests name it by.
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for ModelSetArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((id, path)) = s.split_once('=') else {
+            return Err(format!(
+                "\"{s}\" is not id=path (e.g. realistic=/models/realistic-vision.safetensors)"
+            ));
+        };
+        let (id, path) = (id.trim(), path.trim());
+        if !headshot_core::wire::is_model_name(id) {
+            return Err(format!(
+                "the model set id \"{id}\" is not a name requests can send as model_id (letters, digits, '.', '_', '-')"
+            ));
+        }
+        if path.is_empty() {
+            return Err(format!("the model set {id} names no path"));
+        }
+        Ok(ModelSetArg {
+            id: id.to_string(),
+            path: PathBuf::from(path),
+        })
+    }
 }
 
 impl ModelArgs {
+    /// The `--model-set`s for the pipeline, with their memory allowance.
+    pub fn on_demand(&self) -> (Vec<headshot_pipeline::OnDemandSet>, Option<u64>) {
+        let sets = self
+            .model_sets
+            .iter()
+            .map(|arg| headshot_pipeline::OnDemandSet {
+                id: arg.id.clone(),
+                models: headshot_pipeline::ModelSet::Manifest(arg.path.clone()),
+            })
+            .collect();
+        let memory = self
+            .model_set_memory_mib
+            .map(|mib| mib.saturating_mul(1 << 20));
+        (sets, memory)
+    }
+
     /// The LoRA folder listed, if `--lora-dir` is set.
     pub fn lora_folder(
         &self,
@@ -393,6 +456,36 @@ mod tests {
         // Refused while parsing, before any model is loaded.
         assert!(parse(&["--device", "cuda:x"]).is_err());
         assert!(parse(&["--dtype", "f8"]).is_err());
+    }
+
+    #[test]
+    fn model_sets_are_id_path_pairs() {
+        let config = parse(&[
+            "--model-set",
+            "realistic=/m/rv.safetensors,dream=/m/dream.toml",
+            "--model-set-memory-mib",
+            "4096",
+        ])
+        .unwrap();
+        let ids: Vec<&str> = config
+            .model
+            .model_sets
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(ids, ["realistic", "dream"]);
+        assert_eq!(
+            config.model.model_sets[0].path,
+            PathBuf::from("/m/rv.safetensors")
+        );
+        let (sets, memory) = config.model.on_demand();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(memory, Some(4096 << 20));
+        assert!(parse(&[]).unwrap().model.model_sets.is_empty());
+        // Refused while parsing: no `=`, an id no request can spell, no path.
+        for bad in ["realistic", "real istic=/m/a.ckpt", "a="] {
+            assert!(parse(&["--model-set", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -84,7 +84,14 @@ fn load_stages(args: &ModelArgs) -> anyhow::Result<(Stages, Arc<dyn LikenessScor
     if args.onnxruntime_library.is_some() {
         base.face_options.onnxruntime_library = args.onnxruntime_library.clone();
     }
-    // Resolve the manifest (and download what is missing) once for every device.
+    // Resolve the manifests (and download what is missing) once for every device: the
+    // `--model-set`s first, while the default set is still a manifest to complete them from.
+    let (on_demand, memory) = args.on_demand();
+    base.on_demand = on_demand;
+    base.on_demand_memory = memory;
+    base.on_demand = base
+        .resolve_on_demand()
+        .context("resolving the model sets (--model-set)")?;
     let set = base
         .resolve()
         .with_context(|| format!("resolving the model set {}", args.models.display()))?;

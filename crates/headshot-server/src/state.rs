@@ -130,8 +130,9 @@ pub struct Settings {
     pub initial_job_estimate: Duration,
     /// `--queue-size`: the shared backlog's cap on a node that queues for others.
     pub queue_cap: usize,
-    /// `--lora-dir` as listed at start-up: the LoRA names requests may use.
-    pub loras: Option<headshot_pipeline::LoraFolder>,
+    /// The model sets (`--models`, `--model-set`) and LoRAs (`--lora-dir`, listed at
+    /// start-up) requests may name.
+    pub served: crate::served_models::ServedModels,
 }
 
 pub struct Inner {
@@ -262,7 +263,7 @@ impl AppState {
             text_limits: config.text_limits(),
             initial_job_estimate: Duration::from_secs_f64(config.initial_eta_secs.max(0.0)),
             queue_cap: config.queue_size.max(1),
-            loras: config.model.lora_folder()?,
+            served: crate::served_models::ServedModels::from_args(&config.model)?,
         };
         let intake = BodyIntake::new(
             config.max_body_bytes_in_flight,

@@ -754,6 +754,29 @@ async fn style_is_accepted_and_echoed_beside_meta() {
 }
 
 #[tokio::test]
+async fn model_ids_are_checked_against_the_configured_sets() {
+    let face = base64::engine::general_purpose::STANDARD.encode(face_png());
+    let request = |id: &str| json!({"key": KEY, "prompt": "p", "face_image": face, "model_id": id});
+    let tiny = headshot_test_support::workspace().join("models/tiny.toml");
+    let server = TestServer::start(ScriptedGenerator::default(), |c| {
+        c.model.models = tiny.clone();
+        c.model.model_sets = vec!["realistic=/models/realistic.safetensors".parse().unwrap()];
+    })
+    .await;
+    for served in ["realistic", "tiny"] {
+        let v = server.submit(&request(served)).await;
+        assert_eq!(v["status"], "success", "{served}: {v}");
+    }
+    let v = server.submit(&request("dreamy")).await;
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(keys(&v["message"]), ["model_id"]);
+    assert_eq!(
+        v["message"]["model_id"][0],
+        "The model id dreamy is not configured on this server; it serves tiny, realistic (leave model_id out for tiny)."
+    );
+}
+
+#[tokio::test]
 async fn lora_names_are_checked_against_the_lora_folder() {
     let face = base64::engine::general_purpose::STANDARD.encode(face_png());
     let request = |lora: &str| json!({"key": KEY, "prompt": "p", "face_image": face, "lora_model": lora, "lora_strength": 0.7});

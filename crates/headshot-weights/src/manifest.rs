@@ -102,6 +102,21 @@ impl ComponentKind {
         )
     }
 
+    /// The parts in which SD1.5 fine-tunes differ: what a model set picked by `model_id` loads
+    /// of its own. The FaceID parts (face models, image encoder, IP-Adapter) and the safety
+    /// checker are the same for all of them and shared.
+    pub fn is_base_model(self) -> bool {
+        matches!(
+            self,
+            ComponentKind::Checkpoint
+                | ComponentKind::Tokenizer
+                | ComponentKind::TextEncoder
+                | ComponentKind::Unet
+                | ComponentKind::Vae
+                | ComponentKind::Scheduler
+        )
+    }
+
     /// Every kind but the face models: what resolves from diffusers-layout folders alone.
     pub fn except_face_models() -> Vec<ComponentKind> {
         ComponentKind::ALL
@@ -344,6 +359,38 @@ impl Manifest {
 
     pub fn component(&self, kind: ComponentKind) -> Option<&ComponentEntry> {
         self.components.get(&kind)
+    }
+
+    /// The shared kinds (not [`ComponentKind::is_base_model`]) this set names differently from
+    /// `base`: another repo, revision, folder or file list, or another local folder once both
+    /// are made canonical. A set that lists none of a kind agrees with any base.
+    pub fn shared_parts_differing_from(&self, base: &Manifest) -> Vec<ComponentKind> {
+        self.components
+            .iter()
+            .filter(|(kind, _)| !kind.is_base_model())
+            .filter(|(kind, entry)| {
+                base.components
+                    .get(kind)
+                    .is_none_or(|theirs| !entry.same_source(theirs))
+            })
+            .map(|(kind, _)| *kind)
+            .collect()
+    }
+}
+
+impl ComponentEntry {
+    /// Whether both name the same files: licence notices aside, local folders compared
+    /// canonically (`a/../b` and `b` are one folder).
+    fn same_source(&self, other: &ComponentEntry) -> bool {
+        let canonical = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        };
+        self.repo == other.repo
+            && self.revision == other.revision
+            && self.folder == other.folder
+            && self.files == other.files
+            && canonical(&self.local) == canonical(&other.local)
     }
 }
 

@@ -27,6 +27,22 @@ pub fn goldens() -> PathBuf {
     workspace().join("tests/fixtures/goldens")
 }
 
+/// A single-file checkpoint fixture (`variant` of tests/fixtures/tiny/single-file, e.g. "fp32",
+/// "fp16"), rebuilt once per test binary and kept for its life (pipelines memory-map it).
+/// Tests run in parallel and several want the same variant: one builds it, the others wait.
+pub fn single_file_checkpoint(variant: &str) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let path = dir.join(format!("{variant}.safetensors"));
+    if path.is_file() {
+        path
+    } else {
+        headshot_test_support::single_file::build(variant, dir)
+    }
+}
+
 /// The tiny model set on CPU f32, without the ONNX face models (the tests pass analysed faces).
 pub fn tiny() -> &'static Pipeline {
     static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
@@ -249,8 +265,24 @@ pub fn check_e2e(pipeline: &Pipeline, name: &str, tol: &E2eTolerance) {
 
 /// `check_e2e` with the golden read from `dir`.
 pub fn check_e2e_in(pipeline: &Pipeline, dir: &std::path::Path, name: &str, tol: &E2eTolerance) {
+    check_e2e_job(pipeline, dir, name, tol, None);
+}
+
+/// `check_e2e` with the job naming `model_id` (one of the pipeline's model sets).
+pub fn check_e2e_model(pipeline: &Pipeline, name: &str, tol: &E2eTolerance, model_id: &str) {
+    check_e2e_job(pipeline, &goldens(), name, tol, Some(model_id));
+}
+
+fn check_e2e_job(
+    pipeline: &Pipeline,
+    dir: &std::path::Path,
+    name: &str,
+    tol: &E2eTolerance,
+    model_id: Option<&str>,
+) {
     let golden = Golden::read_in(dir, name);
-    let job = golden.e2e_job();
+    let mut job = golden.e2e_job();
+    job.model.model_id = model_id.map(str::to_string);
     let face = golden.e2e_face();
     let out = pipeline
         .render(&job, &face, &golden.e2e_options())

@@ -68,13 +68,16 @@ async fn submit(state: AppState, headers: HeaderMap, body: Body) -> Result<WireR
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let request = HeadShotRequest::from_json_with_limits(
+    let mut request = HeadShotRequest::from_json_with_limits(
         &body,
         rand::random::<u32>(),
         &state.settings.text_limits,
     )
     .map_err(ApiError::Validation)?;
-    crate::served_models::check_served(&request.model, state.settings.loras.as_ref())
+    state
+        .settings
+        .served
+        .check(&mut request.model)
         .map_err(ApiError::Validation)?;
     // The raw body's share of the intake budget ends here; the request holds what it needs.
     drop((body, held));
