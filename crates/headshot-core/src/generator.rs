@@ -234,6 +234,19 @@ pub struct GeneratorInfo {
     pub models: String,
 }
 
+/// One base model a generator can run (`model_id` picks it), for operators: whether it is in
+/// device memory now and how much it takes there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSetState {
+    /// The `model_id` that picks it (the default set: its manifest's name).
+    pub id: String,
+    /// The set jobs without `model_id` get; always loaded.
+    pub is_default: bool,
+    pub loaded: bool,
+    /// Its weights' memory, once it has been loaded (kept after it is unloaded).
+    pub bytes: Option<u64>,
+}
+
 impl Default for GeneratorInfo {
     fn default() -> Self {
         GeneratorInfo {
@@ -283,6 +296,19 @@ pub trait Generator: Send + 'static {
     /// The device and model set, asked once when the worker starts.
     fn info(&self) -> GeneratorInfo {
         GeneratorInfo::default()
+    }
+
+    /// The base models this generator can run and which are loaded now; asked by its device
+    /// thread at start and after every batch (a batch may load one). Empty for generators
+    /// with a single fixed model set.
+    fn model_sets(&self) -> Vec<ModelSetState> {
+        Vec::new()
+    }
+
+    /// Frees the base models loaded on demand (the default set stays), returning their ids;
+    /// a later job naming one loads it again. Called by the device thread between batches.
+    fn unload_model_sets(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -13,7 +13,8 @@ pub mod wire;
 
 pub use generator::{
     cosine_similarity, error_chain, prepare_job, FacePreparer, GeneratedImage, GenerationError,
-    GenerationOutput, Generator, GeneratorInfo, LikenessScorer, RgbImage, StepObserver,
+    GenerationOutput, Generator, GeneratorInfo, LikenessScorer, ModelSetState, RgbImage,
+    StepObserver,
 };
 pub use job::{
     plan_batches, BatchKey, CensorType, GenerationJob, JobLimits, JobSettings, PreparedFace,

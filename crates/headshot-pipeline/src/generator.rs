@@ -5,7 +5,7 @@
 use candle_core::DeviceLocation;
 use headshot_core::{
     error_chain, plan_batches, GenerationError, GenerationOutput, Generator, GeneratorInfo,
-    JobLimits, PreparedJob, StepObserver,
+    JobLimits, ModelSetState, PreparedJob, StepObserver,
 };
 
 use crate::render::RenderOptions;
@@ -23,6 +23,14 @@ impl Generator for Pipeline {
             kind: kind.to_string(),
             models: self.model_set().to_string(),
         }
+    }
+
+    fn model_sets(&self) -> Vec<ModelSetState> {
+        self.model_set_states()
+    }
+
+    fn unload_model_sets(&self) -> Vec<String> {
+        self.unload_on_demand_sets()
     }
 
     fn generate(&self, job: &PreparedJob) -> Result<GenerationOutput, GenerationError> {

@@ -56,8 +56,8 @@ use base_model::BaseModel;
 pub use config::{DTypeSpec, DeviceSpec, Limits, ModelSet, OnDemandSet, PipelineConfig};
 pub use decode::to_rgb_images;
 pub use error::{Cause, PipelineError};
+pub use headshot_core::ModelSetState;
 pub use loras::{LoraFolder, LoraFolderError};
-pub use model_sets::ModelSetState;
 pub use render::{RenderOptions, RenderOutput, RenderTrace};
 
 /// Every model of a head shot model set, loaded once on one device, and the other base models

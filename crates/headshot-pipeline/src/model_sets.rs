@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use headshot_core::ModelSetState;
 use headshot_weights::ResolvedModelSet;
 
 use crate::base_model::{BaseLoad, BaseModel};
@@ -21,17 +22,6 @@ use crate::error::PipelineError;
 use crate::Pipeline;
 
 const MIB: u64 = 1 << 20;
-
-/// What an operator sees of one model set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelSetState {
-    /// The `model_id` that picks it (the default set: its manifest's name).
-    pub id: String,
-    pub is_default: bool,
-    pub loaded: bool,
-    /// Its weights' memory, once it has been loaded.
-    pub bytes: Option<u64>,
-}
 
 /// The default set's name and the sets loaded on demand, with those resident now.
 pub(crate) struct ModelSets {
@@ -121,6 +111,16 @@ impl Pipeline {
             bytes: resident.known_size(id),
         }));
         states
+    }
+
+    /// Unloads every set loaded on demand (the default set stays), returning their ids, least
+    /// recently used first. Their sizes stay known for the next load's room.
+    pub fn unload_on_demand_sets(&self) -> Vec<String> {
+        let unloaded = self.model_sets.resident().remove_all();
+        if !unloaded.is_empty() {
+            tracing::info!(unloaded = ?unloaded, "model sets unloaded on request");
+        }
+        unloaded
     }
 
     /// The base model of `model_id` (`None` or the default set's name: the default one),
@@ -269,6 +269,13 @@ impl<T> Resident<T> {
         }
     }
 
+    /// Removes every value, returning their ids least recently used first (sizes stay known).
+    pub fn remove_all(&mut self) -> Vec<String> {
+        let ids = self.ids_by_use().into_iter().map(str::to_string).collect();
+        self.entries.clear();
+        ids
+    }
+
     /// Adds `value` as used now (replacing an entry of the same id).
     pub fn insert(&mut self, id: &str, value: Arc<T>, bytes: u64) {
         self.entries.retain(|e| e.id != id);
@@ -327,6 +334,16 @@ mod tests {
         // Sizes stay known after removal (the next load's estimate).
         assert_eq!(r.known_size("b"), Some(10));
         assert!(!r.contains("b"));
+    }
+
+    #[test]
+    fn removing_all_keeps_the_sizes() {
+        let mut r = with(&[("a", 10), ("b", 20)]);
+        assert!(r.get("a").is_some());
+        assert_eq!(r.remove_all(), ["b", "a"]);
+        assert_eq!(r.bytes(), 0);
+        assert!(!r.contains("a"));
+        assert_eq!(r.known_size("b"), Some(20));
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl ServedModels {
         Ok(ServedModels::new(default_id, ids, args.lora_folder()?))
     }
 
+    /// The ids a request's `model_id` may name, the default set's first.
+    pub fn ids(&self) -> Vec<String> {
+        self.default_id
+            .iter()
+            .chain(&self.on_demand)
+            .cloned()
+            .collect()
+    }
+
     /// The LoRA folder, if one is configured.
     pub fn loras(&self) -> Option<&LoraFolder> {
         self.loras.as_ref()

@@ -56,7 +56,7 @@ async fn system_details_reports_devices_queue_models_and_memory() {
     assert!(data["uptime"].as_str().unwrap().ends_with('s'));
     assert_eq!(
         data["devices"],
-        json!([{"device": "cpu", "kind": "cpu", "models": SCRIPTED_MODEL_SET, "alive": true}])
+        json!([{"device": "cpu", "kind": "cpu", "models": SCRIPTED_MODEL_SET, "model_sets": [], "alive": true}])
     );
     assert_eq!(data["models"], json!([SCRIPTED_MODEL_SET]));
     assert_eq!(
@@ -109,7 +109,9 @@ async fn clear_cache_removes_expired_outputs_now_and_says_so() {
     assert!(v["message"]
         .as_str()
         .unwrap()
-        .starts_with("Removed 1 expired output files and 0 expired job records."));
+        .starts_with("Removed 1 expired output files and 0 expired job records;"));
+    // The scripted generator has no base models loaded on demand.
+    assert_eq!(v["data"]["model_sets_unloaded"], json!([]), "{v}");
     assert!(!old_file.exists());
     assert_eq!(download(&old_url).await.0, 404);
     assert_eq!(download(kept["output"][0].as_str().unwrap()).await.0, 200);

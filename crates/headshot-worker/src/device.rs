@@ -67,13 +67,51 @@ pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usi
         device: index,
     };
     tracing::debug!(device = index, "device thread started");
+    report_model_sets(&shared, generator.as_ref(), index);
     while let Some(batch) = next_batch(&shared, generator.as_ref(), index) {
         run_batch(&shared, generator.as_ref(), batch, index);
+        unload_if_asked(&shared, generator.as_ref(), index);
+        report_model_sets(&shared, generator.as_ref(), index);
     }
     // Free the device (model weights) before shutdown reports the worker stopped.
     drop(generator);
     tracing::debug!(device = index, "device thread exiting");
     drop(guard);
+}
+
+/// Publishes which base models the generator holds now (a batch may have loaded one and
+/// unloaded others), for `system_details` and the metrics.
+fn report_model_sets(shared: &Shared, generator: &dyn Generator, device: usize) {
+    let Ok(states) = guarded(|| generator.model_sets()) else {
+        return;
+    };
+    for state in &states {
+        let labels = [
+            ("device", device.to_string()),
+            ("model_set", state.id.clone()),
+        ];
+        metrics::gauge!(METRIC_MODEL_SET_LOADED, &labels).set(if state.loaded { 1.0 } else { 0.0 });
+        if let Some(bytes) = state.bytes {
+            metrics::gauge!(METRIC_MODEL_SET_BYTES, &labels).set(bytes as f64);
+        }
+    }
+    if let Some(slot) = shared.device_model_sets.get(device) {
+        *lock(slot) = states;
+    }
+}
+
+/// Unloads the generator's on-demand base models if `clear_cache` asked for it; true if it did.
+fn unload_if_asked(shared: &Shared, generator: &dyn Generator, device: usize) -> bool {
+    let asked = shared
+        .unload_requested
+        .get(device)
+        .is_some_and(|flag| flag.swap(false, Ordering::AcqRel));
+    if asked {
+        if let Ok(unloaded) = guarded(|| generator.unload_model_sets()) {
+            tracing::info!(device, unloaded = ?unloaded, "base models loaded on demand unloaded");
+        }
+    }
+    asked
 }
 
 /// A batch as a device thread runs it; its jobs' answers wait in the `running` map.
@@ -92,6 +130,16 @@ fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Opti
     while queue.jobs.is_empty() {
         if queue.closed {
             return None;
+        }
+        // An idle device frees its on-demand models at once (outside the queue lock).
+        let unload = shared.unload_requested.get(device);
+        if unload.is_some_and(|flag| flag.load(Ordering::Acquire)) {
+            drop(queue);
+            if unload_if_asked(shared, generator, device) {
+                report_model_sets(shared, generator, device);
+            }
+            queue = lock(&shared.queue);
+            continue;
         }
         // Idle while jobs are still being prepared: the time a separate prepare stage saves.
         let waiting_for_prepare = shared.in_prepare.load(Ordering::Acquire) > 0;

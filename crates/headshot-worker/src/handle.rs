@@ -216,6 +216,11 @@ impl Worker {
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(true))
                 .collect(),
+            device_model_sets: device_info.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            unload_requested: device_info
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             device_info,
             limits,
             admission: Arc::new(Semaphore::new(config.queue_size)),
@@ -304,6 +309,9 @@ fn spawn_thread(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceStatus {
     pub info: headshot_core::GeneratorInfo,
+    /// Its base models and which are loaded, as of its last batch (empty for a generator with
+    /// one fixed model set).
+    pub model_sets: Vec<headshot_core::ModelSetState>,
     pub alive: bool,
 }
 
@@ -554,11 +562,37 @@ impl WorkerHandle {
             .device_info
             .iter()
             .zip(&shared.device_alive)
-            .map(|(info, alive)| DeviceStatus {
+            .zip(&shared.device_model_sets)
+            .map(|((info, alive), model_sets)| DeviceStatus {
                 info: info.clone(),
+                model_sets: lock(model_sets).clone(),
                 alive: alive.load(Ordering::Acquire),
             })
             .collect()
+    }
+
+    /// Asks every device thread to unload the base models it loaded on demand: an idle one
+    /// does so at once, a busy one after its batch. Returns the ids loaded now (as of each
+    /// device's last batch), once each.
+    pub fn unload_model_sets(&self) -> Vec<String> {
+        let shared = self.shared();
+        let mut loaded: Vec<String> = Vec::new();
+        for (states, flag) in shared
+            .device_model_sets
+            .iter()
+            .zip(&shared.unload_requested)
+        {
+            for state in lock(states).iter().filter(|s| s.loaded && !s.is_default) {
+                if !loaded.contains(&state.id) {
+                    loaded.push(state.id.clone());
+                }
+            }
+            flag.store(true, Ordering::Release);
+        }
+        // Under the queue lock, so a device thread between its check and its wait sees it.
+        let _queue = lock(&shared.queue);
+        shared.available.notify_all();
+        loaded
     }
 
     /// Prepare threads still running.

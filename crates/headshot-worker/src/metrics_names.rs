@@ -25,6 +25,12 @@ pub const METRIC_DEVICE_IDLE_WITH_WORK: &str = "headshot_device_idle_with_work_s
 /// Counter: denoising steps done by the device threads (one per step of a batch).
 pub const METRIC_DENOISE_STEPS: &str = "headshot_denoise_steps_total";
 
+/// Gauge, labels `device` (its index) and `model_set` (the `model_id`): 1 while that base
+/// model is in the device's memory, 0 once unloaded (only for generators with several).
+pub const METRIC_MODEL_SET_LOADED: &str = "headshot_model_set_loaded";
+/// Gauge, the same labels: the bytes of that base model's weights, once it has been loaded.
+pub const METRIC_MODEL_SET_BYTES: &str = "headshot_model_set_bytes";
+
 /// Histogram buckets (seconds) for every `*_seconds` histogram: from a few milliseconds (the
 /// prepare stage, queue waits on an idle server) to ten minutes (a large job on a CPU).
 pub const DURATION_BUCKETS: [f64; 16] = [
@@ -82,5 +88,14 @@ pub fn describe_metrics() {
     describe_counter!(
         METRIC_DENOISE_STEPS,
         "Denoising steps done by the device threads (one per step of a batch)"
+    );
+    describe_gauge!(
+        METRIC_MODEL_SET_LOADED,
+        "Whether a base model (model_id) is in a device's memory now (1) or not (0)"
+    );
+    describe_gauge!(
+        METRIC_MODEL_SET_BYTES,
+        Unit::Bytes,
+        "Memory of a base model's weights on a device, once it has been loaded"
     );
 }

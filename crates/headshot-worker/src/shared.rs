@@ -125,6 +125,11 @@ pub(crate) struct Shared {
     pub live_devices: AtomicUsize,
     /// Each device thread's generator, as it described itself at start.
     pub device_info: Vec<headshot_core::GeneratorInfo>,
+    /// Each device thread's base models as its generator last reported them (at start and
+    /// after every batch).
+    pub device_model_sets: Vec<Mutex<Vec<headshot_core::ModelSetState>>>,
+    /// Set to have the device thread unload its on-demand base models before its next batch.
+    pub unload_requested: Vec<std::sync::atomic::AtomicBool>,
     /// Whether each device thread is still running (cleared by its exit guard).
     pub device_alive: Vec<std::sync::atomic::AtomicBool>,
     /// Admitted jobs not yet handed to the device queue (or answered by the prepare stage).

@@ -48,6 +48,7 @@ pub async fn system_details(
             device: d.info.device,
             kind: d.info.kind,
             models: d.info.models,
+            model_sets: d.model_sets.into_iter().map(Into::into).collect(),
             alive: d.alive,
         })
         .collect();
@@ -82,6 +83,7 @@ pub async fn system_details(
         uptime: uptime_text(uptime),
         devices,
         models,
+        model_ids: state.settings.served.ids(),
         queue: QueueDetails {
             queued,
             running,
@@ -130,17 +132,35 @@ pub async fn clear_cache(
             return ApiError::Internal(format!("the expiry sweep panicked: {e}")).into_response()
         }
     };
-    tracing::info!(?summary, "clear_cache: expired outputs and records removed");
+    let unloading = state
+        .worker
+        .as_ref()
+        .map(|w| w.unload_model_sets())
+        .unwrap_or_default();
+    tracing::info!(
+        ?summary,
+        ?unloading,
+        "clear_cache: expired outputs and records removed, on-demand model sets unloading"
+    );
+    let models = if unloading.is_empty() {
+        "No model set loaded on demand is in memory; the default set stays loaded.".to_string()
+    } else {
+        format!(
+            "Model sets loaded on demand are unloaded ({}; each device at once when idle, else after its batch); the default set stays loaded.",
+            unloading.join(", ")
+        )
+    };
     Json(ClearCacheResponse {
         status: Status::Success,
         message: format!(
-            "Removed {} expired output files and {} expired job records. Outputs that have not expired and the loaded models are kept; nothing else is cached.",
+            "Removed {} expired output files and {} expired job records; outputs that have not expired are kept. {models}",
             summary.files_removed, summary.records_removed
         ),
         data: ClearedCache {
             records_removed: summary.records_removed,
             files_removed: summary.files_removed,
             bytes_removed: summary.bytes_removed,
+            model_sets_unloaded: unloading,
         },
     })
     .into_response()

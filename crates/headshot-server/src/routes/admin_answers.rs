@@ -35,6 +35,8 @@ pub struct SystemDetails {
     pub devices: Vec<DeviceDetails>,
     /// The model sets loaded (manifest names), once each.
     pub models: Vec<String>,
+    /// The ids a request's `model_id` may name on this server (the default set's first).
+    pub model_ids: Vec<String>,
     pub queue: QueueDetails,
     pub memory: MemoryFacts,
 }
@@ -47,8 +49,34 @@ pub struct DeviceDetails {
     pub kind: String,
     /// The model set this device loaded.
     pub models: String,
+    /// Every base model this device can run (`model_id`), and which are in its memory now,
+    /// as of its last batch; empty when only the default set is configured.
+    pub model_sets: Vec<ModelSetDetails>,
     /// Whether its device thread still runs (a dead one makes /health/ready 503).
     pub alive: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelSetDetails {
+    /// The `model_id` that picks it.
+    pub id: String,
+    /// Jobs without `model_id` get it; it is never unloaded.
+    pub default: bool,
+    /// In the device's memory now (the others load when a job names them).
+    pub loaded: bool,
+    /// Its weights' memory in MiB, once it has been loaded; `null` before.
+    pub memory_mib: Option<u64>,
+}
+
+impl From<headshot_core::ModelSetState> for ModelSetDetails {
+    fn from(state: headshot_core::ModelSetState) -> Self {
+        ModelSetDetails {
+            id: state.id,
+            default: state.is_default,
+            loaded: state.loaded,
+            memory_mib: state.bytes.map(|b| b.div_ceil(1 << 20)),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -64,10 +92,14 @@ pub struct QueueDetails {
 }
 
 /// What `clear_cache` removed: outputs and job records past their TTL, swept now instead of
-/// at the next periodic sweep. Models stay loaded; there is no other cache.
+/// at the next periodic sweep, and the base models loaded on demand (`--model-set`). The
+/// default model set stays loaded.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClearedCache {
     pub records_removed: usize,
     pub files_removed: usize,
     pub bytes_removed: u64,
+    /// The on-demand model sets in memory when asked (as of each device's last batch), which
+    /// every device now unloads: at once when idle, else after its running batch.
+    pub model_sets_unloaded: Vec<String>,
 }
