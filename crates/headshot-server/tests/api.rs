@@ -620,14 +620,7 @@ async fn health_and_metrics() {
     assert_eq!(ready["devices_alive"], ready["devices"]);
     let (status, live) = server.get("/health/live").await;
     assert_eq!((status, live), (200, json!({"status": "alive"})));
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server.url("/metrics")).await;
     assert!(text.contains("headshot_submit_requests_total"), "{text}");
 }
 

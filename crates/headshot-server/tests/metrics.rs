@@ -10,14 +10,7 @@ use common::*;
 
 /// `name{labels}` -> value of every sample line.
 async fn scrape(server: &TestServer) -> BTreeMap<String, f64> {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server.url("/metrics")).await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {

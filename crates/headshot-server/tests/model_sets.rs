@@ -9,7 +9,7 @@
 mod common;
 mod real_binary;
 
-use common::{client, download};
+use common::{client, download, metrics_text};
 use real_binary::*;
 use serde_json::{json, Value};
 
@@ -89,14 +89,7 @@ async fn model_id_picks_one_of_the_configured_sets() {
     assert_eq!(sets[1]["id"], "fp32", "{details}");
     assert_eq!(sets[1]["loaded"], true, "{details}");
     assert_eq!(sets[1]["memory_mib"], sets[0]["memory_mib"], "{details}");
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains(r#"headshot_model_set_loaded{device="0",model_set="fp32"} 1"#),
         "{metrics}"

@@ -340,6 +340,12 @@ pub const PROCESSING_KEYS: [&str; 10] = [
     "tip",
 ];
 
+/// The Prometheus text of `url` (a server's `/metrics`).
+pub async fn metrics_text(url: &str) -> String {
+    let response = client().get(url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// Downloads a URL we handed out; (status, bytes).
 pub async fn download(url: &str) -> (u16, Vec<u8>) {
     let response = client().get(url).send().await.unwrap();
