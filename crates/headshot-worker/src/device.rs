@@ -70,7 +70,6 @@ pub(crate) fn run(shared: Arc<Shared>, generator: Box<dyn Generator>, index: usi
     report_model_sets(&shared, generator.as_ref(), index);
     while let Some(batch) = next_batch(&shared, generator.as_ref(), index) {
         run_batch(&shared, generator.as_ref(), batch, index);
-        unload_if_asked(&shared, generator.as_ref(), index);
         report_model_sets(&shared, generator.as_ref(), index);
     }
     // Free the device (model weights) before shutdown reports the worker stopped.
@@ -126,6 +125,10 @@ struct Batch {
 /// move to `running` under the queue lock, so a cancel always finds a job in one of the two.
 fn next_batch(shared: &Shared, generator: &dyn Generator, device: usize) -> Option<Batch> {
     let max_images = guarded(|| generator.max_batch_images()).unwrap_or(1).max(1);
+    // Between two batches: an unload asked for during the last one happens now.
+    if unload_if_asked(shared, generator, device) {
+        report_model_sets(shared, generator, device);
+    }
     let mut queue = lock(&shared.queue);
     while queue.jobs.is_empty() {
         if queue.closed {

@@ -216,7 +216,11 @@ impl Worker {
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(true))
                 .collect(),
-            device_model_sets: device_info.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            // Asked here too, so a report right after start already has them.
+            device_model_sets: generators
+                .iter()
+                .map(|g| Mutex::new(g.model_sets()))
+                .collect(),
             unload_requested: device_info
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
