@@ -8,8 +8,7 @@ mod s3;
 pub use redis::RedisServer;
 pub use s3::{S3Service, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
 
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
 
 /// Whether CI demands tests that need an outside program (HEADSHOT_E2E_REQUIRED=1): then a
 /// missing one is a failure, elsewhere a loud skip.
@@ -31,16 +30,4 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
-}
-
-/// Waits until something accepts connections on `port`.
-pub(crate) fn wait_for_port(port: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
