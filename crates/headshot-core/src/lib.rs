@@ -7,6 +7,7 @@
 pub mod generator;
 pub mod job;
 pub mod model_choice;
+pub mod progress;
 pub mod queue;
 pub mod store;
 pub mod wire;
@@ -21,6 +22,7 @@ pub use job::{
     PreparedJob,
 };
 pub use model_choice::{LoraChoice, ModelChoice, SchedulerName, UnknownScheduler};
+pub use progress::Progress;
 pub use queue::{Admission, Delivery, JobQueue};
 pub use store::{
     JobId, JobRecord, JobStatus, JobStore, OutputFormat, OutputName, OutputStore, StoreError,

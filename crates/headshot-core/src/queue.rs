@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::progress::Progress;
 use crate::store::{JobId, StoreError};
 
 /// The answer of [`JobQueue::enqueue`].
@@ -82,6 +83,15 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// How long a claim lasts without [`JobQueue::keep_alive`].
     fn visibility_timeout(&self) -> Duration;
+
+    /// Tells every node where claimed job `job_id` is, so a `fetch` anywhere answers its
+    /// progress. The worker holding the claim reports about every second; a report lapses by
+    /// itself a few seconds after the last one (its worker died or the job ended).
+    fn report_progress(&self, job_id: JobId, progress: Progress) -> Result<(), StoreError>;
+
+    /// The latest report on `job_id`, its ETA counted down by the report's age; `None` while
+    /// no worker holds the job (it waits in the queue) or once the report lapsed.
+    fn reported_progress(&self, job_id: JobId) -> Result<Option<Progress>, StoreError>;
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use headshot_core::queue::{Delivery, JobQueue};
-use headshot_core::store::{JobRecord, StoreError};
+use headshot_core::store::{JobId, JobRecord, StoreError};
 use headshot_worker::WorkerHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -215,14 +215,15 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Config(format!("a store call panicked: {e}"))))
 }
 
-/// How often a running job's shared record is read, to stop it soon after a cancel on
-/// another node.
+/// How often a claimed job's progress is reported to the other nodes and its shared record
+/// read, to stop it soon after a cancel on another node.
 const RECORD_CHECK: Duration = Duration::from_secs(1);
 
-/// While the job runs: renews the claim every third of the claim timeout, and reads the
-/// record every [`RECORD_CHECK`]. If the claim is lost (this worker stalled past the timeout
-/// and another took the job) or the record is final (cancelled through another node), the
-/// local run is cancelled and its outcome dropped, so a job is never finished twice.
+/// While the job runs: renews the claim every third of the claim timeout, and every
+/// [`RECORD_CHECK`] reports its progress (so `fetch` on any node answers it) and reads the
+/// record. If the claim is lost (this worker stalled past the timeout and another took the
+/// job) or the record is final (cancelled through another node), the local run is cancelled
+/// and its outcome dropped, so a job is never finished twice.
 async fn watch_claim(
     ctx: JobContext,
     queue: Arc<dyn JobQueue>,
@@ -237,6 +238,7 @@ async fn watch_claim(
     let mut check = tokio::time::interval(RECORD_CHECK);
     renew.tick().await;
     check.tick().await;
+    report_progress(&queue, &worker, id, seq).await;
     loop {
         tokio::select! {
             _ = renew.tick() => {
@@ -263,6 +265,7 @@ async fn watch_claim(
                 if claim.finishing.load(Ordering::SeqCst) {
                     continue;
                 }
+                report_progress(&queue, &worker, id, seq).await;
                 if !record_is_final(&ctx, id).await {
                     continue;
                 }
@@ -272,5 +275,19 @@ async fn watch_claim(
         claim.dropped.store(true, Ordering::SeqCst);
         worker.cancel(seq);
         return;
+    }
+}
+
+/// Tells the other nodes where job `id` (the local worker's `seq`) is. A failed report is only
+/// logged: the next one follows within [`RECORD_CHECK`], and fetch falls back to `processing`.
+async fn report_progress(queue: &Arc<dyn JobQueue>, worker: &WorkerHandle, id: JobId, seq: u64) {
+    let Some(progress) = worker.progress(seq) else {
+        return;
+    };
+    let queue = queue.clone();
+    match tokio::task::spawn_blocking(move || queue.report_progress(id, progress)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(id, error = %e, "could not report a job's progress"),
+        Err(e) => tracing::error!(id, error = %e, "reporting a job's progress panicked"),
     }
 }

@@ -30,5 +30,5 @@ pub use memory::MemoryJobStore;
 pub use redb_jobs::RedbJobStore;
 pub use redis_jobs::RedisJobStore;
 pub use redis_pool::RedisConfig;
-pub use redis_queue::{QueueConfig, RedisJobQueue};
+pub use redis_queue::{QueueConfig, RedisJobQueue, CONSUMER_SWEEP, PROGRESS_LAPSE};
 pub use s3::{S3Config, S3OutputStore};

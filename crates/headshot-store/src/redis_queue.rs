@@ -8,15 +8,24 @@
 //!   died) and read each one's delivery count from `XPENDING`;
 //! - keep-alive: `XCLAIM ... JUSTID` (resets the idle time, not the delivery count), only
 //!   while this consumer still owns the entry;
-//! - ack: `XACK`, then `XDEL` and uncount it, only the first time.
+//! - ack: `XACK`, then `XDEL` and uncount it, only the first time;
+//! - forget: `XGROUP DELCONSUMER` the consumers with nothing pending that have not been seen
+//!   for [`QueueConfig::forget_consumers_after`] (workers that died or were replaced; each
+//!   process is a new consumer), so the group does not grow with every restart. In one script,
+//!   so a consumer never gets an entry between the check and its removal.
 //!
 //! New entries are read with `XREADGROUP ... BLOCK`, which a script cannot do.
+//!
+//! Progress reports of claimed jobs are plain keys (`{namespace}:progress:{id}`) that expire
+//! [`PROGRESS_LAPSE`] after being written; a report's age is read from its remaining time to
+//! live, so the nodes' clocks never need to agree.
 
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use headshot_core::queue::{Admission, Delivery, JobQueue};
 use headshot_core::store::{JobId, StoreError};
+use headshot_core::Progress;
 use redis::streams::StreamReadReply;
 use redis::{Connection, RedisError, RedisResult, Script};
 
@@ -24,6 +33,10 @@ use crate::redis_pool::{RedisConfig, RedisPool};
 
 /// The consumer group every worker of a deployment joins.
 const GROUP: &str = "workers";
+
+/// How long a progress report stands: a few of the workers' one-second reports, so a live
+/// worker's job always has one and a dead worker's is gone within seconds.
+pub const PROGRESS_LAPSE: Duration = Duration::from_secs(5);
 
 /// KEYS: stream, backlog. ARGV: cap, job id. Returns {added (0 or 1), backlog}.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
@@ -71,6 +84,25 @@ return 1
     )
 });
 
+/// KEYS: stream. ARGV: group, this consumer, min idle ms. Returns the names removed.
+static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['name'] ~= ARGV[2] and tonumber(field['pending']) == 0
+      and tonumber(field['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    table.insert(removed, field['name'])
+  end
+end
+return removed
+",
+    )
+});
+
 /// KEYS: stream, backlog. ARGV: group, entry id. Returns 1 the first time.
 static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -101,11 +133,18 @@ pub struct QueueConfig {
     pub visibility_timeout: Duration,
     /// Deliveries before a job is given up (see [`Delivery::is_exhausted`]).
     pub max_deliveries: u64,
+    /// A consumer with nothing pending not seen for this long is removed from the group (a
+    /// live worker asks for entries every second or so; one removed by mistake is made again
+    /// by its next read). Each worker checks at most once per [`CONSUMER_SWEEP`].
+    pub forget_consumers_after: Duration,
 }
+
+/// How often a worker looks for consumers to forget (at most).
+pub const CONSUMER_SWEEP: Duration = Duration::from_secs(60);
 
 impl QueueConfig {
     /// Claims from `model_sets` as a consumer with a fresh random name; a cap of 100, a
-    /// 60-second visibility timeout and 3 deliveries.
+    /// 60-second visibility timeout, 3 deliveries, idle consumers forgotten after 10 minutes.
     pub fn new(model_sets: impl IntoIterator<Item = impl Into<String>>) -> Self {
         QueueConfig {
             model_sets: model_sets.into_iter().map(Into::into).collect(),
@@ -113,6 +152,7 @@ impl QueueConfig {
             max_queued: 100,
             visibility_timeout: Duration::from_secs(60),
             max_deliveries: 3,
+            forget_consumers_after: Duration::from_secs(600),
         }
     }
 }
@@ -122,6 +162,8 @@ pub struct RedisJobQueue {
     pool: RedisPool,
     redis: RedisConfig,
     queue: QueueConfig,
+    /// When this node last looked for consumers to forget (`None`: not yet).
+    last_forget: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RedisJobQueue {
@@ -151,6 +193,7 @@ impl RedisJobQueue {
             pool: RedisPool::open(redis)?,
             redis: redis.clone(),
             queue,
+            last_forget: Mutex::new(None),
         };
         this.pool
             .run("could not set up the job queue", |c| this.create_groups(c))?;
@@ -159,6 +202,10 @@ impl RedisJobQueue {
 
     fn stream(&self, model_set: &str) -> String {
         self.redis.key(format_args!("stream:{model_set}"))
+    }
+
+    fn progress_key(&self, job_id: JobId) -> String {
+        self.redis.key(format_args!("progress:{job_id}"))
     }
 
     /// Creates the group on each claimed stream (from its first entry, so entries added
@@ -217,6 +264,43 @@ impl RedisJobQueue {
             deliveries,
             max_deliveries: self.queue.max_deliveries,
         })
+    }
+
+    /// Removes the consumers of this node's streams that have nothing pending and were not
+    /// seen for [`QueueConfig::forget_consumers_after`], at most once per [`CONSUMER_SWEEP`]
+    /// (or per that wait, if shorter). A failure is only logged: the next sweep tries again.
+    fn forget_gone_consumers(&self) {
+        let after = self.queue.forget_consumers_after;
+        {
+            let mut last = self.last_forget.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < CONSUMER_SWEEP.min(after)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        for model_set in &self.queue.model_sets {
+            let mut invocation = FORGET.prepare_invoke();
+            invocation
+                .key(self.stream(model_set))
+                .arg(GROUP)
+                .arg(&self.queue.consumer)
+                .arg(after.as_millis() as u64);
+            let removed: Result<Vec<String>, StoreError> =
+                self.pool.run("could not forget idle queue consumers", |c| {
+                    self.with_groups(c, |c| invocation.invoke(c))
+                });
+            match removed {
+                Ok(removed) if removed.is_empty() => {}
+                Ok(removed) => tracing::info!(
+                    model_set,
+                    consumers = ?removed,
+                    "forgot queue consumers gone for {after:?} with nothing pending"
+                ),
+                Err(e) => {
+                    tracing::warn!(model_set, error = %e, "could not forget idle queue consumers")
+                }
+            }
+        }
     }
 
     /// Entries of dead consumers, taken over by this one.
@@ -324,6 +408,7 @@ impl JobQueue for RedisJobQueue {
             return Ok(Vec::new());
         }
         let reclaimed = self.reclaim(max)?;
+        self.forget_gone_consumers();
         if !reclaimed.is_empty() {
             return Ok(reclaimed);
         }
@@ -373,5 +458,50 @@ impl JobQueue for RedisJobQueue {
 
     fn visibility_timeout(&self) -> Duration {
         self.queue.visibility_timeout
+    }
+
+    fn report_progress(&self, job_id: JobId, progress: Progress) -> Result<(), StoreError> {
+        let key = self.progress_key(job_id);
+        let report = serde_json::to_string(&progress).map_err(|e| StoreError::Corrupt {
+            id: job_id,
+            message: format!("its progress cannot be written: {e}"),
+        })?;
+        let lapse_ms = PROGRESS_LAPSE.as_millis() as u64;
+        self.pool.run(
+            &format!("could not report the progress of job {job_id}"),
+            |c| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&report)
+                    .arg("PX")
+                    .arg(lapse_ms)
+                    .query::<()>(c)
+            },
+        )
+    }
+
+    fn reported_progress(&self, job_id: JobId) -> Result<Option<Progress>, StoreError> {
+        let key = self.progress_key(job_id);
+        let (report, left_ms): (Option<String>, i64) = self.pool.run(
+            &format!("could not read the progress of job {job_id}"),
+            |c| {
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(&key)
+                    .cmd("PTTL")
+                    .arg(&key)
+                    .query(c)
+            },
+        )?;
+        let Some(report) = report else {
+            return Ok(None);
+        };
+        // A report from another version, or garbage: no progress rather than an error.
+        let Ok(progress) = serde_json::from_str::<Progress>(&report) else {
+            tracing::warn!(job_id, "an unreadable progress report is ignored");
+            return Ok(None);
+        };
+        let left = Duration::from_millis(left_ms.max(0) as u64);
+        Ok(Some(progress.aged(PROGRESS_LAPSE.saturating_sub(left))))
     }
 }

@@ -1,14 +1,17 @@
 //! The shared job queue on Redis Streams, against a real redis-server per test: claim, keep
 //! alive and acknowledge; a worker that dies leaves its entry to another after the visibility
 //! timeout; a job is given up after its last allowed delivery; admission holds the shared cap
-//! under concurrent submits on two nodes; one stream per model set; and a stopped server is a
-//! quick error the queue recovers from by itself.
+//! under concurrent submits on two nodes; one stream per model set; a stopped server is a
+//! quick error the queue recovers from by itself; a worker's progress report reaches another
+//! node, aged, and lapses by itself; and consumers gone with nothing pending are forgotten.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use headshot_core::Progress;
 use headshot_store::{
     Admission, Delivery, JobQueue, QueueConfig, RedisConfig, RedisJobQueue, StoreError,
+    PROGRESS_LAPSE,
 };
 use headshot_test_support::services::RedisServer;
 
@@ -318,4 +321,135 @@ fn a_persistent_server_keeps_pending_claims_across_a_kill() {
     assert_eq!((got[0].job_id, got[0].deliveries), (8, 2));
     assert_eq!(got[0].receipt, lost.receipt);
     assert_eq!(survivor.backlog().unwrap(), 1);
+}
+
+#[test]
+fn a_progress_report_reaches_another_node_aged_and_lapses_by_itself() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let worker = node(&server, "w", &["default"]);
+    let api = node(&server, "api", &[]);
+    assert_eq!(
+        api.reported_progress(7).unwrap(),
+        None,
+        "nothing reported yet"
+    );
+
+    let eta = Duration::from_secs(30);
+    worker
+        .report_progress(7, Progress::Waiting { position: 1, eta })
+        .unwrap();
+    worker
+        .report_progress(
+            7,
+            Progress::Running {
+                step: 3,
+                total: 21,
+                eta,
+            },
+        )
+        .unwrap();
+    let Some(Progress::Running {
+        step,
+        total,
+        eta: left,
+    }) = api.reported_progress(7).unwrap()
+    else {
+        panic!("the latest report is the running one");
+    };
+    assert_eq!((step, total), (3, 21));
+    // Counted down by the report's age, which its time to live bounds.
+    assert!(left <= eta && left >= eta - PROGRESS_LAPSE, "{left:?}");
+    assert_eq!(api.reported_progress(8).unwrap(), None, "another job");
+
+    // The key lapses by itself within PROGRESS_LAPSE of the last report.
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg("{headshot}:progress:7")
+        .query(&mut raw)
+        .unwrap();
+    assert!(
+        ttl_ms > 0 && ttl_ms <= PROGRESS_LAPSE.as_millis() as i64,
+        "{ttl_ms}"
+    );
+    // Something unreadable there (another version's report) is no progress, not an error.
+    redis::cmd("SET")
+        .arg("{headshot}:progress:7")
+        .arg("not json")
+        .query::<()>(&mut raw)
+        .unwrap();
+    assert_eq!(api.reported_progress(7).unwrap(), None);
+    redis::cmd("DEL")
+        .arg("{headshot}:progress:7")
+        .query::<()>(&mut raw)
+        .unwrap();
+    assert_eq!(api.reported_progress(7).unwrap(), None, "lapsed");
+}
+
+/// The consumers of the group on `default`'s stream, by name.
+fn consumer_names(server: &RedisServer) -> Vec<String> {
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("{headshot}:stream:default")
+        .arg("workers")
+        .query(&mut raw)
+        .unwrap();
+    let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn consumers_gone_with_nothing_pending_are_forgotten_and_those_holding_entries_kept() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let forgetful = |consumer: &str| {
+        RedisJobQueue::open(
+            &redis(&server),
+            QueueConfig {
+                consumer: consumer.into(),
+                forget_consumers_after: Duration::from_millis(300),
+                ..QueueConfig::new(["default"])
+            },
+        )
+        .unwrap()
+    };
+    let (done, holding, live) = (forgetful("done"), forgetful("holding"), forgetful("live"));
+    done.enqueue("default", 1).unwrap();
+    let finished = done.claim(1, Duration::from_millis(100)).unwrap();
+    done.ack(&finished[0]).unwrap();
+    holding.enqueue("default", 2).unwrap();
+    let held = holding.claim(1, Duration::from_millis(100)).unwrap();
+    assert_eq!(held[0].job_id, 2);
+    assert_eq!(consumer_names(&server), ["done", "holding"]);
+
+    // Both idle past the limit: the next claim anywhere forgets the one with nothing pending.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(live
+        .claim(1, Duration::from_millis(100))
+        .unwrap()
+        .is_empty());
+    // (`live` itself appears once a read hands it an entry: Redis 7.0 makes no consumer for an
+    // empty blocking read.)
+    let names = consumer_names(&server);
+    assert!(
+        !names.contains(&"done".to_string()) && names.contains(&"holding".to_string()),
+        "{names:?}"
+    );
+    assert!(holding.keep_alive(&held[0]).unwrap(), "its claim is intact");
+
+    // A forgotten consumer that was alive after all is made again by its next read.
+    done.enqueue("default", 3).unwrap();
+    let again = done.claim(1, Duration::from_millis(100)).unwrap();
+    assert_eq!(again.iter().map(|d| d.job_id).collect::<Vec<_>>(), [3]);
+    assert!(consumer_names(&server).contains(&"done".to_string()));
 }

@@ -19,6 +19,10 @@ use crate::metrics_names::*;
 use crate::shared::{lock, PrepareState, QueueState, Queued, Shared};
 use crate::{device, prepare};
 
+// Where an admitted job is (see [`WorkerHandle::progress`]): a core type, since workers also
+// report it to the other nodes through the shared queue.
+pub use headshot_core::Progress;
+
 /// What a finished job hands back.
 #[derive(Debug, Clone)]
 pub struct JobResult {
@@ -64,28 +68,6 @@ impl JobResult {
             identity: None,
             faces_found: None,
             image_seeds: None,
-        }
-    }
-}
-
-/// Where an admitted job is (see [`WorkerHandle::progress`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Progress {
-    /// Not yet on a device: `position` jobs (0-based) will start before it.
-    Waiting { position: usize, eta: Duration },
-    /// On a device: `step` of `total` denoising steps done (0 before the first).
-    Running {
-        step: usize,
-        total: usize,
-        eta: Duration,
-    },
-}
-
-impl Progress {
-    /// Estimated time from now until the job is done.
-    pub fn eta(&self) -> Duration {
-        match *self {
-            Progress::Waiting { eta, .. } | Progress::Running { eta, .. } => eta,
         }
     }
 }

@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use headshot_core::store::JobId;
 use headshot_core::wire::{parse_request_id, FetchRequest};
+use headshot_core::Progress;
 
 use super::body::{header_key, query_object, read_small_body};
 use crate::bodies::fetch_body;
@@ -151,14 +153,36 @@ async fn answer(state: &AppState, key: Option<String>, id: Option<u64>) -> Respo
             let progress = if record.status.is_finished() {
                 None
             } else {
-                state
-                    .jobs
-                    .live
-                    .get(id)
-                    .and_then(|live| state.worker.as_ref()?.progress(live.seq))
+                progress(state, id).await
             };
             Json(fetch_body(&record, &state.jobs.urls, progress)).into_response()
         }
         _ => ApiError::NotFound.into_response(),
+    }
+}
+
+/// Where an unfinished job is: this node's worker says so for a job it runs; past one
+/// machine, the report of the worker that claimed it. `None` (plain `processing`) while it
+/// waits in the shared queue, or when Redis does not answer: fetch still answers.
+async fn progress(state: &AppState, id: JobId) -> Option<Progress> {
+    let local = state
+        .jobs
+        .live
+        .get(id)
+        .and_then(|live| state.worker.as_ref()?.progress(live.seq));
+    if local.is_some() {
+        return local;
+    }
+    let queue = state.queue.as_ref()?.queue.clone();
+    match tokio::task::spawn_blocking(move || queue.reported_progress(id)).await {
+        Ok(Ok(reported)) => reported,
+        Ok(Err(e)) => {
+            tracing::debug!(id, error = %e, "could not read a job's reported progress");
+            None
+        }
+        Err(e) => {
+            tracing::error!(id, error = %e, "reading a job's reported progress panicked");
+            None
+        }
     }
 }
