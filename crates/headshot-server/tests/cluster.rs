@@ -519,4 +519,9 @@ async fn fetch_on_an_api_node_answers_the_step_a_worker_node_reached() {
             "a finished job has no progress: {answer}"
         );
     }
+    assert_eq!(
+        worker.generator.rendered().len(),
+        2,
+        "the worker node ran both"
+    );
 }
