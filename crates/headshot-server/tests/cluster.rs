@@ -36,6 +36,15 @@ async fn node(
     .await
 }
 
+/// An API node (it loads no models, so its generator is never called).
+async fn api_node(
+    data: &Path,
+    redis: &RedisServer,
+    edit: impl FnOnce(&mut headshot_server::Config),
+) -> TestServer {
+    node(data, redis, Role::Api, ScriptedGenerator::default(), edit).await
+}
+
 /// A generator whose every call waits at the returned gate until the test opens it.
 fn held_generator() -> (Gate, ScriptedGenerator) {
     let gate = Gate::closed();
@@ -89,14 +98,7 @@ async fn a_job_submitted_to_an_api_node_is_generated_by_a_worker_node() {
         |_| {},
     )
     .await;
-    let api = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        |_| {},
-    )
-    .await;
+    let api = api_node(shared.path(), &redis, |_| {}).await;
 
     let answer = api.submit(&body(&internet)).await;
     assert_eq!(answer["status"], "success", "{answer}");
@@ -148,22 +150,8 @@ async fn the_shared_cap_refuses_exactly_the_jobs_beyond_it() {
         c.queue_size = CAP;
         c.sync_wait_secs = 0.0;
     };
-    let api_a = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        edit,
-    )
-    .await;
-    let api_b = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        edit,
-    )
-    .await;
+    let api_a = api_node(shared.path(), &redis, edit).await;
+    let api_b = api_node(shared.path(), &redis, edit).await;
 
     let submits = (0..5 * CAP).map(|i| {
         let api = if i % 2 == 0 { &api_a } else { &api_b };
@@ -214,14 +202,7 @@ async fn redis_down_is_a_clear_error_and_the_nodes_recover_when_it_returns() {
         |_| {},
     )
     .await;
-    let api = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        |_| {},
-    )
-    .await;
+    let api = api_node(shared.path(), &redis, |_| {}).await;
     assert_eq!(api.submit(&body(&internet)).await["status"], "success");
 
     redis.stop();
@@ -267,14 +248,7 @@ async fn a_webhook_left_pending_by_a_dead_node_is_delivered_by_a_live_one() {
         c.fetch_timeout_secs = 1;
         c.webhook_retries = 1;
     };
-    let api = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        quick,
-    )
-    .await;
+    let api = api_node(shared.path(), &redis, quick).await;
 
     // What a node that died mid-delivery leaves: a final record with its webhook pending,
     // created longer ago than any delivery lasts.
@@ -377,14 +351,7 @@ async fn a_cancel_through_an_api_node_stops_the_job_wherever_it_is() {
     let internet = Internet::start(0).await;
     let (gate, held) = held_generator();
     let worker = node(shared.path(), &redis, Role::Worker, held, no_wait).await;
-    let api = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        no_wait,
-    )
-    .await;
+    let api = api_node(shared.path(), &redis, no_wait).await;
 
     let ids = submit_processing(&api, &internet, 5).await;
     // The first job is on the worker's device (held); the last is still in Redis (the worker
@@ -462,14 +429,7 @@ async fn fetch_on_an_api_node_answers_the_step_a_worker_node_reached() {
         ..Default::default()
     };
     let worker = node(shared.path(), &redis, Role::Worker, stepped, no_wait).await;
-    let api = node(
-        shared.path(),
-        &redis,
-        Role::Api,
-        ScriptedGenerator::default(),
-        no_wait,
-    )
-    .await;
+    let api = api_node(shared.path(), &redis, no_wait).await;
     let job = |seed: u64| {
         with(
             with(body(&internet), "num_inference_steps", json!(21)),

@@ -50,8 +50,15 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temporary folder for redis-server"),
             persistent,
         };
-        server.spawn();
-        Some(server)
+        // Two tests starting at once may be handed the same free port: the second server then
+        // cannot listen, and the other's answers its ping. Ours is the one whose pid answers.
+        for _ in 0..5 {
+            if server.spawn() {
+                return Some(server);
+            }
+            server.port = free_port();
+        }
+        panic!("redis-server found its port taken by another server five times over");
     }
 
     /// `redis://127.0.0.1:{port}/`.
@@ -71,10 +78,15 @@ impl RedisServer {
     /// same data).
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "port {} was taken by another server while this one was down",
+            self.port
+        );
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server on `self.port`; `false` when another server answers there instead.
+    fn spawn(&mut self) -> bool {
         let program = program();
         let port = self.port.to_string();
         let mut args = vec![
@@ -111,7 +123,13 @@ impl RedisServer {
                 self.port
             );
         }
+        if serving_pid(self.port) != Some(child.id()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
         self.child = Some(child);
+        true
     }
 }
 
@@ -145,6 +163,31 @@ fn answers_ping(port: u16, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// The pid of the server answering on `port`, from `INFO server` (a bulk string holding a
+/// `process_id:` line).
+fn serving_pid(port: u16) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut header = Vec::new();
+    let mut byte = [0u8; 1];
+    while !header.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).ok()?;
+        header.push(byte[0]);
+    }
+    let len: usize = std::str::from_utf8(header.strip_prefix(b"$")?)
+        .ok()?
+        .trim_end()
+        .parse()
+        .ok()?;
+    let mut info = vec![0u8; len];
+    stream.read_exact(&mut info).ok()?;
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -202,5 +245,24 @@ mod tests {
         assert!(command(redis.port, "CONFIG GET save").starts_with('*'));
         assert_eq!(command(redis.port, "DBSIZE"), ":0\r\n");
         assert!(redis.url().starts_with("redis://127.0.0.1:"));
+    }
+
+    #[test]
+    fn a_port_another_server_holds_is_noticed_not_shared() {
+        let Some(first) = RedisServer::start() else {
+            return;
+        };
+        let mut second = RedisServer {
+            child: None,
+            port: first.port,
+            dir: tempfile::tempdir().unwrap(),
+            persistent: false,
+        };
+        assert!(!second.spawn(), "the first server answered in its place");
+        assert!(second.child.is_none());
+        assert_eq!(
+            serving_pid(first.port),
+            first.child.as_ref().map(|c| c.id())
+        );
     }
 }
