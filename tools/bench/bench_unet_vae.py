@@ -1,6 +1,8 @@
 """Reference timings for `cargo bench -p headshot-models --bench unet` and the VAE decode in
-`--bench encoders`: the diffusers UNet step (plain and with the FaceID-PlusV2 adapter) and the
-VAE decoder on the tiny fixture set, CPU f32, same shapes as the Rust benches.
+`--bench encoders`: the diffusers UNet step (plain, with the FaceID-PlusV2 adapter, and with a
+user LoRA beside it: active, or loaded and switched off for a job without it), fusing and
+unfusing that LoRA, and the VAE decoder on the tiny fixture set, CPU f32, same shapes as the
+Rust benches.
 
     /path/to/venv/bin/python tools/bench/bench_unet_vae.py [--threads 2] [--runs 5]
 
@@ -58,6 +60,29 @@ def main() -> None:
         with torch.no_grad():
             ms = median_ms(lambda: unet(latents, t, encoder_hidden_states=text_and_ip), args.runs)
         print(f"unet step faceid adapter 64x64 batch 2: median {ms:.0f} ms")
+
+        # The user LoRA as diffusers serves it: peft layers beside the adapter's own LoRA
+        # (`faceid_0`), as tools/fixtures/gen_lora.py loads it for the LoRA golden.
+        pipe.load_lora_weights(str(TINY / "loras"), weight_name="tiny-style.safetensors",
+                               adapter_name="tiny-style")
+        pipe.set_adapters(["faceid_0", "tiny-style"], adapter_weights=[1.0, 0.7])
+        with torch.no_grad():
+            ms = median_ms(lambda: unet(latents, t, encoder_hidden_states=text_and_ip), args.runs)
+        print(f"unet step faceid adapter + user lora 0.7 (peft, unfused) 64x64 batch 2: median {ms:.0f} ms")
+        # A job without the LoRA on the same pipeline: the layers stay, the adapter is off.
+        pipe.set_adapters(["faceid_0"], adapter_weights=[1.0])
+        with torch.no_grad():
+            ms = median_ms(lambda: unet(latents, t, encoder_hidden_states=text_and_ip), args.runs)
+        print(f"unet step faceid adapter, user lora loaded but off 64x64 batch 2: median {ms:.0f} ms")
+        pipe.set_adapters(["faceid_0", "tiny-style"], adapter_weights=[1.0, 0.7])
+
+        # Into the UNet only, as the Rust merge bench does (the text encoder is merged apart).
+        def fuse_and_unfuse():
+            pipe.fuse_lora(components=["unet"], adapter_names=["tiny-style"])
+            pipe.unfuse_lora(components=["unet"])
+
+        fuse_ms = median_ms(fuse_and_unfuse, args.runs)
+        print(f"fuse + unfuse the user lora (unet): median {fuse_ms:.1f} ms")
 
     if args.only in ("vae", "all"):
         vae = AutoencoderKL.from_pretrained(TINY / "vae-ft-mse").eval()
