@@ -12,12 +12,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{body, download, keys, sorted, with, Internet, TestServer};
+use common::{body, download, fetch_until, keys, sorted, step, with, Internet, TestServer};
 use headshot_core::store::{unix_millis, JobRecord, JobStore, OutputFormat, WebhookDelivery};
 use headshot_server::cluster::Role;
 use headshot_test_support::services::RedisServer;
 use headshot_test_support::{Gate, ScriptedGenerator, StepGate};
-use serde_json::{json, Value};
+use serde_json::json;
 
 async fn node(
     data: &Path,
@@ -401,21 +401,6 @@ async fn a_cancel_through_an_api_node_stops_the_job_wherever_it_is() {
     );
 }
 
-/// Fetches from `node` until `check` holds (a bounded wait; no timing is asserted).
-async fn fetch_until(node: &TestServer, id: u64, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..500 {
-        let answer = node.fetch(id).await;
-        if check(&answer) {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "job {id} never reached the expected state: {}",
-        node.fetch(id).await
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fetch_on_an_api_node_answers_the_step_a_worker_node_reached() {
     let Some(redis) = RedisServer::start() else {
@@ -441,11 +426,7 @@ async fn fetch_on_an_api_node_answers_the_step_a_worker_node_reached() {
     let answer = api.submit(&job(1)).await;
     assert_eq!(answer["status"], "processing", "{answer}");
     let running = answer["id"].as_u64().unwrap();
-    steps.allow(3);
-    let done = steps.clone();
-    tokio::task::spawn_blocking(move || done.wait_done(3))
-        .await
-        .unwrap();
+    step(&steps, 3, 3).await;
     // The worker reports about every second; the API node runs nothing itself.
     let v = fetch_until(&api, running, |v| {
         v["progress"] == json!({"step": 3, "total": 21})

@@ -38,30 +38,6 @@ async fn submit(server: &TestServer, body: &Value) -> u64 {
     answer["id"].as_u64().unwrap()
 }
 
-/// Lets `n` more steps run and waits until `done` steps in all are done.
-async fn step(steps: &StepGate, n: usize, done: usize) {
-    steps.allow(n);
-    let steps = steps.clone();
-    tokio::task::spawn_blocking(move || steps.wait_done(done))
-        .await
-        .unwrap();
-}
-
-/// Fetches until `check` holds (a bounded wait; no timing is asserted).
-async fn fetch_until(server: &TestServer, id: u64, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..1000 {
-        let body = server.fetch(id).await;
-        if check(&body) {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "job {id} never reached the expected state: {}",
-        server.fetch(id).await
-    );
-}
-
 async fn record_status(server: &TestServer, id: u64) -> JobStatus {
     server.state.jobs.jobs.get(id).unwrap().unwrap().status
 }

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use headshot_server::{serve, AppState, Config, Stores};
 pub use headshot_test_support::wire::META_KEYS;
-pub use headshot_test_support::{Gate, ScriptedFaces, ScriptedGenerator};
+pub use headshot_test_support::{Gate, ScriptedFaces, ScriptedGenerator, StepGate};
 use headshot_worker::Stages;
 
 use serde_json::Value;
@@ -261,6 +261,30 @@ impl TestServer {
         }
         panic!("job {id} never finished");
     }
+}
+
+/// Lets `n` more steps run and waits until `done` steps in all are done.
+pub async fn step(steps: &StepGate, n: usize, done: usize) {
+    steps.allow(n);
+    let steps = steps.clone();
+    tokio::task::spawn_blocking(move || steps.wait_done(done))
+        .await
+        .unwrap();
+}
+
+/// Fetches until `check` holds (a bounded wait; no timing is asserted).
+pub async fn fetch_until(server: &TestServer, id: u64, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..1000 {
+        let body = server.fetch(id).await;
+        if check(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "job {id} never reached the expected state: {}",
+        server.fetch(id).await
+    );
 }
 
 /// A good submit body with its face served by `internet`.
